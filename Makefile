@@ -1,0 +1,58 @@
+# The lakehouse platform's front door. `make` alone lists the targets.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SCALE ?= 1
+SEED ?= 42
+PYTEST_ARGS ?=
+LAKEHOUSE_HOME ?= $(CURDIR)/.lakehouse
+export LAKEHOUSE_HOME
+
+# Re-install only when the lock or the project metadata changes.
+LOCK_HASH := $(shell cat requirements.lock pyproject.toml 2>/dev/null | sha256sum | cut -c1-16)
+INSTALLED := $(VENV)/.installed-$(LOCK_HASH)
+
+.PHONY: help
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(INSTALLED): requirements.lock pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==0.13.8
+	$(BIN)/uv pip sync --quiet --python $(BIN)/python requirements.lock
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	@rm -f $(VENV)/.installed-* && touch $@
+
+.PHONY: install
+install: $(INSTALLED) ## Create .venv and install the pinned platform (skipped when up to date)
+
+.PHONY: lock
+lock: ## Re-resolve requirements.lock from pyproject.toml
+	$(BIN)/uv pip compile pyproject.toml --extra dev -o requirements.lock --python-version 3.11 --universal --no-header
+
+.PHONY: demo
+demo: install ## Generate the reference domain, load bronze, build silver/gold/platinum, show KPIs (SCALE=, SEED=)
+	$(BIN)/lakehouse demo --scale $(SCALE) --seed $(SEED)
+
+.PHONY: lint
+lint: install ## ruff and mypy
+	$(BIN)/ruff check services tests
+	$(BIN)/ruff format --check services tests
+	$(BIN)/mypy
+
+.PHONY: test
+test: install ## Unit and integration tests: real Iceberg catalog, DuckDB, dbt and SeaweedFS
+	$(BIN)/ruff check services tests
+	$(BIN)/mypy
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+.PHONY: bench
+bench: install ## Benchmarks, each a ratio against a baseline measured in the same run
+	$(BIN)/python -m tests.bench $(BENCH_ARGS)
+
+.PHONY: clean
+clean: ## Remove local state (.lakehouse) and dbt build output, keep .venv
+	rm -rf .lakehouse dbt/target dbt/logs

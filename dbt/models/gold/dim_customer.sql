@@ -1,0 +1,26 @@
+-- Customers as SCD2 (address and home store tracked). PII columns are governed by policies/.
+with
+
+history as (
+    select * from {{ ref('stg_customers_history') }}
+),
+
+final as (
+    select
+        customer_sk,
+        customer_id,
+        full_name,
+        email,
+        phone,
+        birth_date,
+        street,
+        city,
+        postal_code,
+        home_store_id,
+        valid_from,
+        valid_to,
+        is_current
+    from history
+)
+
+select * from final

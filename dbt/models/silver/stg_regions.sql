@@ -1,0 +1,15 @@
+with
+
+source as (
+    select * from {{ source('bronze', 'regions') }}
+),
+
+final as (
+    select distinct
+        upper(trim(region_id)) as region_id,
+        trim(region_name) as region_name,
+        upper(trim(country)) as country
+    from source
+)
+
+select * from final

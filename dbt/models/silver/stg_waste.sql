@@ -1,0 +1,24 @@
+-- Waste with reason codes conformed; codes outside the known list become UNKNOWN.
+with
+
+source as (
+    select * from {{ source('bronze', 'waste') }}
+),
+
+final as (
+    select distinct
+        upper(trim(waste_id)) as waste_id,
+        upper(trim(store_id)) as store_id,
+        upper(trim(product_id)) as product_id,
+        waste_date,
+        quantity,
+        case
+            when upper(trim(reason_code)) in ('EXPIRED', 'DAMAGED', 'TEMP_EXCURSION') then upper(trim(reason_code))
+            else 'UNKNOWN'
+        end as reason_code,
+        upper(trim(device_id)) as device_id
+    from source
+    where quantity > 0
+)
+
+select * from final

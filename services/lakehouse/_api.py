@@ -1,0 +1,104 @@
+"""The platform's Python API: what the CLI does, as objects."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from functools import cached_property
+from pathlib import Path
+
+import pyarrow as pa
+from pyiceberg.catalog import Catalog
+from pyiceberg.table import Table
+
+from ._catalog import load_catalog
+from ._engine import Engine, list_tables
+from ._load import LoadResult, ProgressCallback, load_files, parse_identifier
+from ._settings import Settings
+from ._stack import apply_stack_state
+from .errors import NoSuchTableError
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    layer: str
+    table: str
+    rows: int
+    snapshots: int
+    last_commit: str | None  # ISO-8601 UTC
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+class Lakehouse:
+    """One handle on the configured lakehouse: catalog, embedded engine, loader.
+
+    >>> lh = Lakehouse()
+    >>> lh.sql("select count(*) from gold.fct_sales")
+    """
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        settings = settings or Settings.load()
+        self.settings = apply_stack_state(settings) if settings.profile == "stack" else settings
+
+    @cached_property
+    def catalog(self) -> Catalog:
+        return load_catalog(self.settings)
+
+    @cached_property
+    def engine(self) -> Engine:
+        return Engine(self.settings, self.catalog)
+
+    def table(self, identifier: str) -> Table:
+        layer, name = parse_identifier(identifier)
+        if not self.catalog.table_exists((layer, name)):
+            raise NoSuchTableError(f"no table {identifier}; tables that exist: {self._names()}")
+        return self.catalog.load_table((layer, name))
+
+    def _names(self) -> str:
+        return ", ".join(f"{n}.{t}" for n, t in list_tables(self.catalog)) or "(none)"
+
+    def tables(self) -> list[TableInfo]:
+        infos = []
+        for layer, name in list_tables(self.catalog):
+            table = self.catalog.load_table((layer, name))
+            snapshot = table.current_snapshot()
+            rows = 0
+            if snapshot and snapshot.summary:
+                rows = int(snapshot.summary.additional_properties.get("total-records", 0))
+            last = (
+                dt.datetime.fromtimestamp(snapshot.timestamp_ms / 1000, tz=dt.UTC).isoformat(timespec="seconds")
+                if snapshot
+                else None
+            )
+            infos.append(TableInfo(layer, name, rows, len(table.metadata.snapshots), last))
+        return infos
+
+    def sql(self, query: str, *, schema: str | None = None) -> pa.Table:
+        """Run SQL over every layer; tables are ``layer.table``; ``schema`` sets the default layer."""
+        self.engine.refresh() if self.engine._conn is not None else None
+        return self.engine.sql(query, schema=schema)
+
+    def load(
+        self,
+        identifier: str,
+        files: Sequence[str | Path],
+        *,
+        fmt: str | None = None,
+        create: bool = False,
+        progress: ProgressCallback | None = None,
+    ) -> LoadResult:
+        """Append files to a table atomically and idempotently (see ``lakehouse.load_files``)."""
+        return load_files(self.catalog, identifier, files, fmt=fmt, create=create, progress=progress)
+
+    def close(self) -> None:
+        if "engine" in self.__dict__:
+            self.engine.close()
+
+    def __enter__(self) -> Lakehouse:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

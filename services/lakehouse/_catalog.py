@@ -1,0 +1,95 @@
+"""Catalog and object-store factory: one registry, one function.
+
+``load_catalog(settings)`` maps ``settings.catalog.type`` to its implementation the way
+pyiceberg's own ``load_catalog`` does, and hands it the FileIO properties of the configured
+object store (local files or S3).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from pyiceberg.catalog import Catalog
+from pyiceberg.catalog.rest import RestCatalog
+from pyiceberg.catalog.sql import SqlCatalog
+from pyiceberg.exceptions import NamespaceAlreadyExistsError
+
+from ._settings import Settings
+from .errors import ConfigurationError
+
+logger = logging.getLogger(__name__)
+
+LAYERS = ("bronze", "silver", "gold", "platinum")
+
+
+def storage_properties(settings: Settings) -> dict[str, str]:
+    """pyiceberg FileIO properties for the configured object store."""
+    storage = settings.storage
+    if storage.type == "file":
+        return {}
+    props = {"s3.region": storage.region}
+    if storage.endpoint:
+        props["s3.endpoint"] = storage.endpoint
+    if storage.access_key_id and storage.secret_access_key:
+        props["s3.access-key-id"] = storage.access_key_id.get_secret_value()
+        props["s3.secret-access-key"] = storage.secret_access_key.get_secret_value()
+    if storage.path_style:
+        props["s3.force-virtual-addressing"] = "false"
+    return props
+
+
+def _sql_catalog(settings: Settings) -> Catalog:
+    cfg = settings.catalog
+    if not cfg.uri or not cfg.warehouse:
+        raise ConfigurationError("the sql catalog needs LAKEHOUSE_CATALOG__URI and LAKEHOUSE_CATALOG__WAREHOUSE")
+    if cfg.uri.startswith("sqlite:///"):
+        settings.home.mkdir(parents=True, exist_ok=True)
+    if cfg.warehouse.startswith("file://"):
+        (settings.home / "warehouse").mkdir(parents=True, exist_ok=True)
+    return SqlCatalog(
+        cfg.name, uri=cfg.uri, warehouse=cfg.warehouse, init_catalog_tables="true", **storage_properties(settings)
+    )
+
+
+def _rest_catalog(settings: Settings) -> Catalog:
+    cfg = settings.catalog
+    if not cfg.uri:
+        raise ConfigurationError(
+            f"the {settings.profile} profile needs a REST catalog: set LAKEHOUSE_CATALOG__URI"
+            + (" or run `lakehouse stack start`" if settings.profile == "stack" else "")
+        )
+    props: dict[str, Any] = {"uri": cfg.uri, **storage_properties(settings)}
+    if cfg.warehouse:
+        props["warehouse"] = cfg.warehouse
+    if cfg.credential:
+        props["credential"] = cfg.credential.get_secret_value()
+    if cfg.oauth2_server_uri:
+        props["oauth2-server-uri"] = cfg.oauth2_server_uri
+    if cfg.scope:
+        props["scope"] = cfg.scope
+    return RestCatalog(cfg.name, **props)
+
+
+CATALOGS: dict[str, Callable[[Settings], Catalog]] = {"sql": _sql_catalog, "rest": _rest_catalog}
+
+
+def load_catalog(settings: Settings) -> Catalog:
+    """The Iceberg catalog the settings describe, with every layer's namespace present."""
+    if settings.profile == "stack":
+        from ._stack import apply_stack_state
+
+        settings = apply_stack_state(settings)
+    factory = CATALOGS.get(settings.catalog.type or "")
+    if factory is None:
+        raise ConfigurationError(f"unknown catalog type {settings.catalog.type!r}; known: {sorted(CATALOGS)}")
+    catalog = factory(settings)
+    existing = {ns[0] for ns in catalog.list_namespaces()}
+    for layer in LAYERS:
+        if layer not in existing:
+            try:
+                catalog.create_namespace(layer)
+            except NamespaceAlreadyExistsError:  # another process won the race
+                pass
+    return catalog

@@ -1,0 +1,218 @@
+"""Data contracts: each bronze table declared once (contracts/bronze.yml).
+
+One declaration gives the Iceberg schema and partition spec, the Arrow schema that incoming rows
+are validated against, and dbt's source definitions.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from importlib import resources
+from typing import Any, Literal
+
+import pyarrow as pa
+import yaml
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pyiceberg.partitioning import PartitionField, PartitionSpec
+from pyiceberg.schema import Schema
+from pyiceberg.transforms import DayTransform, HourTransform, IdentityTransform, MonthTransform, Transform
+from pyiceberg.types import (
+    BooleanType,
+    DateType,
+    DecimalType,
+    DoubleType,
+    IcebergType,
+    IntegerType,
+    LongType,
+    NestedField,
+    StringType,
+    TimestampType,
+)
+
+from .errors import ContractError
+
+_DECIMAL = re.compile(r"^decimal\((\d+),\s*(\d+)\)$")
+_SIMPLE_TYPES: dict[str, tuple[IcebergType, pa.DataType]] = {
+    "string": (StringType(), pa.string()),
+    "int": (IntegerType(), pa.int32()),
+    "long": (LongType(), pa.int64()),
+    "double": (DoubleType(), pa.float64()),
+    "boolean": (BooleanType(), pa.bool_()),
+    "date": (DateType(), pa.date32()),
+    "timestamp": (TimestampType(), pa.timestamp("us")),
+}
+_TRANSFORMS: dict[str, Transform[Any, Any]] = {
+    "identity": IdentityTransform(),
+    "day": DayTransform(),
+    "hour": HourTransform(),
+    "month": MonthTransform(),
+}
+
+
+def _parse_type(name: str) -> tuple[IcebergType, pa.DataType]:
+    if name in _SIMPLE_TYPES:
+        return _SIMPLE_TYPES[name]
+    match = _DECIMAL.match(name)
+    if match:
+        precision, scale = int(match[1]), int(match[2])
+        return DecimalType(precision, scale), pa.decimal128(precision, scale)
+    raise ValueError(f"unknown type {name!r}; use one of {[*_SIMPLE_TYPES, 'decimal(P,S)']}")
+
+
+class Column(BaseModel, frozen=True):
+    name: str
+    type: str
+    required: bool = False
+    description: str = ""
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        _parse_type(value)
+        return value
+
+    @property
+    def iceberg_type(self) -> IcebergType:
+        return _parse_type(self.type)[0]
+
+    @property
+    def arrow_type(self) -> pa.DataType:
+        return _parse_type(self.type)[1]
+
+
+class PartitionBy(BaseModel, frozen=True):
+    column: str
+    transform: Literal["identity", "day", "hour", "month"] = "identity"
+
+
+class Contract(BaseModel, frozen=True):
+    """The declaration of one bronze table."""
+
+    layer: str = "bronze"
+    name: str
+    description: str = ""
+    primary_key: list[str]
+    columns: list[Column]
+    partition_by: list[PartitionBy] = Field(default_factory=list)
+    pii: list[str] = Field(default_factory=list)
+    rls: dict[Literal["region", "store"], str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _references_exist(self) -> Contract:
+        names = [c.name for c in self.columns]
+        if len(set(names)) != len(names):
+            raise ValueError("duplicate column names")
+        for kind, refs in (
+            ("primary_key", self.primary_key),
+            ("pii", self.pii),
+            ("partition_by", [p.column for p in self.partition_by]),
+            ("rls", list(self.rls.values())),
+        ):
+            unknown = [r for r in refs if r not in names]
+            if unknown:
+                raise ValueError(f"{kind} names unknown column(s) {unknown}")
+        not_required = [c.name for c in self.columns if c.name in self.primary_key and not c.required]
+        if not_required:
+            raise ValueError(f"primary key column(s) {not_required} must be required: true")
+        return self
+
+    @property
+    def identifier(self) -> str:
+        return f"{self.layer}.{self.name}"
+
+    def column(self, name: str) -> Column:
+        return next(c for c in self.columns if c.name == name)
+
+    def iceberg_schema(self) -> Schema:
+        fields = [
+            NestedField(i, c.name, c.iceberg_type, required=c.required, doc=c.description or None)
+            for i, c in enumerate(self.columns, start=1)
+        ]
+        ids = [f.field_id for f in fields if f.name in self.primary_key]
+        return Schema(*fields, identifier_field_ids=ids)
+
+    def partition_spec(self) -> PartitionSpec:
+        schema = self.iceberg_schema()
+        return PartitionSpec(
+            *(
+                PartitionField(
+                    source_id=schema.find_field(p.column).field_id,
+                    field_id=1000 + i,
+                    transform=_TRANSFORMS[p.transform],
+                    name=f"{p.column}_{p.transform}",
+                )
+                for i, p in enumerate(self.partition_by)
+            )
+        )
+
+    def arrow_schema(self) -> pa.Schema:
+        return pa.schema([pa.field(c.name, c.arrow_type, nullable=not c.required) for c in self.columns])
+
+    def table_properties(self) -> dict[str, str]:
+        props = {"lakehouse.contract": self.identifier, "write.parquet.compression-codec": "zstd"}
+        if self.pii:
+            props["lakehouse.pii-columns"] = ",".join(self.pii)
+        for key, column in self.rls.items():
+            props[f"lakehouse.rls.{key}"] = column
+        return props
+
+
+@cache
+def load_contracts() -> dict[str, Contract]:
+    """All bronze contracts by identifier (``bronze.orders``)."""
+    text = resources.files("lakehouse").joinpath("contracts/bronze.yml").read_text()
+    return parse_contracts(text, source="contracts/bronze.yml")
+
+
+def parse_contracts(text: str, *, source: str) -> dict[str, Contract]:
+    document = yaml.safe_load(text) or {}
+    contracts: dict[str, Contract] = {}
+    for name, body in (document.get("tables") or {}).items():
+        try:
+            contract = Contract(name=name, **body)
+        except ValidationError as exc:
+            raise ContractError(f"{source}: table {name!r}: {exc}") from exc
+        contracts[contract.identifier] = contract
+    return contracts
+
+
+def contract_for(identifier: str) -> Contract | None:
+    return load_contracts().get(identifier)
+
+
+def dbt_sources_yaml() -> str:
+    """dbt's ``__sources.yml`` for bronze, generated from the contracts."""
+    tables = []
+    for contract in load_contracts().values():
+        columns: list[dict[str, Any]] = []
+        for c in contract.columns:
+            column: dict[str, Any] = {"name": c.name}
+            if c.description:
+                column["description"] = c.description
+            if c.required:
+                column["data_tests"] = ["not_null"]
+            if c.name in contract.pii:
+                column["meta"] = {"pii": True}
+            columns.append(column)
+        tables.append(
+            {
+                "name": contract.name,
+                "description": contract.description,
+                "meta": {"primary_key": contract.primary_key, "rls": dict(contract.rls)},
+                "columns": columns,
+            }
+        )
+    document = {
+        "version": 2,
+        "sources": [
+            {
+                "name": "bronze",
+                "description": "Raw tables landed by the platform; generated from contracts/bronze.yml.",
+                "schema": "bronze",
+                "tables": tables,
+            }
+        ],
+    }
+    header = "# GENERATED from services/lakehouse/contracts/bronze.yml by `lakehouse contracts dbt-sources`.\n"
+    return header + yaml.safe_dump(document, sort_keys=False, width=110)

