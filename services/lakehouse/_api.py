@@ -69,7 +69,9 @@ class Lakehouse:
             if snapshot and snapshot.summary:
                 rows = int(snapshot.summary.additional_properties.get("total-records", 0))
             last = (
-                dt.datetime.fromtimestamp(snapshot.timestamp_ms / 1000, tz=dt.UTC).isoformat(timespec="seconds")
+                dt.datetime.fromtimestamp(snapshot.timestamp_ms / 1000, tz=dt.UTC).isoformat(
+                    timespec="seconds"
+                )
                 if snapshot
                 else None
             )

@@ -7,6 +7,7 @@ object store (local files or S3).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -43,13 +44,19 @@ def storage_properties(settings: Settings) -> dict[str, str]:
 def _sql_catalog(settings: Settings) -> Catalog:
     cfg = settings.catalog
     if not cfg.uri or not cfg.warehouse:
-        raise ConfigurationError("the sql catalog needs LAKEHOUSE_CATALOG__URI and LAKEHOUSE_CATALOG__WAREHOUSE")
+        raise ConfigurationError(
+            "the sql catalog needs LAKEHOUSE_CATALOG__URI and LAKEHOUSE_CATALOG__WAREHOUSE"
+        )
     if cfg.uri.startswith("sqlite:///"):
         settings.home.mkdir(parents=True, exist_ok=True)
     if cfg.warehouse.startswith("file://"):
         (settings.home / "warehouse").mkdir(parents=True, exist_ok=True)
     return SqlCatalog(
-        cfg.name, uri=cfg.uri, warehouse=cfg.warehouse, init_catalog_tables="true", **storage_properties(settings)
+        cfg.name,
+        uri=cfg.uri,
+        warehouse=cfg.warehouse,
+        init_catalog_tables="true",
+        **storage_properties(settings),
     )
 
 
@@ -88,8 +95,6 @@ def load_catalog(settings: Settings) -> Catalog:
     existing = {ns[0] for ns in catalog.list_namespaces()}
     for layer in LAYERS:
         if layer not in existing:
-            try:
+            with contextlib.suppress(NamespaceAlreadyExistsError):  # another process won the race
                 catalog.create_namespace(layer)
-            except NamespaceAlreadyExistsError:  # another process won the race
-                pass
     return catalog

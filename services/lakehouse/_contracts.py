@@ -199,7 +199,10 @@ def dbt_sources_yaml() -> str:
             {
                 "name": contract.name,
                 "description": contract.description,
-                "meta": {"primary_key": contract.primary_key, "rls": dict(contract.rls)},
+                "meta": {
+                    "primary_key": contract.primary_key,
+                    "rls": {str(k): v for k, v in contract.rls.items()},
+                },
                 "columns": columns,
             }
         )
@@ -214,5 +217,7 @@ def dbt_sources_yaml() -> str:
             }
         ],
     }
-    header = "# GENERATED from services/lakehouse/contracts/bronze.yml by `lakehouse contracts dbt-sources`.\n"
+    header = (
+        "# GENERATED from services/lakehouse/contracts/bronze.yml by `lakehouse contracts dbt-sources`.\n"
+    )
     return header + yaml.safe_dump(document, sort_keys=False, width=110)

@@ -62,7 +62,10 @@ def configure_storage(conn: duckdb.DuckDBPyConnection, settings: Settings) -> No
         ]
     if storage.endpoint:
         endpoint = urlparse(storage.endpoint)
-        parts += [f"endpoint '{endpoint.netloc}'", f"use_ssl {'true' if endpoint.scheme == 'https' else 'false'}"]
+        parts += [
+            f"endpoint '{endpoint.netloc}'",
+            f"use_ssl {'true' if endpoint.scheme == 'https' else 'false'}",
+        ]
     conn.execute(f"create or replace temporary secret lakehouse_s3 ({', '.join(parts)})")
 
 
@@ -85,7 +88,9 @@ def scan_sql(table: Table) -> str:
     if table.current_snapshot() is None:
         schema = table.schema().as_arrow()
         types = _duckdb_types(schema)
-        cols = ", ".join(f"cast(null as {t}) as {quote_ident(f.name)}" for f, t in zip(schema, types, strict=True))
+        cols = ", ".join(
+            f"cast(null as {t}) as {quote_ident(f.name)}" for f, t in zip(schema, types, strict=True)
+        )
         return f"select {cols} where false"
     return f"select * from iceberg_scan({_sql_literal(table.metadata_location)})"
 
@@ -165,7 +170,7 @@ class Engine:
             else:
                 conn.execute("use memory.main")
             result = conn.execute(query)
-            return result.fetch_arrow_table() if result.description else pa.table({})
+            return result.to_arrow_table() if result.description else pa.table({})
         except duckdb.CatalogException as exc:
             match = _MISSING_TABLE.search(str(exc))
             if match or (schema and "Schema" in str(exc)):

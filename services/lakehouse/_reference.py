@@ -43,9 +43,51 @@ _CATEGORIES = {
     "beverages": (365, 25.0, (0.7, 3.0), None),
     "pantry": (365, 25.0, (0.6, 6.0), None),
 }
-_FIRST = "Ava Ben Cleo Dan Eva Finn Gia Hugo Ines Jon Kai Lea Max Nia Omar Pia Quinn Rosa Sam Tia Uma Vik Wes Zoe".split()
-_LAST = "Smith Jones Garcia Miller Davis Lopez Wilson Moore Taylor Lee Clark Lewis Young King Hill Green".split()
-_STREETS = "Oak Maple Pine Cedar Elm Birch Lake Hill Park River".split()
+_FIRST = [
+    "Ava",
+    "Ben",
+    "Cleo",
+    "Dan",
+    "Eva",
+    "Finn",
+    "Gia",
+    "Hugo",
+    "Ines",
+    "Jon",
+    "Kai",
+    "Lea",
+    "Max",
+    "Nia",
+    "Omar",
+    "Pia",
+    "Quinn",
+    "Rosa",
+    "Sam",
+    "Tia",
+    "Uma",
+    "Vik",
+    "Wes",
+    "Zoe",
+]
+_LAST = [
+    "Smith",
+    "Jones",
+    "Garcia",
+    "Miller",
+    "Davis",
+    "Lopez",
+    "Wilson",
+    "Moore",
+    "Taylor",
+    "Lee",
+    "Clark",
+    "Lewis",
+    "Young",
+    "King",
+    "Hill",
+    "Green",
+]
+_STREETS = ["Oak", "Maple", "Pine", "Cedar", "Elm", "Birch", "Lake", "Hill", "Park", "River"]
 _WEEKDAY = np.array([0.85, 0.9, 0.95, 1.0, 1.25, 1.35, 1.1])  # Mon..Sun demand
 
 
@@ -77,7 +119,9 @@ class _Generator:
     # -- masters ------------------------------------------------------------------------------
 
     def regions(self) -> pa.Table:
-        return pa.table({k: [r[i] for r in _REGIONS] for i, k in enumerate(["region_id", "region_name", "country"])})
+        return pa.table(
+            {k: [r[i] for r in _REGIONS] for i, k in enumerate(["region_id", "region_name", "country"])}
+        )
 
     def stores(self) -> pa.Table:
         rng = self.rng
@@ -114,8 +158,21 @@ class _Generator:
         self.price_change_day = np.where(rng.random(n) < 0.2, rng.integers(20, DAYS - 20, n), -1)
         self.price_v1 = price
         self.price_v2 = (price * rng.uniform(1.05, 1.15, n)).round(2)
-        rows = {k: [] for k in ["product_id", "sku", "product_name", "category", "perishable",
-                                "shelf_life_days", "unit_cost", "unit_price", "safe_temp_max_c", "updated_at"]}
+        rows: dict[str, list[object]] = {
+            k: []
+            for k in [
+                "product_id",
+                "sku",
+                "product_name",
+                "category",
+                "perishable",
+                "shelf_life_days",
+                "unit_cost",
+                "unit_price",
+                "safe_temp_max_c",
+                "updated_at",
+            ]
+        }
         first_seen = START - dt.timedelta(days=400)
 
         def add(i: int, p: float, when: dt.datetime) -> None:
@@ -142,8 +199,21 @@ class _Generator:
         n = self.n_customers
         self.customer_ids = [f"C{i:06d}" for i in range(1, n + 1)]
         self.customer_store = rng.integers(0, self.n_stores, n)
-        rows = {k: [] for k in ["customer_id", "full_name", "email", "phone", "birth_date", "street",
-                                "city", "postal_code", "home_store_id", "updated_at"]}
+        rows: dict[str, list[object]] = {
+            k: []
+            for k in [
+                "customer_id",
+                "full_name",
+                "email",
+                "phone",
+                "birth_date",
+                "street",
+                "city",
+                "postal_code",
+                "home_store_id",
+                "updated_at",
+            ]
+        }
         moves = rng.random(n) < 0.15
         for i in range(n):
             first, last = _FIRST[rng.integers(len(_FIRST))], _LAST[rng.integers(len(_LAST))]
@@ -151,8 +221,11 @@ class _Generator:
             if rng.random() < 0.05:  # dirt: case and padding the till let through
                 email = f"  {email.upper()} "
             digits = f"{rng.integers(200, 999)}{rng.integers(1000000, 9999999)}"
-            phone = [f"+1-{digits[:3]}-{digits[3:6]}-{digits[6:]}", f"({digits[:3]}) {digits[3:6]}-{digits[6:]}",
-                     digits][int(rng.integers(3))]
+            phone = [
+                f"+1-{digits[:3]}-{digits[3:6]}-{digits[6:]}",
+                f"({digits[:3]}) {digits[3:6]}-{digits[6:]}",
+                digits,
+            ][int(rng.integers(3))]
             birth = dt.date(1950, 1, 1) + dt.timedelta(days=int(rng.integers(0, 20000)))
             store = int(self.customer_store[i])
             city = self._store_city(store)
@@ -178,10 +251,14 @@ class _Generator:
 
     def devices(self) -> pa.Table:
         rng = self.rng
-        ids, stores, types, safe_min, safe_max = [], [], [], [], []
+        ids: list[str] = []
+        stores: list[str] = []
+        types: list[str] = []
+        safe_min: list[float] = []
+        safe_max: list[float] = []
         for s, store in enumerate(self.store_ids):
             for kind in ["fridge", "freezer"] + (["fridge"] if self.store_size[s] > 1.3 else []):
-                ids.append(f"D-{store}-{sum(1 for x in stores if x == store) + 1}")
+                ids.append(f"D-{store}-{stores.count(store) + 1}")
                 stores.append(store)
                 types.append(kind)
                 safe_min.append(0.0 if kind == "fridge" else -25.0)
@@ -194,7 +271,10 @@ class _Generator:
                 "device_id": ids,
                 "store_id": stores,
                 "device_type": types,
-                "model": [("ColdLine " if t == "fridge" else "FrostMax ") + str(rng.integers(200, 400)) for t in types],
+                "model": [
+                    ("ColdLine " if t == "fridge" else "FrostMax ") + str(rng.integers(200, 400))
+                    for t in types
+                ],
                 "installed_date": pa.array(installed, pa.date32()),
                 "safe_temp_min_c": safe_min,
                 "safe_temp_max_c": safe_max,
@@ -269,11 +349,34 @@ class _Generator:
         promo_prod = rng.choice(self.n_products, size=max(3, self.n_products // 6), replace=False)
         promo_start = rng.integers(0, DAYS - 7, promo_prod.size)
         promo_disc = rng.choice([10.0, 15.0, 20.0, 25.0], promo_prod.size)
-        order_rows: dict[str, list[object]] = {k: [] for k in ["order_id", "customer_id", "store_id", "order_ts",
-                                                               "channel", "promo_code", "ingested_at"]}
-        line_rows: dict[str, list[object]] = {k: [] for k in ["order_id", "line_number", "store_id", "product_id",
-                                                              "quantity", "unit_price", "discount_pct", "ingested_at"]}
-        self.sold: list[tuple[int, int, int, int, int]] = []  # (day, store, product, qty, order_no) for returns
+        order_rows: dict[str, list[object]] = {
+            k: []
+            for k in [
+                "order_id",
+                "customer_id",
+                "store_id",
+                "order_ts",
+                "channel",
+                "promo_code",
+                "ingested_at",
+            ]
+        }
+        line_rows: dict[str, list[object]] = {
+            k: []
+            for k in [
+                "order_id",
+                "line_number",
+                "store_id",
+                "product_id",
+                "quantity",
+                "unit_price",
+                "discount_pct",
+                "ingested_at",
+            ]
+        }
+        self.sold: list[
+            tuple[int, int, int, int, int]
+        ] = []  # (day, store, product, qty, order_no) for returns
         order_no = 0
         for day in range(DAYS):
             date = START + dt.timedelta(days=day)
@@ -284,7 +387,9 @@ class _Generator:
             discount[promo_prod[active]] = promo_disc[active]
             weights = self.popularity * np.where(discount > 0, 2.8, 1.0)
             weights /= weights.sum()
-            prices = np.where((self.price_change_day >= 0) & (day >= self.price_change_day), self.price_v2, self.price_v1)
+            prices = np.where(
+                (self.price_change_day >= 0) & (day >= self.price_change_day), self.price_v2, self.price_v1
+            )
             for s in range(self.n_stores):
                 n_orders = rng.poisson(22 * self.store_size[s] * _WEEKDAY[date.weekday()] * season)
                 if n_orders == 0:
@@ -307,12 +412,16 @@ class _Generator:
                         ingest += dt.timedelta(days=float(rng.uniform(1, 5)))
                     if rng.random() < 0.88:
                         pool = local_customers if local_customers.size and rng.random() < 0.75 else None
-                        cust = self.customer_ids[int(rng.choice(pool) if pool is not None else rng.integers(self.n_customers))]
+                        cust = self.customer_ids[
+                            int(rng.choice(pool) if pool is not None else rng.integers(self.n_customers))
+                        ]
                     else:
                         cust = None  # guest checkout
                     channel = "store" if rng.random() < 0.8 else "web"
                     if rng.random() < 0.05:
-                        channel = [" " + channel.upper(), channel.title(), channel + " "][int(rng.integers(3))]
+                        channel = [" " + channel.upper(), channel.title(), channel + " "][
+                            int(rng.integers(3))
+                        ]
                     store = self.store_ids[s]
                     store_code = store
                     if rng.random() < 0.004:
@@ -346,8 +455,19 @@ class _Generator:
     def returns(self) -> pa.Table:
         rng = self.rng
         fault_days = self._fault_days()
-        rows: dict[str, list[object]] = {k: [] for k in ["return_id", "order_id", "line_number", "store_id",
-                                                         "product_id", "return_ts", "quantity", "reason_code"]}
+        rows: dict[str, list[object]] = {
+            k: []
+            for k in [
+                "return_id",
+                "order_id",
+                "line_number",
+                "store_id",
+                "product_id",
+                "return_ts",
+                "quantity",
+                "reason_code",
+            ]
+        }
         line_no: dict[int, int] = {}
         for day, s, p, qty, order_no in self.sold:
             line_no[order_no] = line_no.get(order_no, 0) + 1
@@ -364,7 +484,9 @@ class _Generator:
             rows["product_id"].append(self.product_ids[p])
             rows["return_ts"].append(START + dt.timedelta(days=day + float(rng.uniform(0.5, 6))))
             rows["quantity"].append(int(rng.integers(1, qty + 1)))
-            rows["reason_code"].append("SPOILED" if spoiled else str(rng.choice(["DAMAGED", "CHANGED_MIND", "WRONG_ITEM"])))
+            rows["reason_code"].append(
+                "SPOILED" if spoiled else str(rng.choice(["DAMAGED", "CHANGED_MIND", "WRONG_ITEM"]))
+            )
         return self._as_contract("returns", rows)
 
     # -- cold chain outcomes ------------------------------------------------------------------
@@ -373,8 +495,18 @@ class _Generator:
         rng = self.rng
         fault_days = self._fault_days()
         unit_of = {(self.device_store[i], k): self.device_ids[i] for i, k in enumerate(self.device_type)}
-        rows: dict[str, list[object]] = {k: [] for k in ["waste_id", "store_id", "product_id", "waste_date",
-                                                         "quantity", "reason_code", "device_id"]}
+        rows: dict[str, list[object]] = {
+            k: []
+            for k in [
+                "waste_id",
+                "store_id",
+                "product_id",
+                "waste_date",
+                "quantity",
+                "reason_code",
+                "device_id",
+            ]
+        }
 
         def add(store: str, p: int, day: int, qty: int, reason: str) -> None:
             unit = _CATEGORIES[str(self.product_cat[p])][3]
@@ -399,27 +531,53 @@ class _Generator:
                     add(store, int(rng.integers(self.n_products)), day, int(1 + rng.poisson(1)), "DAMAGED")
                 for unit in ("fridge", "freezer"):
                     if day in fault_days.get((store, unit), ()):
-                        at_risk = [i for i in range(self.n_products) if _CATEGORIES[str(self.product_cat[i])][3] == unit]
-                        for p in rng.choice(at_risk, size=min(len(at_risk), 4 + rng.poisson(5)), replace=False):
-                            add(store, int(p), min(day + 1, DAYS - 1), int(2 + rng.poisson(4)), "TEMP_EXCURSION")
+                        at_risk = [
+                            i
+                            for i in range(self.n_products)
+                            if _CATEGORIES[str(self.product_cat[i])][3] == unit
+                        ]
+                        for p in rng.choice(
+                            at_risk, size=min(len(at_risk), 4 + rng.poisson(5)), replace=False
+                        ):
+                            add(
+                                store,
+                                int(p),
+                                min(day + 1, DAYS - 1),
+                                int(2 + rng.poisson(4)),
+                                "TEMP_EXCURSION",
+                            )
         return self._as_contract("waste", rows)
 
     def quality_inspections(self) -> pa.Table:
         rng = self.rng
         fault_days = self._fault_days()
-        rows: dict[str, list[object]] = {k: [] for k in ["inspection_id", "store_id", "product_id", "inspected_ts",
-                                                         "score", "passed", "inspector"]}
+        rows: dict[str, list[object]] = {
+            k: []
+            for k in [
+                "inspection_id",
+                "store_id",
+                "product_id",
+                "inspected_ts",
+                "score",
+                "passed",
+                "inspector",
+            ]
+        }
         for day in range(DAYS):
-            for s, store in enumerate(self.store_ids):
+            for store in self.store_ids:
                 for p in rng.choice(self.n_products, size=rng.poisson(3), replace=False):
                     unit = _CATEGORIES[str(self.product_cat[p])][3]
-                    hit = unit is not None and (day in fault_days.get((store, unit), ()) or
-                                                day - 1 in fault_days.get((store, unit), ()))
+                    hit = unit is not None and (
+                        day in fault_days.get((store, unit), ())
+                        or day - 1 in fault_days.get((store, unit), ())
+                    )
                     score = int(np.clip(rng.normal(88, 5) - (24 if hit else 0), 0, 100))
                     rows["inspection_id"].append(f"QI{len(rows['inspection_id']) + 1:08d}")
                     rows["store_id"].append(store)
                     rows["product_id"].append(self.product_ids[p])
-                    rows["inspected_ts"].append(START + dt.timedelta(days=day, hours=float(rng.uniform(7, 11))))
+                    rows["inspected_ts"].append(
+                        START + dt.timedelta(days=day, hours=float(rng.uniform(7, 11)))
+                    )
                     rows["score"].append(score if rng.random() > 0.01 else None)
                     rows["passed"].append(score >= 70)
                     rows["inspector"].append(f"QA-{rng.integers(1, 9)}")
@@ -427,11 +585,24 @@ class _Generator:
 
     def shipments(self) -> pa.Table:
         rng = self.rng
-        rows: dict[str, list[object]] = {k: [] for k in ["shipment_id", "store_id", "product_id", "shipped_ts",
-                                                         "received_ts", "quantity", "carrier", "max_transit_temp_c"]}
+        rows: dict[str, list[object]] = {
+            k: []
+            for k in [
+                "shipment_id",
+                "store_id",
+                "product_id",
+                "shipped_ts",
+                "received_ts",
+                "quantity",
+                "carrier",
+                "max_transit_temp_c",
+            ]
+        }
         for day in range(DAYS):
             for s, store in enumerate(self.store_ids):
-                for p in rng.choice(self.n_products, size=rng.poisson(6 * self.store_size[s]), p=self.popularity):
+                for p in rng.choice(
+                    self.n_products, size=rng.poisson(6 * self.store_size[s]), p=self.popularity
+                ):
                     shipped = START + dt.timedelta(days=day - 1, hours=float(rng.uniform(18, 23)))
                     received = shipped + dt.timedelta(hours=float(rng.uniform(6, 30)))
                     safe = _CATEGORIES[str(self.product_cat[p])][1]

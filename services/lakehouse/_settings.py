@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -79,9 +79,10 @@ class Settings(BaseSettings):
     def load(cls, **overrides: object) -> Settings:
         """Settings from the environment, plus a secrets directory when one is mounted."""
         secrets_dir = Path(os.environ.get("LAKEHOUSE_SECRETS_DIR", DEFAULT_SECRETS_DIR))
+        kwargs: dict[str, Any] = dict(overrides)
         if secrets_dir.is_dir():
-            return cls(_secrets_dir=secrets_dir, **overrides)  # type: ignore[call-arg]
-        return cls(**overrides)  # type: ignore[arg-type]
+            kwargs["_secrets_dir"] = secrets_dir
+        return cls(**kwargs)
 
     @model_validator(mode="after")
     def _profile_defaults(self) -> Settings:

@@ -8,6 +8,7 @@ command reads. ``stop_stack`` stops it by the PID it recorded.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -116,13 +117,18 @@ def start_stack(settings: Settings, *, timeout: float = 60.0) -> dict[str, Any]:
     if creds_file.exists():
         creds = json.loads(creds_file.read_text())
     else:
-        creds = {"access_key_id": "LK" + secrets.token_hex(9).upper(), "secret_access_key": secrets.token_urlsafe(30)}
+        creds = {
+            "access_key_id": "LK" + secrets.token_hex(9).upper(),
+            "secret_access_key": secrets.token_urlsafe(30),
+        }
         _write_private(creds_file, json.dumps(creds))
     identities = {
         "identities": [
             {
                 "name": "lakehouse",
-                "credentials": [{"accessKey": creds["access_key_id"], "secretKey": creds["secret_access_key"]}],
+                "credentials": [
+                    {"accessKey": creds["access_key_id"], "secretKey": creds["secret_access_key"]}
+                ],
                 "actions": ["Admin", "Read", "Write", "List", "Tagging"],
             }
         ]
@@ -185,7 +191,7 @@ def _wait_ready(state: dict[str, Any], proc: subprocess.Popen[bytes], timeout: f
         try:
             names = {b["Name"] for b in client.list_buckets()["Buckets"]}
             if WAREHOUSE_BUCKET in names:
-                urllib.request.urlopen(state["iceberg_uri"] + "/v1/config", timeout=2).close()
+                urllib.request.urlopen(state["iceberg_uri"] + "/v1/config", timeout=2).close()  # noqa: S310 - our http URL
                 return
         except urllib.error.HTTPError:
             return  # the REST catalog answers (401 without a token): it is up
@@ -219,10 +225,8 @@ def _terminate(pid: int, grace: float = 10.0) -> None:
             if not _alive(pid):
                 return
         time.sleep(0.1)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def stop_stack(settings: Settings) -> bool:

@@ -21,7 +21,9 @@ from ._settings import Settings
 from .errors import LakehouseError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="The lakehouse platform.")
-stack_app = typer.Typer(no_args_is_help=True, help="The stack profile's servers (SeaweedFS S3 + Iceberg REST).")
+stack_app = typer.Typer(
+    no_args_is_help=True, help="The stack profile's servers (SeaweedFS S3 + Iceberg REST)."
+)
 contracts_app = typer.Typer(no_args_is_help=True, help="Bronze data contracts.")
 app.add_typer(stack_app, name="stack")
 app.add_typer(contracts_app, name="contracts")
@@ -74,15 +76,24 @@ def _print_arrow(result: pa.Table, output: SqlOutput) -> None:
 def load(
     table: Annotated[str, typer.Argument(help="Target table, LAYER.TABLE (bronze.orders)")],
     files: Annotated[list[Path], typer.Argument(help="Parquet, CSV or JSON-lines files", show_default=False)],
-    format: Annotated[FileFormat | None, typer.Option("--format", help="File format (default: from the name)")] = None,
-    create: Annotated[bool, typer.Option("--create", help="Create a table with no contract from the files' schema")] = False,
+    format: Annotated[
+        FileFormat | None, typer.Option("--format", help="File format (default: from the name)")
+    ] = None,
+    create: Annotated[
+        bool, typer.Option("--create", help="Create a table with no contract from the files' schema")
+    ] = False,
     output: Annotated[TextOrJson, typer.Option("--output", "-o")] = TextOrJson.text,
 ) -> None:
     """Append files to a table in one atomic commit; files already loaded are skipped."""
     lh = _lakehouse()
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=err, transient=True, disable=output is TextOrJson.json or not err.is_terminal,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=output is TextOrJson.json or not err.is_terminal,
     ) as progress:
         task = progress.add_task(f"loading {table}", total=len(files) + 1)
         result = lh.load(
@@ -107,7 +118,9 @@ def load(
 @app.command()
 def sql(
     query: Annotated[str, typer.Argument(help="SQL over every layer; tables are layer.table")],
-    schema: Annotated[str | None, typer.Option("--schema", help="Default layer for unqualified names")] = None,
+    schema: Annotated[
+        str | None, typer.Option("--schema", help="Default layer for unqualified names")
+    ] = None,
     output: Annotated[SqlOutput, typer.Option("--output", "-o")] = SqlOutput.table,
 ) -> None:
     """Run SQL in the embedded engine."""
@@ -136,7 +149,8 @@ def generate(
     format: Annotated[FileFormat, typer.Option("--format")] = FileFormat.parquet,
 ) -> None:
     """Generate the reference domain (cold-chain retail) as one file per bronze table."""
-    from ._reference import generate as make, write_files
+    from ._reference import generate as make
+    from ._reference import write_files
 
     paths = write_files(make(scale, seed), out_dir, format.value)
     for name, path in paths.items():
@@ -168,7 +182,9 @@ def stack_start() -> None:
     from ._stack import start_stack
 
     state = start_stack(Settings.load(profile="stack"))
-    out.print(f"SeaweedFS running (pid {state['pid']}): S3 {state['s3_endpoint']}, catalog {state['iceberg_uri']}")
+    out.print(
+        f"SeaweedFS running (pid {state['pid']}): S3 {state['s3_endpoint']}, catalog {state['iceberg_uri']}"
+    )
     out.print("use it with LAKEHOUSE_PROFILE=stack")
 
 
@@ -199,7 +215,9 @@ def stack_status(output: Annotated[TextOrJson, typer.Option("--output", "-o")] =
 
 @contracts_app.command("dbt-sources")
 def contracts_dbt_sources(
-    check: Annotated[Path | None, typer.Option(help="Fail if this file differs from the generated sources")] = None,
+    check: Annotated[
+        Path | None, typer.Option(help="Fail if this file differs from the generated sources")
+    ] = None,
 ) -> None:
     """Print dbt's bronze __sources.yml generated from the contracts."""
     from ._contracts import dbt_sources_yaml
@@ -207,7 +225,9 @@ def contracts_dbt_sources(
     text = dbt_sources_yaml()
     if check is not None:
         if not check.exists() or check.read_text() != text:
-            raise LakehouseError(f"{check} is stale: regenerate it with `lakehouse contracts dbt-sources > {check}`")
+            raise LakehouseError(
+                f"{check} is stale: regenerate it with `lakehouse contracts dbt-sources > {check}`"
+            )
         out.print(f"{check} matches the contracts")
         return
     sys.stdout.write(text)
@@ -222,7 +242,7 @@ def show_settings() -> None:
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # returns the code of typer.Exit instead of exiting
     except LakehouseError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         sys.exit(1)
@@ -235,6 +255,8 @@ def main() -> None:
             exc.show()
             sys.exit(exc.exit_code)
         raise
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

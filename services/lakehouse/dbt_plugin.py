@@ -10,6 +10,7 @@ metadata location back so the model's relation can be re-bound to the committed 
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any
 
 import duckdb
@@ -45,7 +46,7 @@ class Plugin(BasePlugin):
         assert target_config.location is not None
         data = pq.read_table(target_config.location.path)
         data = data.cast(normalize_schema(data.schema))
-        ident = (relation.schema, relation.identifier)
+        ident = (str(relation.schema), str(relation.identifier))
         properties = {
             "lakehouse.dbt-model": str(result.get("unique_id", "")),
             "lakehouse.dbt-invocation": str(result.get("invocation_id", "")),
@@ -55,12 +56,16 @@ class Plugin(BasePlugin):
             table = _replace_schema_if_changed(self.catalog, table, data.schema)
         except NoSuchTableError:
             table = self.catalog.create_table(
-                ident, schema=data.schema, properties={"lakehouse.dbt-model": properties["lakehouse.dbt-model"]}
+                ident,
+                schema=data.schema,
+                properties={"lakehouse.dbt-model": properties["lakehouse.dbt-model"]},
             )
         if table.current_snapshot() is None:
             table.append(data, snapshot_properties=properties)
         else:
-            table.overwrite(data, snapshot_properties=properties)
+            with warnings.catch_warnings():  # pyiceberg warns when the replaced snapshot was empty
+                warnings.filterwarnings("ignore", "Delete operation did not match any records")
+                table.overwrite(data, snapshot_properties=properties)
         result["metadata_location"] = table.metadata_location
         result["rows"] = data.num_rows
         logger.info("committed %s rows to %s.%s", data.num_rows, *ident)
@@ -76,8 +81,10 @@ def _replace_schema_if_changed(catalog: Any, table: Table, schema: Any) -> Table
             update.union_by_name(schema)
             for name in set(current.names) - set(schema.names):
                 update.delete_column(name)
-        return catalog.load_table(table.name())
+        reloaded: Table = catalog.load_table(table.name())
+        return reloaded
     except Exception as exc:  # an incompatible type change: a full-refresh model starts over
         logger.warning("recreating %s: its schema cannot evolve (%s)", ".".join(table.name()), exc)
         catalog.drop_table(table.name())
-        return catalog.create_table(table.name(), schema=schema, properties=dict(table.properties))
+        created: Table = catalog.create_table(table.name(), schema=schema, properties=dict(table.properties))
+        return created

@@ -1,0 +1,238 @@
+"""``make bench``: each figure against a baseline measured in the same run, reported as a ratio.
+
+1. Bronze load: rows/s of ``lakehouse load`` into an existing table (read the file, validate, hash,
+   write, commit to Iceberg) against writing the same Arrow data with ``pyarrow.parquet`` in the
+   same layout (one file, or the same daily partitions) with the same zstd codec.
+2. dbt build: seconds per million bronze rows, against running the same compiled model SQL
+   straight into DuckDB tables (no dbt, no tests, no Iceberg commits).
+3. Gold queries: p50/p95 latency through the platform (Iceberg scans) against the same queries
+   on native in-memory DuckDB copies of the same tables.
+
+Usage: python -m tests.bench [--scale 4] [--repeat 3] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from rich.console import Console
+from rich.table import Table
+
+from lakehouse import Lakehouse, Settings
+from lakehouse._dbt import run_dbt
+from lakehouse._reference import generate, write_files
+
+GOLD_QUERIES = {
+    "daily revenue by region": """
+        select s.region_name, m.date_day, sum(m.net_revenue) as revenue
+        from gold.mart_daily_sales_by_store m join gold.dim_store s using (store_id)
+        group by 1, 2 order by 1, 2""",
+    "top products by margin": """
+        select p.category, f.product_id, sum(f.margin) as margin
+        from gold.fct_sales f join gold.dim_product p using (product_sk)
+        group by 1, 2 order by margin desc limit 20""",
+    "promo lift per weekday": """
+        select d.iso_day_of_week, f.is_promo, avg(f.quantity) as units
+        from gold.fct_sales f join gold.dim_date d on f.order_date = d.date_day
+        group by 1, 2 order by 1, 2""",
+    "worst cold-chain units": """
+        select device_id, sum(minutes_above_safe) as minutes, sum(temperature_waste_cost) as cost
+        from gold.mart_cold_chain_compliance group by 1 order by minutes desc limit 10""",
+    "customer 360 top spenders": """
+        select customer_id, lifetime_revenue, orders from gold.mart_customer_360
+        order by lifetime_revenue desc limit 25""",
+}
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def bench_load(files: dict[str, Path], repeat: int, work: Path) -> dict[str, Any]:
+    """Steady-state loads into existing tables; the baseline writes the same layout with pyarrow."""
+    from lakehouse._contracts import load_contracts
+
+    results = {}
+    for name, partition_column in (("order_lines", None), ("sensor_readings", "reading_ts")):
+        data = pq.read_table(files[name])
+        contract = load_contracts()[f"bronze.{name}"]
+        ours, base = [], []
+        for i in range(repeat):
+            out = work / f"baseline-{name}-{i}"
+            t = time.perf_counter()
+            if partition_column is None:
+                pq.write_table(data, f"{out}.parquet", compression="zstd")
+            else:  # same data, same daily layout
+                day = pc.cast(data.column(partition_column), pa.date32())
+                pq.write_to_dataset(
+                    data.append_column("day", day), out, partition_cols=["day"], compression="zstd"
+                )
+            base.append(time.perf_counter() - t)
+            with Lakehouse(Settings(home=work / f"load-{name}-{i}")) as lh:
+                lh.catalog.create_table(
+                    ("bronze", name),
+                    schema=contract.iceberg_schema(),
+                    partition_spec=contract.partition_spec(),
+                    properties=contract.table_properties(),
+                )
+                t = time.perf_counter()
+                lh.load(f"bronze.{name}", [files[name]])
+                ours.append(time.perf_counter() - t)
+        results[name] = {
+            "rows": data.num_rows,
+            "partitioned": partition_column is not None,
+            "lakehouse_rows_per_s": data.num_rows / statistics.median(ours),
+            "pyarrow_rows_per_s": data.num_rows / statistics.median(base),
+        }
+        results[name]["ratio"] = results[name]["lakehouse_rows_per_s"] / results[name]["pyarrow_rows_per_s"]
+    return results
+
+
+def _compiled_models_in_order(target: Path) -> list[tuple[str, str, str]]:
+    manifest = json.loads((target / "manifest.json").read_text())
+    models = {k: v for k, v in manifest["nodes"].items() if v["resource_type"] == "model"}
+    ordered: list[str] = []
+    seen: set[str] = set()
+
+    def visit(key: str) -> None:
+        if key in seen:
+            return
+        seen.add(key)
+        for dep in models[key]["depends_on"]["nodes"]:
+            if dep in models:
+                visit(dep)
+        ordered.append(key)
+
+    for key in sorted(models):
+        visit(key)
+    out = []
+    for key in ordered:
+        node = models[key]
+        sql_path = target / "compiled" / "lakehouse" / node["original_file_path"]
+        out.append((node["schema"], node["name"], sql_path.read_text()))
+    return out
+
+
+def bench_dbt(home: Path, bronze_rows: int) -> dict[str, Any]:
+    settings = Settings(home=home)
+    t = time.perf_counter()
+    code = run_dbt(settings, ["build", "--quiet"])
+    dbt_seconds = time.perf_counter() - t
+    if code != 0:
+        raise SystemExit("dbt build failed during the benchmark")
+    target = home / "dbt" / "local" / "target"
+    with Lakehouse(settings) as lh:
+        conn = lh.engine.connect()
+        t = time.perf_counter()
+        for schema, name, sql in _compiled_models_in_order(target):
+            conn.execute(f'create schema if not exists "{schema}"')
+            conn.execute(f'drop view if exists "{schema}"."{name}"')
+            conn.execute(f'create or replace table "{schema}"."{name}" as {sql}')
+        raw_seconds = time.perf_counter() - t
+    millions = bronze_rows / 1e6
+    return {
+        "bronze_rows": bronze_rows,
+        "dbt_build_s": dbt_seconds,
+        "dbt_s_per_million_rows": dbt_seconds / millions,
+        "raw_duckdb_s_per_million_rows": raw_seconds / millions,
+        "ratio": dbt_seconds / raw_seconds,
+    }
+
+
+def bench_queries(home: Path, runs: int) -> dict[str, Any]:
+    with Lakehouse(Settings(home=home)) as lh:
+        conn = lh.engine.connect()
+        ours: list[float] = []
+        for query in GOLD_QUERIES.values():
+            lh.sql(query)  # warm
+            for _ in range(runs):
+                t = time.perf_counter()
+                lh.engine.sql(query)
+                ours.append(time.perf_counter() - t)
+        # baseline: the same tables as native DuckDB tables in memory
+        for info in lh.tables():
+            if info.layer == "gold":
+                conn.execute(f"create schema if not exists native_{info.layer}")
+                conn.execute(f"create table native_gold.{info.table} as select * from gold.{info.table}")
+        native: list[float] = []
+        for query in GOLD_QUERIES.values():
+            native_query = query.replace("gold.", "native_gold.")
+            conn.execute(native_query).fetchall()
+            for _ in range(runs):
+                t = time.perf_counter()
+                conn.execute(native_query).to_arrow_table()
+                native.append(time.perf_counter() - t)
+    return {
+        "queries": len(GOLD_QUERIES),
+        "runs_each": runs,
+        "lakehouse_p50_ms": 1000 * percentile(ours, 0.5),
+        "lakehouse_p95_ms": 1000 * percentile(ours, 0.95),
+        "native_duckdb_p50_ms": 1000 * percentile(native, 0.5),
+        "native_duckdb_p95_ms": 1000 * percentile(native, 0.95),
+        "ratio_p50": percentile(ours, 0.5) / percentile(native, 0.5),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--scale", type=float, default=4.0)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--query-runs", type=int, default=20)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    console = Console(width=170)
+    with tempfile.TemporaryDirectory(prefix="lakehouse-bench-") as tmp:
+        work = Path(tmp)
+        files = write_files(generate(args.scale, seed=42), work / "data")
+        console.print(f"bench at scale {args.scale} in {work}")
+        load = bench_load(files, args.repeat, work)
+        home = work / "built"
+        with Lakehouse(Settings(home=home)) as lh:
+            for name, path in files.items():
+                lh.load(f"bronze.{name}", [path])
+            bronze_rows = sum(i.rows for i in lh.tables())
+        dbt = bench_dbt(home, bronze_rows)
+        queries = bench_queries(home, args.query_runs)
+
+    table = Table("benchmark", "lakehouse", "baseline", "ratio", "target")
+    for name, r in load.items():
+        table.add_row(
+            f"bronze load rows/s ({name}, {r['rows']:,} rows)",
+            f"{r['lakehouse_rows_per_s']:,.0f}",
+            f"{r['pyarrow_rows_per_s']:,.0f} (pyarrow.parquet{', same daily partitions' if r['partitioned'] else ''})",
+            f"{r['ratio']:.2f}x",
+            ">= 0.70x",
+        )
+    table.add_row(
+        f"dbt build s per million source rows ({dbt['bronze_rows']:,} rows)",
+        f"{dbt['dbt_s_per_million_rows']:.1f}",
+        f"{dbt['raw_duckdb_s_per_million_rows']:.1f} (same SQL, raw DuckDB)",
+        f"{dbt['ratio']:.2f}x slower",
+        "minutes for the demo",
+    )
+    table.add_row(
+        f"gold query p50 / p95 ms ({queries['queries']} queries x {queries['runs_each']})",
+        f"{queries['lakehouse_p50_ms']:.1f} / {queries['lakehouse_p95_ms']:.1f}",
+        f"{queries['native_duckdb_p50_ms']:.1f} / {queries['native_duckdb_p95_ms']:.1f} (native DuckDB tables)",
+        f"{queries['ratio_p50']:.2f}x (p50)",
+        "-",
+    )
+    console.print(table)
+    if args.json:
+        args.json.write_text(json.dumps({"load": load, "dbt": dbt, "queries": queries}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import pytest
+from pyiceberg.transforms import DayTransform
+
+from lakehouse import ContractError, load_contracts
+from lakehouse._contracts import dbt_sources_yaml, parse_contracts
+
+from .conftest import REPO
+
+
+def test_every_reference_table_is_declared() -> None:
+    names = {c.name for c in load_contracts().values()}
+    assert names == {
+        "regions",
+        "stores",
+        "products",
+        "customers",
+        "orders",
+        "order_lines",
+        "shipments",
+        "returns",
+        "waste",
+        "quality_inspections",
+        "devices",
+        "sensor_readings",
+    }
+
+
+def test_contract_gives_schema_keys_and_partitioning() -> None:
+    orders = load_contracts()["bronze.orders"]
+    schema = orders.iceberg_schema()
+    assert schema.identifier_field_names() == {"order_id"}
+    assert schema.find_field("order_ts").required
+    assert not schema.find_field("customer_id").required
+    (field,) = orders.partition_spec().fields
+    assert isinstance(field.transform, DayTransform)
+    assert schema.find_field(field.source_id).name == "order_ts"
+    customers = load_contracts()["bronze.customers"]
+    assert customers.pii == ["full_name", "email", "phone", "birth_date"]
+    assert customers.table_properties()["lakehouse.rls.store"] == "home_store_id"
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            "primary_key: [nope]\n    columns: [{name: a, type: string, required: true}]",
+            "primary_key names unknown",
+        ),
+        ("primary_key: [a]\n    columns: [{name: a, type: strng, required: true}]", "unknown type 'strng'"),
+        ("primary_key: [a]\n    columns: [{name: a, type: string}]", "must be required"),
+        (
+            "primary_key: [a]\n    pii: [b]\n    columns: [{name: a, type: string, required: true}]",
+            "pii names unknown",
+        ),
+    ],
+)
+def test_malformed_contracts_say_what_and_where(body: str, message: str) -> None:
+    with pytest.raises(ContractError, match=message) as info:
+        parse_contracts(f"tables:\n  things:\n    {body}\n", source="contracts/x.yml")
+    assert "contracts/x.yml: table 'things'" in str(info.value)
+
+
+def test_dbt_sources_are_generated_from_the_contracts() -> None:
+    committed = (REPO / "dbt" / "models" / "bronze" / "__sources.yml").read_text()
+    assert committed == dbt_sources_yaml(), (
+        "regenerate: lakehouse contracts dbt-sources > dbt/models/bronze/__sources.yml"
+    )

@@ -1,0 +1,174 @@
+"""dbt on the embedded engine: every layer lands as an Iceberg table; failing tests stop the build."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from pyiceberg.catalog.sql import SqlCatalog
+
+from lakehouse import Lakehouse, Settings
+
+from .conftest import REPO, dbt_build, load_reference, run_cli
+
+pytestmark = pytest.mark.dbt
+
+GOLD = {
+    "dim_date",
+    "dim_store",
+    "dim_product",
+    "dim_customer",
+    "dim_device",
+    "fct_sales",
+    "fct_returns",
+    "fct_waste",
+    "fct_quality",
+    "fct_sensor_readings",
+    "mart_daily_sales_by_store",
+    "mart_product_performance",
+    "mart_customer_360",
+    "mart_cold_chain_compliance",
+}
+PLATINUM = {"feat_demand_daily", "feat_device_health_hourly"}
+
+
+def test_every_layer_is_an_iceberg_table_any_engine_reads(built: Lakehouse, built_home: Path) -> None:
+    tables = {(i.layer, i.table) for i in built.tables()}
+    assert {t for layer, t in tables if layer == "gold"} == GOLD
+    assert {t for layer, t in tables if layer == "platinum"} == PLATINUM
+    assert len([1 for layer, _ in tables if layer == "silver"]) == 12
+    # a plain pyiceberg catalog, not the platform, reads the same rows DuckDB's iceberg_scan does
+    catalog = SqlCatalog(
+        "lakehouse",
+        uri=f"sqlite:///{built_home / 'catalog.db'}",
+        warehouse=(built_home / "warehouse").as_uri(),
+    )
+    for name in ("gold.fct_sales", "platinum.feat_demand_daily", "silver.stg_orders"):
+        table = catalog.load_table(name)
+        scanned = built.sql(f"select count(*) as n from iceberg_scan('{table.metadata_location}')")
+        assert table.scan().to_arrow().num_rows == scanned.column("n")[0].as_py() > 0
+        assert table.properties.get("lakehouse.dbt-model", "").endswith(
+            name.split(".")[1]
+        ) or table.current_snapshot().summary.additional_properties["lakehouse.dbt-model"].endswith(
+            name.split(".")[1]
+        )
+
+
+def test_silver_removes_the_dirt(built: Lakehouse) -> None:
+    q = built.sql
+    assert q("select count(*) = count(distinct order_id) as ok from silver.stg_orders").to_pylist() == [
+        {"ok": True}
+    ]
+    assert q("select count(*) as n from silver.stg_orders where store_id = 'S999'").to_pylist() == [{"n": 0}]
+    channels = {r["channel"] for r in q("select distinct channel from silver.stg_orders").to_pylist()}
+    assert channels == {"store", "web"}
+    assert q(
+        "select count(*) as n from silver.stg_sensor_readings where temperature_c < -60"
+    ).to_pylist() == [{"n": 0}]
+    bronze_dupes = (
+        q("select count(*) - count(distinct order_id) as n from bronze.orders").column("n")[0].as_py()
+    )
+    assert bronze_dupes > 0  # there was dirt to remove
+
+
+def test_scd2_history_is_contiguous_with_one_current_version(built: Lakehouse) -> None:
+    gaps = built.sql(
+        """
+        select count(*) as n from (
+            select valid_to, lead(valid_from) over (partition by customer_id order by valid_from) as next_from
+            from gold.dim_customer
+        ) where next_from is not null and next_from <> valid_to
+        """
+    )
+    assert gaps.to_pylist() == [{"n": 0}]
+    current = built.sql(
+        "select customer_id, count(*) as n from gold.dim_customer where is_current group by 1 having n <> 1"
+    )
+    assert current.num_rows == 0
+    moved = built.sql("select count(distinct customer_id) as n from gold.dim_customer where not is_current")
+    assert moved.column("n")[0].as_py() > 0
+
+
+def test_sales_use_the_price_version_valid_when_sold(built: Lakehouse) -> None:
+    wrong = built.sql(
+        """
+        select count(*) as n from gold.fct_sales f join gold.dim_product p using (product_sk)
+        where f.unit_price <> p.unit_price
+        """
+    )
+    assert wrong.to_pylist() == [{"n": 0}]
+
+
+def test_cold_chain_compliance_matches_raw_readings(built: Lakehouse) -> None:
+    # recompute minutes above the safe maximum from bronze, independently of dbt's models
+    readings = built.table("bronze.sensor_readings").scan().to_arrow().to_pylist()
+    limits = {
+        d["device_id"]: d["safe_temp_max_c"]
+        for d in built.table("bronze.devices").scan().to_arrow().to_pylist()
+    }
+    seen, minutes = set(), 0
+    for r in readings:
+        key = (r["device_id"], r["reading_ts"])
+        if key in seen:
+            continue
+        seen.add(key)
+        t = r["temperature_c"]
+        if t is not None and -60 <= t <= 60 and t > limits[r["device_id"]]:
+            minutes += 15
+    total = built.sql("select sum(minutes_above_safe) as m from gold.mart_cold_chain_compliance").column("m")[
+        0
+    ]
+    assert total.as_py() == minutes > 0
+
+
+def test_platinum_features_cover_the_full_grid(built: Lakehouse) -> None:
+    counts = built.sql(
+        """
+        select (select count(*) from platinum.feat_demand_daily) as rows,
+               (select count(*) from gold.dim_store) * (select count(*) from gold.dim_product where is_current)
+                 * (select count(*) from gold.dim_date) as grid
+        """
+    ).to_pylist()[0]
+    assert counts["rows"] == counts["grid"]
+    labels = built.sql(
+        "select count(distinct label_excursion_next_6h) as n from platinum.feat_device_health_hourly"
+    )
+    assert labels.to_pylist() == [{"n": 2}]
+
+
+def test_rebuild_keeps_history_and_time_travel(built: Lakehouse, built_home: Path) -> None:
+    table = built.table("gold.dim_store")
+    first = table.current_snapshot()
+    result = run_cli("dbt", "run", "--select", "dim_store", home=built_home)
+    assert result.returncode == 0, result.stdout[-2000:]
+    table = built.table("gold.dim_store")
+    assert table.current_snapshot().snapshot_id != first.snapshot_id
+    assert table.scan(snapshot_id=first.snapshot_id).to_arrow().num_rows == table.scan().to_arrow().num_rows
+
+
+def test_a_failing_dbt_test_stops_the_build(
+    home: Path, reference_files: dict[str, Path], tmp_path: Path
+) -> None:
+    with Lakehouse(Settings(home=home)) as lh:
+        load_reference(lh, reference_files)
+        # a second, different row for an existing store breaks stg_stores' unique key
+        stores = pq.read_table(reference_files["stores"]).slice(0, 1)
+        stores = stores.set_column(stores.schema.get_field_index("store_name"), "store_name", [["Impostor"]])
+        pq.write_table(stores, tmp_path / "conflict.parquet")
+        lh.load("bronze.stores", [tmp_path / "conflict.parquet"])
+    result = dbt_build(home)
+    assert result.returncode != 0
+    assert re.search(r"Failure in test unique_stg_stores_store_id", result.stdout), result.stdout[-3000:]
+    with Lakehouse(Settings(home=home)) as lh:
+        built = {(i.layer, i.table) for i in lh.tables()}
+    assert ("gold", "dim_store") not in built and ("gold", "fct_sales") not in built
+
+
+def test_dbt_sources_and_models_follow_the_layout() -> None:
+    models = REPO / "dbt" / "models"
+    for sql in models.rglob("*.sql"):
+        assert sql.with_suffix(".yml").exists(), f"{sql} has no YAML next to it"
+        text = sql.read_text()
+        assert "select * from final" in text, f"{sql} does not end with `select * from final`"

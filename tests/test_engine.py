@@ -1,0 +1,137 @@
+"""Queries through the embedded engine return what an independent computation returns."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pytest
+
+from lakehouse import Lakehouse, NoSuchTableError, QueryError
+
+from .conftest import load_reference, run_cli
+
+
+@pytest.fixture
+def loaded(lh: Lakehouse, reference_files: dict[str, Path]) -> Lakehouse:
+    load_reference(lh, reference_files)
+    return lh
+
+
+def test_counts_match_pyiceberg(loaded: Lakehouse) -> None:
+    for info in loaded.tables():
+        via_iceberg = loaded.table(f"{info.layer}.{info.table}").scan().to_arrow().num_rows
+        via_sql = loaded.sql(f"select count(*) as n from {info.layer}.{info.table}").column("n")[0].as_py()
+        assert via_sql == via_iceberg == info.rows, info
+
+
+def test_join_cte_window_and_subquery_match_python(loaded: Lakehouse) -> None:
+    orders = loaded.table("bronze.orders").scan().to_arrow().to_pylist()
+    lines = loaded.table("bronze.order_lines").scan().to_arrow().to_pylist()
+    # expected: units per store from distinct orders' lines, then rank stores by units
+    store_of = {o["order_id"]: o["store_id"] for o in orders}
+    units: dict[str, int] = defaultdict(int)
+    for line in lines:
+        if line["quantity"] is not None and line["order_id"] in store_of:
+            units[store_of[line["order_id"]]] += line["quantity"]
+    expected = sorted(units.items(), key=lambda kv: (-kv[1], kv[0]))
+    result = loaded.sql(
+        """
+        with order_store as (select distinct order_id, store_id from bronze.orders),
+        per_store as (
+            select s.store_id, sum(l.quantity) as units
+            from bronze.order_lines l join order_store s on l.order_id = s.order_id
+            where l.quantity is not null
+            group by s.store_id
+        )
+        select store_id, units, rank() over (order by units desc, store_id) as rnk
+        from per_store
+        where units > (select -1)
+        order by rnk
+        """
+    ).to_pylist()
+    assert [(r["store_id"], r["units"]) for r in result] == expected
+    assert [r["rnk"] for r in result] == list(range(1, len(expected) + 1))
+
+
+def test_default_schema_like_the_trino_cli(loaded: Lakehouse) -> None:
+    qualified = loaded.sql("select count(*) as n from bronze.orders").to_pylist()
+    assert loaded.sql("select count(*) as n from orders", schema="bronze").to_pylist() == qualified
+
+
+def test_unknown_table_lists_the_tables_that_exist(loaded: Lakehouse) -> None:
+    with pytest.raises(NoSuchTableError) as info:
+        loaded.sql("select * from gold.nope")
+    assert "gold.nope" in str(info.value) and "bronze.orders" in str(info.value)
+    with pytest.raises(NoSuchTableError, match=r"bronze\.orders"):
+        loaded.sql("select * from nope", schema="bronze")
+
+
+def test_sql_errors_are_query_errors(loaded: Lakehouse) -> None:
+    with pytest.raises(QueryError, match="syntax error"):
+        loaded.sql("selec 1")
+
+
+def test_new_commits_are_visible_to_the_next_query(loaded: Lakehouse, tmp_path: Path) -> None:
+    before = loaded.sql("select count(*) as n from bronze.regions").column("n")[0].as_py()
+    (tmp_path / "r.csv").write_text("region_id\nR9\n")
+    loaded.load("bronze.regions", [tmp_path / "r.csv"])
+    assert loaded.sql("select count(*) as n from bronze.regions").column("n")[0].as_py() == before + 1
+
+
+def test_views_read_iceberg_metadata_not_private_files(loaded: Lakehouse) -> None:
+    table = loaded.table("bronze.sensor_readings")
+    direct = loaded.sql(f"select count(*) as n from iceberg_scan('{table.metadata_location}')")
+    assert direct.column("n")[0].as_py() == table.scan().to_arrow().num_rows
+    hottest = loaded.sql("select max(temperature_c) as t from bronze.sensor_readings").column("t")[0].as_py()
+    assert hottest == pc.max(table.scan().to_arrow().column("temperature_c")).as_py()
+
+
+def test_cli_tables_json_and_sql_outputs(home: Path, reference_files: dict[str, Path]) -> None:
+    assert run_cli("load", "bronze.regions", str(reference_files["regions"]), home=home).returncode == 0
+    listing = run_cli("tables", "--output", "json", home=home)
+    assert listing.returncode == 0, listing.stderr
+    (entry,) = json.loads(listing.stdout)
+    assert set(entry) == {"layer", "table", "rows", "snapshots", "last_commit"}
+    assert (entry["layer"], entry["table"], entry["rows"], entry["snapshots"]) == ("bronze", "regions", 4, 1)
+    csv = run_cli(
+        "sql", "--schema", "bronze", "--output", "csv", "select region_id from regions order by 1", home=home
+    )
+    assert csv.stdout.splitlines() == ['"region_id"', '"R1"', '"R2"', '"R3"', '"R4"']
+    as_json = run_cli("sql", "-o", "json", "select count(*) as n from bronze.regions", home=home)
+    assert json.loads(as_json.stdout) == [{"n": 4}]
+    missing = run_cli("sql", "select * from bronze.orderz", home=home)
+    assert (
+        missing.returncode == 1 and "bronze.regions" in missing.stderr and "Traceback" not in missing.stderr
+    )
+
+
+def test_reference_generation_is_deterministic() -> None:
+    from lakehouse._reference import generate
+
+    a, b, c = generate(0.1, seed=1), generate(0.1, seed=1), generate(0.1, seed=2)
+    assert all(a[name].equals(b[name]) for name in a)
+    assert not a["orders"].equals(c["orders"])
+
+
+def test_reference_domain_has_signal_and_dirt() -> None:
+    from lakehouse._reference import SENSOR_ERROR_C, generate
+
+    data = generate(0.3, seed=3)
+    orders = data["orders"].to_pylist()
+    ids = Counter(o["order_id"] for o in orders)
+    assert any(n > 1 for n in ids.values()), "re-sent orders"
+    assert any(o["store_id"] == "S999" for o in orders), "bad store codes"
+    assert any(o["channel"] not in ("store", "web") for o in orders), "badly cased channels"
+    assert any(o["customer_id"] is None for o in orders), "guest checkouts"
+    assert len({c["customer_id"] for c in data["customers"].to_pylist()}) < data["customers"].num_rows, (
+        "moves"
+    )
+    temps = data["sensor_readings"].column("temperature_c")
+    assert pc.sum(pc.equal(temps, SENSOR_ERROR_C)).as_py() > 0 and temps.null_count > 0
+    # signal: Saturdays sell more than Mondays; temperature waste exists where units failed
+    weekday = Counter(o["order_ts"].weekday() for o in orders)
+    assert weekday[5] > 1.2 * weekday[0]
+    assert "TEMP_EXCURSION" in set(data["waste"].column("reason_code").to_pylist())
