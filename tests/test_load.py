@@ -199,3 +199,42 @@ def test_csv_without_contract_created_from_inferred_types(lh: Lakehouse, tmp_pat
     pacsv.write_csv(table, tmp_path / "t.csv")
     lh.load("bronze.my_upload", [tmp_path / "t.csv"], create=True)
     assert lh.sql("select k, n, day from bronze.my_upload order by k").to_pylist() == table.to_pylist()
+
+
+def test_partitioned_load_writes_one_partition_per_file(lh: Lakehouse, tmp_path: Path) -> None:
+    days = [dt.datetime(2026, 3, d, h) for d in (4, 2, 3, 2, 4, 2) for h in (1, 23)]
+    data = pa.table(
+        {
+            "device_id": [f"D{i % 3}" for i in range(len(days))],
+            "reading_ts": pa.array(days, pa.timestamp("us")),
+            "temperature_c": [float(i) for i in range(len(days))],
+        }
+    )
+    pq.write_table(data, tmp_path / "r.parquet")
+    lh.load("bronze.sensor_readings", [tmp_path / "r.parquet"])
+    files = lh.table("bronze.sensor_readings").inspect.files().to_pylist()
+    assert len(files) == 3
+    for f in files:
+        day = f["partition"]["reading_ts_day"]
+        expected = sum(1 for d in days if d.date() == day)
+        assert f["record_count"] == expected
+    back = lh.table("bronze.sensor_readings").scan(row_filter="reading_ts >= '2026-03-03T00:00:00'").to_arrow()
+    assert sorted(back.column("temperature_c").to_pylist()) == sorted(
+        float(i) for i, d in enumerate(days) if d >= dt.datetime(2026, 3, 3)
+    )
+
+
+def test_large_unpartitioned_load_is_split_across_files_losslessly(
+    lh: Lakehouse, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lakehouse import _load
+
+    monkeypatch.setattr(_load, "PARALLEL_MIN_ROWS_PER_FILE", 1_000)
+    n = 10_000
+    data = pa.table({"order_id": [f"O{i:05d}" for i in range(n)], "line_number": pa.array([1] * n, pa.int32())})
+    pq.write_table(data, tmp_path / "lines.parquet")
+    lh.load("bronze.order_lines", [tmp_path / "lines.parquet"])
+    table = lh.table("bronze.order_lines")
+    assert len(table.inspect.files()) >= 2
+    assert sorted(table.scan().to_arrow().column("order_id").to_pylist()) == data.column("order_id").to_pylist()
+    assert len(table.metadata.snapshots) == 1

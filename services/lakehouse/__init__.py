@@ -1,11 +1,14 @@
-"""The lakehouse platform: Iceberg layers, an embedded engine, dbt, and the code that loads them."""
+"""The lakehouse platform: Iceberg layers, an embedded engine, dbt, and the code that loads them.
 
-from ._api import Lakehouse, TableInfo
-from ._catalog import LAYERS, load_catalog
-from ._contracts import Contract, load_contracts
-from ._engine import Engine
-from ._load import LoadResult, load_files
-from ._settings import Settings
+Public names are imported on first use (PEP 562) so that `lakehouse --help` and light tools do
+not pay for pyiceberg and DuckDB.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .errors import (
     ConfigurationError,
     ContractError,
@@ -16,6 +19,36 @@ from .errors import (
     SchemaMismatchError,
     ServerError,
 )
+
+if TYPE_CHECKING:
+    from ._api import Lakehouse, TableInfo
+    from ._catalog import LAYERS, load_catalog
+    from ._contracts import Contract, load_contracts
+    from ._engine import Engine
+    from ._load import LoadResult, load_files
+    from ._settings import Settings
+
+_LAZY = {
+    "Lakehouse": "._api",
+    "TableInfo": "._api",
+    "LAYERS": "._catalog",
+    "load_catalog": "._catalog",
+    "Contract": "._contracts",
+    "load_contracts": "._contracts",
+    "Engine": "._engine",
+    "LoadResult": "._load",
+    "load_files": "._load",
+    "Settings": "._settings",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'lakehouse' has no attribute {name!r}")
+
 
 __all__ = [
     "LAYERS",

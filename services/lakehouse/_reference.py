@@ -99,6 +99,11 @@ class Fault:
     peak: float  # °C above normal at the worst
 
 
+def _empty_rows(table: str) -> dict[str, list[object]]:
+    """Column lists to fill, one per column of the table's contract."""
+    return {c.name: [] for c in load_contracts()[f"bronze.{table}"].columns}
+
+
 def _ts(values: np.ndarray) -> pa.Array:
     return pa.array(values.astype("datetime64[us]"), pa.timestamp("us"))
 
@@ -158,21 +163,7 @@ class _Generator:
         self.price_change_day = np.where(rng.random(n) < 0.2, rng.integers(20, DAYS - 20, n), -1)
         self.price_v1 = price
         self.price_v2 = (price * rng.uniform(1.05, 1.15, n)).round(2)
-        rows: dict[str, list[object]] = {
-            k: []
-            for k in [
-                "product_id",
-                "sku",
-                "product_name",
-                "category",
-                "perishable",
-                "shelf_life_days",
-                "unit_cost",
-                "unit_price",
-                "safe_temp_max_c",
-                "updated_at",
-            ]
-        }
+        rows = _empty_rows("products")
         first_seen = START - dt.timedelta(days=400)
 
         def add(i: int, p: float, when: dt.datetime) -> None:
@@ -199,21 +190,7 @@ class _Generator:
         n = self.n_customers
         self.customer_ids = [f"C{i:06d}" for i in range(1, n + 1)]
         self.customer_store = rng.integers(0, self.n_stores, n)
-        rows: dict[str, list[object]] = {
-            k: []
-            for k in [
-                "customer_id",
-                "full_name",
-                "email",
-                "phone",
-                "birth_date",
-                "street",
-                "city",
-                "postal_code",
-                "home_store_id",
-                "updated_at",
-            ]
-        }
+        rows = _empty_rows("customers")
         moves = rng.random(n) < 0.15
         for i in range(n):
             first, last = _FIRST[rng.integers(len(_FIRST))], _LAST[rng.integers(len(_LAST))]
@@ -349,31 +326,8 @@ class _Generator:
         promo_prod = rng.choice(self.n_products, size=max(3, self.n_products // 6), replace=False)
         promo_start = rng.integers(0, DAYS - 7, promo_prod.size)
         promo_disc = rng.choice([10.0, 15.0, 20.0, 25.0], promo_prod.size)
-        order_rows: dict[str, list[object]] = {
-            k: []
-            for k in [
-                "order_id",
-                "customer_id",
-                "store_id",
-                "order_ts",
-                "channel",
-                "promo_code",
-                "ingested_at",
-            ]
-        }
-        line_rows: dict[str, list[object]] = {
-            k: []
-            for k in [
-                "order_id",
-                "line_number",
-                "store_id",
-                "product_id",
-                "quantity",
-                "unit_price",
-                "discount_pct",
-                "ingested_at",
-            ]
-        }
+        order_rows = _empty_rows("orders")
+        line_rows = _empty_rows("order_lines")
         self.sold: list[
             tuple[int, int, int, int, int]
         ] = []  # (day, store, product, qty, order_no) for returns
@@ -455,19 +409,7 @@ class _Generator:
     def returns(self) -> pa.Table:
         rng = self.rng
         fault_days = self._fault_days()
-        rows: dict[str, list[object]] = {
-            k: []
-            for k in [
-                "return_id",
-                "order_id",
-                "line_number",
-                "store_id",
-                "product_id",
-                "return_ts",
-                "quantity",
-                "reason_code",
-            ]
-        }
+        rows = _empty_rows("returns")
         line_no: dict[int, int] = {}
         for day, s, p, qty, order_no in self.sold:
             line_no[order_no] = line_no.get(order_no, 0) + 1
@@ -495,18 +437,7 @@ class _Generator:
         rng = self.rng
         fault_days = self._fault_days()
         unit_of = {(self.device_store[i], k): self.device_ids[i] for i, k in enumerate(self.device_type)}
-        rows: dict[str, list[object]] = {
-            k: []
-            for k in [
-                "waste_id",
-                "store_id",
-                "product_id",
-                "waste_date",
-                "quantity",
-                "reason_code",
-                "device_id",
-            ]
-        }
+        rows = _empty_rows("waste")
 
         def add(store: str, p: int, day: int, qty: int, reason: str) -> None:
             unit = _CATEGORIES[str(self.product_cat[p])][3]
@@ -551,18 +482,7 @@ class _Generator:
     def quality_inspections(self) -> pa.Table:
         rng = self.rng
         fault_days = self._fault_days()
-        rows: dict[str, list[object]] = {
-            k: []
-            for k in [
-                "inspection_id",
-                "store_id",
-                "product_id",
-                "inspected_ts",
-                "score",
-                "passed",
-                "inspector",
-            ]
-        }
+        rows = _empty_rows("quality_inspections")
         for day in range(DAYS):
             for store in self.store_ids:
                 for p in rng.choice(self.n_products, size=rng.poisson(3), replace=False):
@@ -585,19 +505,7 @@ class _Generator:
 
     def shipments(self) -> pa.Table:
         rng = self.rng
-        rows: dict[str, list[object]] = {
-            k: []
-            for k in [
-                "shipment_id",
-                "store_id",
-                "product_id",
-                "shipped_ts",
-                "received_ts",
-                "quantity",
-                "carrier",
-                "max_transit_temp_c",
-            ]
-        }
+        rows = _empty_rows("shipments")
         for day in range(DAYS):
             for s, store in enumerate(self.store_ids):
                 for p in rng.choice(

@@ -7,18 +7,20 @@ import logging
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import pyarrow as pa
-import pyarrow.csv as pacsv
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table as RichTable
 
-from ._api import Lakehouse
 from ._settings import Settings
 from .errors import LakehouseError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from ._api import Lakehouse
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="The lakehouse platform.")
 stack_app = typer.Typer(
@@ -50,6 +52,8 @@ class FileFormat(StrEnum):
 
 
 def _lakehouse() -> Lakehouse:
+    from ._api import Lakehouse
+
     return Lakehouse(Settings.load())
 
 
@@ -58,6 +62,9 @@ def _print_json(value: Any) -> None:
 
 
 def _print_arrow(result: pa.Table, output: SqlOutput) -> None:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
     if output is SqlOutput.json:
         _print_json(result.to_pylist())
     elif output is SqlOutput.csv:
