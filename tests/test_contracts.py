@@ -24,6 +24,7 @@ def test_every_reference_table_is_declared() -> None:
         "quality_inspections",
         "devices",
         "sensor_readings",
+        "dead_letters",
     }
 
 

@@ -218,7 +218,9 @@ def test_partitioned_load_writes_one_partition_per_file(lh: Lakehouse, tmp_path:
         day = f["partition"]["reading_ts_day"]
         expected = sum(1 for d in days if d.date() == day)
         assert f["record_count"] == expected
-    back = lh.table("bronze.sensor_readings").scan(row_filter="reading_ts >= '2026-03-03T00:00:00'").to_arrow()
+    back = (
+        lh.table("bronze.sensor_readings").scan(row_filter="reading_ts >= '2026-03-03T00:00:00'").to_arrow()
+    )
     assert sorted(back.column("temperature_c").to_pylist()) == sorted(
         float(i) for i, d in enumerate(days) if d >= dt.datetime(2026, 3, 3)
     )
@@ -231,10 +233,14 @@ def test_large_unpartitioned_load_is_split_across_files_losslessly(
 
     monkeypatch.setattr(_load, "PARALLEL_MIN_ROWS_PER_FILE", 1_000)
     n = 10_000
-    data = pa.table({"order_id": [f"O{i:05d}" for i in range(n)], "line_number": pa.array([1] * n, pa.int32())})
+    data = pa.table(
+        {"order_id": [f"O{i:05d}" for i in range(n)], "line_number": pa.array([1] * n, pa.int32())}
+    )
     pq.write_table(data, tmp_path / "lines.parquet")
     lh.load("bronze.order_lines", [tmp_path / "lines.parquet"])
     table = lh.table("bronze.order_lines")
     assert len(table.inspect.files()) >= 2
-    assert sorted(table.scan().to_arrow().column("order_id").to_pylist()) == data.column("order_id").to_pylist()
+    assert (
+        sorted(table.scan().to_arrow().column("order_id").to_pylist()) == data.column("order_id").to_pylist()
+    )
     assert len(table.metadata.snapshots) == 1

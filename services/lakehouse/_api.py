@@ -93,7 +93,15 @@ class Lakehouse:
         progress: ProgressCallback | None = None,
     ) -> LoadResult:
         """Append files to a table atomically and idempotently (see ``lakehouse.load_files``)."""
-        return load_files(self.catalog, identifier, files, fmt=fmt, create=create, progress=progress)
+        return load_files(
+            self.catalog,
+            identifier,
+            files,
+            fmt=fmt,
+            create=create,
+            progress=progress,
+            contracts_file=self.settings.contracts_file,
+        )
 
     def close(self) -> None:
         if "engine" in self.__dict__:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from functools import cache
 from importlib import resources
+from pathlib import Path
 from typing import Any, Literal
 
 import pyarrow as pa
@@ -16,8 +17,10 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
+from pyiceberg.table import Table
 from pyiceberg.transforms import DayTransform, HourTransform, IdentityTransform, MonthTransform, Transform
 from pyiceberg.types import (
+    BinaryType,
     BooleanType,
     DateType,
     DecimalType,
@@ -41,6 +44,7 @@ _SIMPLE_TYPES: dict[str, tuple[IcebergType, pa.DataType]] = {
     "boolean": (BooleanType(), pa.bool_()),
     "date": (DateType(), pa.date32()),
     "timestamp": (TimestampType(), pa.timestamp("us")),
+    "binary": (BinaryType(), pa.binary()),
 }
 _TRANSFORMS: dict[str, Transform[Any, Any]] = {
     "identity": IdentityTransform(),
@@ -91,6 +95,7 @@ class Contract(BaseModel, frozen=True):
 
     layer: str = "bronze"
     name: str
+    version: int = Field(default=1, ge=1)  # producers stamp messages with it; raise it when columns change
     description: str = ""
     primary_key: list[str]
     columns: list[Column]
@@ -150,7 +155,11 @@ class Contract(BaseModel, frozen=True):
         return pa.schema([pa.field(c.name, c.arrow_type, nullable=not c.required) for c in self.columns])
 
     def table_properties(self) -> dict[str, str]:
-        props = {"lakehouse.contract": self.identifier, "write.parquet.compression-codec": "zstd"}
+        props = {
+            "lakehouse.contract": self.identifier,
+            "lakehouse.contract-version": str(self.version),
+            "write.parquet.compression-codec": "zstd",
+        }
         if self.pii:
             props["lakehouse.pii-columns"] = ",".join(self.pii)
         for key, column in self.rls.items():
@@ -158,9 +167,15 @@ class Contract(BaseModel, frozen=True):
         return props
 
 
+def load_contracts(path: Path | None = None) -> dict[str, Contract]:
+    """All bronze contracts by identifier (``bronze.orders``): the packaged ones or ``path``'s."""
+    return _load_contracts(str(path) if path else None)
+
+
 @cache
-def load_contracts() -> dict[str, Contract]:
-    """All bronze contracts by identifier (``bronze.orders``)."""
+def _load_contracts(path: str | None) -> dict[str, Contract]:
+    if path:
+        return parse_contracts(Path(path).read_text(), source=path)
     text = resources.files("lakehouse").joinpath("contracts/bronze.yml").read_text()
     return parse_contracts(text, source="contracts/bronze.yml")
 
@@ -177,8 +192,58 @@ def parse_contracts(text: str, *, source: str) -> dict[str, Contract]:
     return contracts
 
 
-def contract_for(identifier: str) -> Contract | None:
-    return load_contracts().get(identifier)
+def contract_for(identifier: str, path: Path | None = None) -> Contract | None:
+    return load_contracts(path).get(identifier)
+
+
+# Iceberg's allowed type promotions (spec: "Schema Evolution").
+def _promotable(old: IcebergType, new: IcebergType) -> bool:
+    if old == new:
+        return True
+    if isinstance(old, IntegerType) and isinstance(new, LongType):
+        return True
+    if isinstance(old, DecimalType) and isinstance(new, DecimalType):
+        return old.scale == new.scale and new.precision >= old.precision
+    return False
+
+
+def evolve_to_contract(table: Table, contract: Contract) -> Table:
+    """Bring an existing table's schema up to its contract without rewriting data.
+
+    New optional columns are added and types promoted where Iceberg allows it; anything else
+    (a new required column, an incompatible type change) raises ContractError.
+    """
+    schema = table.schema()
+    names = {f.name: f for f in schema.fields}
+    added = [c for c in contract.columns if c.name not in names]
+    problems = [
+        f"adds required column {c.name!r} (existing rows have no value; declare it optional)"
+        for c in added
+        if c.required
+    ]
+    promoted = []
+    for c in contract.columns:
+        if c.name in names and names[c.name].field_type != c.iceberg_type:
+            if _promotable(names[c.name].field_type, c.iceberg_type):
+                promoted.append(c)
+            else:
+                problems.append(f"changes {c.name!r} from {names[c.name].field_type} to {c.iceberg_type}")
+    if problems:
+        raise ContractError(
+            f"contract {contract.identifier} v{contract.version} is incompatible with the table: "
+            + "; ".join(problems)
+            + ". Compatible changes are new optional columns and Iceberg type promotions."
+        )
+    if not added and not promoted:
+        return table
+    with table.transaction() as tx:
+        with tx.update_schema() as update:
+            for c in added:
+                update.add_column(c.name, c.iceberg_type, doc=c.description or None)
+            for c in promoted:
+                update.update_column(c.name, field_type=c.iceberg_type)
+        tx.set_properties({"lakehouse.contract-version": str(contract.version)})
+    return table
 
 
 def dbt_sources_yaml() -> str:

@@ -32,7 +32,7 @@ from pyiceberg.partitioning import PartitionFieldValue, PartitionKey
 from pyiceberg.table import Table
 
 from ._catalog import LAYERS
-from ._contracts import contract_for
+from ._contracts import contract_for, evolve_to_contract
 from .errors import LoadError, NoSuchTableError, SchemaMismatchError
 
 logger = logging.getLogger(__name__)
@@ -362,15 +362,24 @@ def append_atomically(table: Table, data: pa.Table, properties: dict[str, str]) 
 # --- the load --------------------------------------------------------------------------------
 
 
-def _open_or_create(
-    catalog: Catalog, identifier: str, first_file: tuple[Path, Format] | None, create: bool
+def open_table(
+    catalog: Catalog,
+    identifier: str,
+    first_file: tuple[Path, Format] | None = None,
+    *,
+    create: bool = False,
+    contracts_file: Path | None = None,
 ) -> tuple[Table, bool]:
+    """The table to load into: existing (evolved to its contract), created from its contract,
+    or, with ``create``, created from the first file's schema. Returns (table, created)."""
     layer, name = parse_identifier(identifier)
+    contract = contract_for(identifier, contracts_file)
     try:
-        return catalog.load_table((layer, name)), False
+        table = catalog.load_table((layer, name))
     except IcebergNoSuchTable:
         pass
-    contract = contract_for(identifier)
+    else:
+        return (evolve_to_contract(table, contract) if contract else table), False
     if contract is not None:
         table = catalog.create_table(
             (layer, name),
@@ -403,6 +412,7 @@ def load_files(
     fmt: str | None = None,
     create: bool = False,
     progress: ProgressCallback | None = None,
+    contracts_file: Path | None = None,
 ) -> LoadResult:
     """Append files to ``identifier`` in one atomic commit, skipping files already loaded."""
     started = time.perf_counter()
@@ -414,7 +424,9 @@ def load_files(
     if missing:
         raise LoadError(f"file(s) not found: {', '.join(missing)}")
     formats = [detect_format(p, fmt) for p in files]
-    table, created = _open_or_create(catalog, identifier, (files[0], formats[0]), create)
+    table, created = open_table(
+        catalog, identifier, (files[0], formats[0]), create=create, contracts_file=contracts_file
+    )
     result = LoadResult(table=identifier, created=created)
     target = target_arrow_schema(table)
     done = loaded_batch_ids(table)

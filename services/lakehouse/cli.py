@@ -27,7 +27,11 @@ stack_app = typer.Typer(
     no_args_is_help=True, help="The stack profile's servers (SeaweedFS S3 + Iceberg REST)."
 )
 contracts_app = typer.Typer(no_args_is_help=True, help="Bronze data contracts.")
+broker_app = typer.Typer(no_args_is_help=True, help="The embedded Kafka-compatible broker (Tansu).")
+sink_app = typer.Typer(no_args_is_help=True, help="Kafka topics into bronze Iceberg tables, exactly once.")
 app.add_typer(stack_app, name="stack")
+app.add_typer(broker_app, name="broker")
+app.add_typer(sink_app, name="sink")
 app.add_typer(contracts_app, name="contracts")
 
 out = Console(soft_wrap=True)
@@ -206,11 +210,12 @@ def stack_stop() -> None:
 @stack_app.command("status")
 def stack_status(output: Annotated[TextOrJson, typer.Option("--output", "-o")] = TextOrJson.text) -> None:
     """Show whether the stack runs and where."""
-    from ._stack import _alive, read_state
+    from ._process import alive
+    from ._stack import read_state
 
     state = read_state(Settings.load(profile="stack"))
     public = (
-        {k: state[k] for k in ("pid", "s3_endpoint", "iceberg_uri")} | {"running": _alive(state["pid"])}
+        {k: state[k] for k in ("pid", "s3_endpoint", "iceberg_uri")} | {"running": alive(state["pid"])}
         if state
         else {"running": False}
     )
@@ -218,6 +223,117 @@ def stack_status(output: Annotated[TextOrJson, typer.Option("--output", "-o")] =
         _print_json(public)
     else:
         out.print(" ".join(f"{k}={v}" for k, v in public.items()))
+
+
+@broker_app.command("start")
+def broker_start(port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0: a free one)")] = 0) -> None:
+    """Start Tansu on loopback (its log on S3 in the stack profile) and record its address."""
+    from ._broker import start_broker
+
+    state = start_broker(Settings.load(), port=port or None)
+    out.print(f"broker running (pid {state['pid']}) at {state['bootstrap']}, storage {state['storage']}")
+
+
+@broker_app.command("stop")
+def broker_stop() -> None:
+    """Stop the broker by the PID it recorded."""
+    from ._broker import stop_broker
+
+    out.print("stopped" if stop_broker(Settings.load()) else "not running")
+
+
+@broker_app.command("status")
+def broker_status(output: Annotated[TextOrJson, typer.Option("--output", "-o")] = TextOrJson.text) -> None:
+    """Show whether the broker runs and where."""
+    from ._broker import read_broker_state
+    from ._process import alive
+
+    state = read_broker_state(Settings.load())
+    public = {**state, "running": alive(state["pid"])} if state else {"running": False}
+    if output is TextOrJson.json:
+        _print_json(public)
+    else:
+        out.print(" ".join(f"{k}={v}" for k, v in public.items()))
+
+
+@app.command()
+def produce(
+    topic: Annotated[str, typer.Option("--topic", help="Topic (feeds the bronze table of the same name)")],
+    count: Annotated[int | None, typer.Option(help="Publish exactly this many events")] = None,
+    rate: Annotated[float | None, typer.Option(help="Events per second (with --duration)")] = None,
+    duration: Annotated[float | None, typer.Option(help="Seconds to publish at --rate")] = None,
+    seed: Annotated[int, typer.Option(help="Same seed, same events")] = 42,
+    start: Annotated[int, typer.Option(help="Index of the first event")] = 0,
+) -> None:
+    """Publish the reference domain's operational events to a Kafka topic."""
+    from ._broker import bootstrap_servers
+    from ._produce import produce as publish
+
+    if (count is None) == (rate is None) or (rate is not None and duration is None):
+        raise LakehouseError("give --count N, or --rate R with --duration S")
+    settings = Settings.load()
+    sent = publish(
+        bootstrap_servers(settings),
+        topic,
+        count=count,
+        rate=rate,
+        duration=duration,
+        seed=seed,
+        start=start,
+        partitions=settings.broker.partitions,
+    )
+    out.print(f"published {sent} events to {topic}")
+
+
+@sink_app.command("run")
+def sink_run(
+    topics: Annotated[
+        list[str] | None, typer.Option("--topics", help="Topics to sink (default: all simulated)")
+    ] = None,
+    idle_exit: Annotated[
+        float | None, typer.Option(help="Stop after this many seconds without messages")
+    ] = None,
+    batch_records: Annotated[int, typer.Option(help="Commit at most this many messages at once")] = 20_000,
+    batch_seconds: Annotated[
+        float, typer.Option(help="Commit at least this often while messages flow")
+    ] = 2.0,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve Prometheus /metrics on 127.0.0.1 (0: free port)")
+    ] = None,
+    output: Annotated[TextOrJson, typer.Option("--output", "-o")] = TextOrJson.text,
+) -> None:
+    """Consume topics into their bronze tables, exactly once; SIGTERM flushes and commits."""
+    from ._broker import bootstrap_servers
+    from ._produce import TOPICS, ensure_topics
+    from ._sink import Sink, serve_metrics
+
+    lh = _lakehouse()
+    settings = lh.settings
+    chosen = [t for item in (topics or list(TOPICS)) for t in item.split(",") if t]
+    bootstrap = bootstrap_servers(settings)
+    ensure_topics(bootstrap, chosen, settings.broker.partitions)
+    sink = Sink(
+        lh.catalog,
+        bootstrap,
+        chosen,
+        group=settings.broker.group,
+        batch_max_records=batch_records,
+        batch_max_seconds=batch_seconds,
+        idle_exit=idle_exit,
+        contracts_file=settings.contracts_file,
+    )
+    if metrics_port is not None:
+        server = serve_metrics(sink.stats, metrics_port)
+        err.print(f"metrics at http://127.0.0.1:{server.server_address[1]}/metrics")
+    stats = sink.run()
+    if output is TextOrJson.json:
+        _print_json(stats.summary())
+    else:
+        summary = stats.summary()
+        out.print(
+            f"committed {sum(summary['rows'].values())} rows in {summary['commits']} commits, "
+            f"{sum(summary['dead_letters'].values())} dead letters; commit p50 {summary['commit_p50_s'] * 1000:.0f} ms"
+        )
 
 
 @contracts_app.command("dbt-sources")

