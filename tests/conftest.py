@@ -91,3 +91,26 @@ def stack_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield home
     finally:
         stop_stack(settings)
+
+
+@pytest.fixture
+def broker(home: Path) -> Iterator[str]:
+    """Tansu on a free loopback port for this test's home; stopped by its PID afterwards."""
+    from lakehouse._broker import start_broker, stop_broker
+
+    settings = Settings(home=home)
+    state = start_broker(settings)
+    try:
+        yield str(state["bootstrap"])
+    finally:
+        stop_broker(settings)
+
+
+def start_cli(*args: str, home: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """Start the `lakehouse` command in the background (for signals); the caller waits for it."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("LAKEHOUSE_")}
+    environment["LAKEHOUSE_HOME"] = str(home)
+    environment.update(env or {})
+    return subprocess.Popen(
+        [LAKEHOUSE_BIN, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment
+    )

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import pytest
-from pyiceberg.transforms import DayTransform
+from pyiceberg.transforms import MonthTransform
 
 from lakehouse import ContractError, load_contracts
 from lakehouse._contracts import dbt_sources_yaml, parse_contracts
@@ -35,7 +35,7 @@ def test_contract_gives_schema_keys_and_partitioning() -> None:
     assert schema.find_field("order_ts").required
     assert not schema.find_field("customer_id").required
     (field,) = orders.partition_spec().fields
-    assert isinstance(field.transform, DayTransform)
+    assert isinstance(field.transform, MonthTransform)
     assert schema.find_field(field.source_id).name == "order_ts"
     customers = load_contracts()["bronze.customers"]
     assert customers.pii == ["full_name", "email", "phone", "birth_date"]

@@ -96,6 +96,7 @@ class Contract(BaseModel, frozen=True):
     layer: str = "bronze"
     name: str
     version: int = Field(default=1, ge=1)  # producers stamp messages with it; raise it when columns change
+    system: bool = False  # the platform's own table (dead letters): not a dbt source
     description: str = ""
     primary_key: list[str]
     columns: list[Column]
@@ -250,6 +251,8 @@ def dbt_sources_yaml() -> str:
     """dbt's ``__sources.yml`` for bronze, generated from the contracts."""
     tables = []
     for contract in load_contracts().values():
+        if contract.system:
+            continue
         columns: list[dict[str, Any]] = []
         for c in contract.columns:
             column: dict[str, Any] = {"name": c.name}

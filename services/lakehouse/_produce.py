@@ -18,24 +18,36 @@ import numpy as np
 import orjson
 
 from ._contracts import load_contracts
-from ._reference import DAYS, START
+from ._reference import DAYS, START, domain_sizes
 
 logger = logging.getLogger(__name__)
 
-N_STORES, N_PRODUCTS, N_CUSTOMERS = 12, 120, 3000  # ids of the scale-1 reference domain
 TOPICS = ("orders", "order_lines", "shipments", "returns", "waste", "quality_inspections")
 
 
+EVENT_SPACING_S = 20  # business time between consecutive events of a topic: a stream moves forward
+
+
 def _when(rng: np.random.Generator, i: int) -> dt.datetime:
-    return START + dt.timedelta(days=i % DAYS, seconds=int(rng.integers(8 * 3600, 21 * 3600)))
+    """Event time: advancing through the reference period like a live stream (wrapping at its end),
+    with a little jitter so events are not perfectly ordered."""
+    seconds = (i * EVENT_SPACING_S + int(rng.integers(0, 120))) % (DAYS * 86400)
+    return START + dt.timedelta(seconds=seconds)
+
+
+_SIZES = {"scale": 1.0}  # ids are drawn from the reference domain of this scale
 
 
 def _store(rng: np.random.Generator) -> str:
-    return f"S{int(rng.integers(1, N_STORES + 1)):03d}"
+    return f"S{int(rng.integers(1, domain_sizes(_SIZES['scale'])[0] + 1)):03d}"
 
 
 def _product(rng: np.random.Generator) -> str:
-    return f"P{int(rng.integers(1, N_PRODUCTS + 1)):04d}"
+    return f"P{int(rng.integers(1, domain_sizes(_SIZES['scale'])[1] + 1)):04d}"
+
+
+def _customer(rng: np.random.Generator) -> str:
+    return f"C{int(rng.integers(1, domain_sizes(_SIZES['scale'])[2] + 1)):06d}"
 
 
 def _order_id(seed: int, i: int) -> str:
@@ -45,7 +57,7 @@ def _order_id(seed: int, i: int) -> str:
 def _orders(rng: np.random.Generator, seed: int, i: int) -> tuple[str, dict[str, Any]]:
     oid = _order_id(seed, i)
     when = _when(np.random.default_rng([seed, i, 0]), i)  # the same time its order line uses
-    customer = f"C{int(rng.integers(1, N_CUSTOMERS + 1)):06d}" if rng.random() < 0.88 else None
+    customer = _customer(rng) if rng.random() < 0.88 else None
     store = _store(np.random.default_rng([seed, i, 1]))
     return oid, {
         "order_id": oid,
@@ -146,8 +158,9 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot encode {type(value).__name__}")
 
 
-def event(topic: str, seed: int, i: int) -> tuple[bytes, bytes]:
-    """Event ``i`` of ``topic`` for ``seed``: (key, value) as sent."""
+def event(topic: str, seed: int, i: int, scale: float = 1.0) -> tuple[bytes, bytes]:
+    """Event ``i`` of ``topic`` for ``seed``: (key, value) as sent; ids exist at ``scale``."""
+    _SIZES["scale"] = scale
     if topic not in EVENTS:
         raise ValueError(f"no simulator for topic {topic!r}; topics: {', '.join(EVENTS)}")
     key, data = EVENTS[topic](np.random.default_rng([seed, i, 2]), seed, i)
@@ -156,10 +169,10 @@ def event(topic: str, seed: int, i: int) -> tuple[bytes, bytes]:
     return key.encode(), orjson.dumps(envelope, default=_json_default)
 
 
-def events(topic: str, seed: int, start: int = 0) -> Iterator[tuple[bytes, bytes]]:
+def events(topic: str, seed: int, start: int = 0, scale: float = 1.0) -> Iterator[tuple[bytes, bytes]]:
     i = start
     while True:
-        yield event(topic, seed, i)
+        yield event(topic, seed, i, scale)
         i += 1
 
 
@@ -189,6 +202,7 @@ def produce(
     seed: int = 42,
     start: int = 0,
     partitions: int = 3,
+    scale: float = 1.0,
 ) -> int:
     """Publish ``count`` events, or ``rate`` events/s for ``duration`` seconds; returns how many."""
     from kafka import KafkaProducer
@@ -204,7 +218,7 @@ def produce(
         client_id="lakehouse-produce",
     )
     sent = 0
-    source = events(topic, seed, start)
+    source = events(topic, seed, start, scale)
     try:
         if count is not None:
             for _ in range(count):

@@ -91,6 +91,11 @@ _STREETS = ["Oak", "Maple", "Pine", "Cedar", "Elm", "Birch", "Lake", "Hill", "Pa
 _WEEKDAY = np.array([0.85, 0.9, 0.95, 1.0, 1.25, 1.35, 1.1])  # Mon..Sun demand
 
 
+def domain_sizes(scale: float) -> tuple[int, int, int]:
+    """(stores, products, customers) at a scale factor: ids run S001.., P0001.., C000001.."""
+    return max(2, round(12 * scale)), max(20, round(120 * min(scale, 4))), max(50, round(3000 * scale))
+
+
 @dataclass(frozen=True)
 class Fault:
     device: int
@@ -117,9 +122,7 @@ class _Generator:
         self.rng = np.random.default_rng(seed)
         self.scale = scale
         self.start = np.datetime64(START, "us")
-        self.n_stores = max(2, round(12 * scale))
-        self.n_products = max(20, round(120 * min(scale, 4)))
-        self.n_customers = max(50, round(3000 * scale))
+        self.n_stores, self.n_products, self.n_customers = domain_sizes(scale)
 
     # -- masters ------------------------------------------------------------------------------
 

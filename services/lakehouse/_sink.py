@@ -12,8 +12,10 @@ table, so a crash between the two commits replays the batch without doubling eit
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import logging
+import queue
 import signal
 import threading
 import time
@@ -25,6 +27,8 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pajson
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table import Table
@@ -77,6 +81,9 @@ class SinkStats:
     lag: dict[str, int] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
     assigned: set[str] = field(default_factory=set)
+    pending: int = 0  # messages read but not yet committed (the batch in memory)
+    first_message_at: float | None = None
+    last_commit_at: float | None = None
 
     def prometheus(self) -> str:
         """The Prometheus text exposition format."""
@@ -100,6 +107,9 @@ class SinkStats:
                 f'lakehouse_sink_lag{{topic="{tp.rsplit("/", 1)[0]}",partition="{tp.rsplit("/", 1)[1]}"}} {n}'
                 for tp, n in sorted(self.lag.items())
             ),
+            "# HELP lakehouse_sink_pending_messages Messages read and held for the next commit.",
+            "# TYPE lakehouse_sink_pending_messages gauge",
+            f"lakehouse_sink_pending_messages {self.pending}",
             "# HELP lakehouse_sink_commit_seconds Iceberg commit latency.",
             "# TYPE lakehouse_sink_commit_seconds summary",
         ]
@@ -212,6 +222,35 @@ def validate(
     return data, kept, bad
 
 
+def _fast_path(values: list[bytes | None], contract: Contract, target: pa.Schema) -> pa.Table | None:
+    """The whole batch parsed and typed in one vectorized pass, or None if any message is not
+    a clean envelope of this contract (then the caller checks them one by one)."""
+    if any(v is None for v in values):
+        return None
+    # the JSON reader cannot parse dates from text: read those as text and let conform cast them
+    fields = [pa.field(f.name, pa.string() if pa.types.is_date(f.type) else f.type) for f in target]
+    envelope = pa.schema([("schema", pa.string()), ("version", pa.int64()), ("data", pa.struct(fields))])
+    try:
+        parsed = pajson.read_json(
+            io.BytesIO(b"\n".join(v for v in values if v is not None)),
+            parse_options=pajson.ParseOptions(explicit_schema=envelope, unexpected_field_behavior="error"),
+        )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    if parsed.num_rows != len(values):
+        return None  # a message spanning lines, or several in one
+    schema, version, data = (parsed.column(n).combine_chunks() for n in ("schema", "version", "data"))
+    if data.null_count or pc.any(pc.not_equal(schema, contract.identifier)).as_py():
+        return None
+    if pc.any(pc.greater(version, contract.version)).as_py():
+        return None
+    table = pa.Table.from_arrays(data.flatten(), names=[f.name for f in fields])
+    try:
+        return conform(table, target, source="message", fmt="jsonl", table=contract.identifier)
+    except SchemaMismatchError:
+        return None
+
+
 # --- the sink ----------------------------------------------------------------------------------
 
 
@@ -232,7 +271,7 @@ class Sink:
         topics: list[str],
         *,
         group: str = "lakehouse-sink",
-        batch_max_records: int = 20_000,
+        batch_max_records: int = 50_000,
         batch_max_bytes: int = 64 * 1024 * 1024,
         batch_max_seconds: float = 2.0,
         idle_exit: float | None = None,
@@ -249,11 +288,18 @@ class Sink:
         self.contracts_file = contracts_file
         self.stats = SinkStats()
         self._stop = threading.Event()
-        self._pending: dict[str, list[Message]] = defaultdict(list)
+        self._pending: dict[tuple[str, int], list[Any]] = defaultdict(list)  # (topic, partition) -> records
         self._pending_count = 0
         self._pending_bytes = 0
         self._consumer: Any = None
         self._last_activity = time.monotonic()
+        # One committer thread, fed in order, at most one batch waiting: commits overlap with
+        # fetching, stay in offset order, and a slow catalog stops the polling (backpressure).
+        self._batches: queue.Queue[dict[tuple[str, int], list[Any]]] = queue.Queue(maxsize=1)
+        self._committed_hints: dict[tuple[str, int], int] = {}
+        self._hints_lock = threading.Lock()
+        self._worker_error: BaseException | None = None
+        self._worker: threading.Thread | None = None
 
     def stop(self, *_: object) -> None:
         self._stop.set()
@@ -267,7 +313,14 @@ class Sink:
 
         class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
             def on_partitions_revoked(self, revoked: Any) -> None:
-                sink.flush()
+                # Commit what was read before the partitions move. An error must not escape into
+                # the client (it would wrap it); run() reports it once.
+                if sink._worker_error is None:
+                    try:
+                        sink.flush()
+                        sink._drain()
+                    except BaseException as exc:
+                        sink._worker_error = sink._worker_error or exc
                 sink.stats.assigned -= {f"{tp.topic}/{tp.partition}" for tp in revoked}
 
             def on_partitions_assigned(self, assigned: Any) -> None:
@@ -309,19 +362,22 @@ class Sink:
         for sig in (signal.SIGTERM, signal.SIGINT):
             if threading.current_thread() is threading.main_thread():
                 signal.signal(sig, self.stop)
+        self._worker = threading.Thread(target=self._commit_loop, daemon=True, name="sink-committer")
+        self._worker.start()
         self._consumer = self._make_consumer()
         self._last_activity = time.monotonic()
         batch_started = time.monotonic()
         try:
             while not self._stop.is_set():
+                self._raise_worker_error()
                 polled = self._consumer.poll(timeout_ms=200)
                 for tp, records in polled.items():
-                    for r in records:
-                        self._pending[tp.topic].append(
-                            Message(tp.topic, tp.partition, r.offset, r.key, r.value)
-                        )
-                        self._pending_count += 1
-                        self._pending_bytes += len(r.value or b"")
+                    self._pending[(tp.topic, tp.partition)].extend(records)
+                    self._pending_count += len(records)
+                    self._pending_bytes += sum(r.serialized_value_size for r in records)
+                    self.stats.pending = self._pending_count
+                    if self.stats.first_message_at is None:
+                        self.stats.first_message_at = time.monotonic()
                     self._last_activity = time.monotonic()
                 if self._pending_count and (
                     self._pending_count >= self.batch_max_records
@@ -329,84 +385,136 @@ class Sink:
                     or time.monotonic() - batch_started >= self.batch_max_seconds
                 ):
                     self.flush()
+                self._publish_hints()
                 if not self._pending_count:
                     batch_started = time.monotonic()
                 joined = bool(self.stats.assigned)
-                if (
-                    self.idle_exit is not None
-                    and joined
-                    and time.monotonic() - self._last_activity >= self.idle_exit
-                ):
+                idle = time.monotonic() - self._last_activity
+                if self.idle_exit is not None and joined and idle >= self.idle_exit:
                     break
             self.flush()  # SIGTERM or idle: commit what was read
+            self._drain()
         finally:
+            self._batches.put({})  # tells the committer to finish
+            self._worker.join(timeout=120)
             self._consumer.close(autocommit=False)
+        self._raise_worker_error()
         return self.stats
 
     def flush(self) -> None:
+        """Hand the batch read so far to the committer (blocks while one is already waiting)."""
         if not self._pending_count:
             return
         pending, self._pending = self._pending, defaultdict(list)
         self._pending_count = self._pending_bytes = 0
-        hints: dict[tuple[str, int], int] = {}
-        for topic, messages in pending.items():
-            self._commit_topic(topic, messages)
-            for m in messages:
-                hints[(m.topic, m.partition)] = max(hints.get((m.topic, m.partition), 0), m.offset + 1)
-        self._commit_hints(hints)
+        self.stats.pending = 0
+        self._batches.put(pending)
+
+    def _drain(self) -> None:
+        """Wait until every handed-over batch is committed, then publish the group offsets."""
+        self._batches.join()
+        self._raise_worker_error()
+        self._publish_hints()
+
+    def _raise_worker_error(self) -> None:
+        if self._worker_error is not None:
+            raise self._worker_error
+
+    def _commit_loop(self) -> None:
+        while True:
+            pending = self._batches.get()
+            try:
+                if not pending:
+                    return
+                if self._worker_error is None:
+                    self._commit_batch(pending)
+            except BaseException as exc:
+                self._worker_error = exc
+            finally:
+                self._batches.task_done()
+
+    def _commit_batch(self, pending: dict[tuple[str, int], list[Any]]) -> None:
+        by_topic: dict[str, dict[int, list[Any]]] = defaultdict(dict)
+        for (topic, partition), records in pending.items():
+            by_topic[topic][partition] = records
+        for topic, partitions in by_topic.items():
+            self._commit_topic(topic, partitions)
+        with self._hints_lock:
+            for tp, records in pending.items():
+                self._committed_hints[tp] = max(self._committed_hints.get(tp, 0), records[-1].offset + 1)
+
+    def _publish_hints(self) -> None:
+        with self._hints_lock:
+            hints, self._committed_hints = self._committed_hints, {}
+        if hints:
+            self._commit_hints(hints)
 
     def _commit_hints(self, hints: dict[tuple[str, int], int]) -> None:
+        """Commit group offsets (asynchronously: they are a hint) and update lag from the
+        high-water marks the last fetches reported (no extra broker round trip)."""
         from kafka import OffsetAndMetadata, TopicPartition
 
+        offsets = {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in hints.items()}
         try:
-            self._consumer.commit(
-                {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in hints.items()}
-            )
-            ends = self._consumer.end_offsets([TopicPartition(t, p) for t, p in hints])
-            for tp, end in ends.items():
-                self.stats.lag[f"{tp.topic}/{tp.partition}"] = max(0, end - hints[(tp.topic, tp.partition)])
+            self._consumer.commit_async(offsets)
         except Exception as exc:  # the table holds the truth; a lost hint costs a re-read, not data
             logger.warning("could not commit consumer-group offsets (a hint only): %s", exc)
+        for (topic, partition), offset in hints.items():
+            highwater = self._consumer.highwater(TopicPartition(topic, partition))
+            if highwater is not None:
+                self.stats.lag[f"{topic}/{partition}"] = max(0, highwater - offset)
 
     # Iceberg commits ------------------------------------------------------------------------
 
-    def _commit_topic(self, topic: str, messages: list[Message]) -> None:
+    def _commit_topic(self, topic: str, partitions: dict[int, list[Any]]) -> None:
         identifier = f"bronze.{topic}"
         contract = load_contracts(self.contracts_file).get(identifier)
-        dead: list[_Dead] = []
+        ends = {f"{topic}/{p}": records[-1].offset + 1 for p, records in partitions.items()}
+
+        def message(p: int, r: Any) -> Message:
+            return Message(topic, p, r.offset, r.key, r.value)
+
         if contract is None:
-            dead = [_Dead(m, f"no contract declares {identifier}", identifier) for m in messages]
-            self._commit_dead(dead)
+            reason = f"no contract declares {identifier}"
+            self._commit_dead(
+                [_Dead(message(p, r), reason, identifier) for p, rs in partitions.items() for r in rs]
+            )
             return
         try:
             table, _ = open_table(self.catalog, identifier, contracts_file=self.contracts_file)
         except ContractError as exc:
-            self._commit_dead([_Dead(m, str(exc), identifier) for m in messages])
+            self._commit_dead(
+                [_Dead(message(p, r), str(exc), identifier) for p, rs in partitions.items() for r in rs]
+            )
             raise
-        records, kept_messages = [], []
-        for m in messages:
-            reason, data = self._envelope(m, contract)
-            if reason:
-                dead.append(_Dead(m, reason, identifier))
-            else:
-                records.append(data)
-                kept_messages.append(m)
         target = target_arrow_schema(table)
-        data, kept, bad = validate(records, target, identifier)
-        dead += [_Dead(kept_messages[i], reason, identifier) for i, reason in sorted(bad.items())]
-        rows_meta = [kept_messages[i] for i in kept]
-        ends: dict[str, int] = {}
-        for m in messages:
-            ends[m.tp] = max(ends.get(m.tp, 0), m.offset + 1)
+        row_partitions = [p for p, rs in partitions.items() for _ in rs]
+        row_offsets = [r.offset for rs in partitions.values() for r in rs]
+        data = _fast_path([r.value for rs in partitions.values() for r in rs], contract, target)
+        dead: list[_Dead] = []
+        if data is None:  # a dirty batch: check message by message, isolating the bad ones
+            flat = [(p, r) for p, rs in partitions.items() for r in rs]
+            records, kept_rows = [], []
+            for i, (p, r) in enumerate(flat):
+                why_not, body = self._envelope(r.value, contract)
+                if why_not:
+                    dead.append(_Dead(message(p, r), why_not, identifier))
+                else:
+                    records.append(body)
+                    kept_rows.append(i)
+            data, kept, bad = validate(records, target, identifier)
+            dead += [_Dead(message(*flat[kept_rows[i]]), why, identifier) for i, why in sorted(bad.items())]
+            row_partitions = [row_partitions[kept_rows[i]] for i in kept]
+            row_offsets = [row_offsets[kept_rows[i]] for i in kept]
         self._commit_dead(dead)
-        self._commit_rows(table, identifier, data, rows_meta, ends)
+        self._commit_rows(table, identifier, topic, data, row_partitions, row_offsets, ends)
 
     @staticmethod
-    def _envelope(m: Message, contract: Contract) -> tuple[str | None, dict[str, Any]]:
-        if m.value is None:
+    def _envelope(value: bytes | None, contract: Contract) -> tuple[str | None, dict[str, Any]]:
+        if value is None:
             return "empty message (tombstone)", {}
         try:
-            body = orjson.loads(m.value)
+            body = orjson.loads(value)
         except orjson.JSONDecodeError as exc:
             return f"not JSON: {exc}", {}
         if not isinstance(body, dict) or not isinstance(body.get("data"), dict):
@@ -422,17 +530,30 @@ class Sink:
         return None, body["data"]
 
     def _commit_rows(
-        self, table: Table, identifier: str, data: pa.Table, rows_meta: list[Message], ends: dict[str, int]
+        self,
+        table: Table,
+        identifier: str,
+        topic: str,
+        data: pa.Table,
+        row_partitions: list[int],
+        row_offsets: list[int],
+        ends: dict[str, int],
     ) -> None:
         for _attempt in range(COMMIT_RETRIES):
             marks = table_marks(table)
-            keep = [i for i, m in enumerate(rows_meta) if m.offset >= marks.get(m.tp, -1)]
             fresh = {tp: end for tp, end in ends.items() if end > marks.get(tp, -1)}
             if not fresh:
                 return  # another writer already committed all of it
-            rows = data.take(pa.array(keep, pa.int64())) if len(keep) != data.num_rows else data
-            summary = {**marks, **{tp: max(end, marks.get(tp, 0)) for tp, end in ends.items()}}
-            properties = {OFFSETS: json.dumps({tp: summary[tp] for tp in sorted(ends)})}
+            rows = data
+            overlapping = {tp for tp in ends if tp in marks}
+            if overlapping:  # drop rows below the table's marks (a replay, or another writer)
+                floor = [marks.get(f"{topic}/{p}", -1) for p in row_partitions]
+                keep = [i for i, (o, f) in enumerate(zip(row_offsets, floor, strict=True)) if o >= f]
+                if len(keep) != data.num_rows:
+                    rows = data.take(pa.array(keep, pa.int64()))
+            properties = {
+                OFFSETS: json.dumps({tp: max(end, marks.get(tp, 0)) for tp, end in sorted(ends.items())})
+            }
             started = time.perf_counter()
             try:
                 append_atomically(table, rows, properties)
@@ -442,6 +563,7 @@ class Sink:
             self.stats.commit_seconds.append(time.perf_counter() - started)
             self.stats.commits += 1
             self.stats.rows[identifier] += rows.num_rows
+            self.stats.last_commit_at = time.monotonic()
             return
         raise LakehouseError(f"commit to {identifier} kept conflicting after {COMMIT_RETRIES} attempts")
 
@@ -463,8 +585,8 @@ class Sink:
                 [
                     {
                         "source": d.message.topic,
-                        "partition": d.message.partition,
-                        "offset": d.message.offset,
+                        "source_partition": d.message.partition,
+                        "source_offset": d.message.offset,
                         "message_key": d.message.key.decode("utf-8", "replace") if d.message.key else None,
                         "payload": d.message.value,
                         "reason": d.reason[:2000],

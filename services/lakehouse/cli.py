@@ -264,6 +264,9 @@ def produce(
     duration: Annotated[float | None, typer.Option(help="Seconds to publish at --rate")] = None,
     seed: Annotated[int, typer.Option(help="Same seed, same events")] = 42,
     start: Annotated[int, typer.Option(help="Index of the first event")] = 0,
+    scale: Annotated[
+        float, typer.Option(help="Draw store/product/customer ids from this scale's domain")
+    ] = 1.0,
 ) -> None:
     """Publish the reference domain's operational events to a Kafka topic."""
     from ._broker import bootstrap_servers
@@ -293,7 +296,7 @@ def sink_run(
     idle_exit: Annotated[
         float | None, typer.Option(help="Stop after this many seconds without messages")
     ] = None,
-    batch_records: Annotated[int, typer.Option(help="Commit at most this many messages at once")] = 20_000,
+    batch_records: Annotated[int, typer.Option(help="Commit at most this many messages at once")] = 50_000,
     batch_seconds: Annotated[
         float, typer.Option(help="Commit at least this often while messages flow")
     ] = 2.0,
