@@ -7,8 +7,9 @@ object store (local files or S3).
 
 from __future__ import annotations
 
-import contextlib
+import fcntl
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +17,7 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.catalog.rest import RestCatalog
 from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.exceptions import NamespaceAlreadyExistsError
+from sqlalchemy.exc import IntegrityError
 
 from ._settings import Settings
 from .errors import ConfigurationError
@@ -51,13 +53,35 @@ def _sql_catalog(settings: Settings) -> Catalog:
         settings.home.mkdir(parents=True, exist_ok=True)
     if cfg.warehouse.startswith("file://"):
         (settings.home / "warehouse").mkdir(parents=True, exist_ok=True)
-    return SqlCatalog(
-        cfg.name,
-        uri=cfg.uri,
-        warehouse=cfg.warehouse,
-        init_catalog_tables="true",
-        **storage_properties(settings),
-    )
+    from sqlalchemy.exc import OperationalError
+
+    uri, warehouse = cfg.uri, cfg.warehouse
+
+    def build() -> Catalog:
+        return SqlCatalog(
+            cfg.name,
+            uri=uri,
+            warehouse=warehouse,
+            init_catalog_tables="true",
+            **storage_properties(settings),
+        )
+
+    if cfg.uri.startswith("sqlite:///"):
+        # pyiceberg creates its own tables check-then-create: serialise processes on one machine
+        with open(settings.home / ".catalog.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                return build()
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+    for attempt in range(5):
+        try:
+            return build()
+        except OperationalError as exc:  # two processes creating the catalog's own tables at once
+            if "already exists" not in str(exc) or attempt == 4:
+                raise
+            time.sleep(0.2)
+    raise AssertionError("unreachable")
 
 
 def _rest_catalog(settings: Settings) -> Catalog:
@@ -95,6 +119,9 @@ def load_catalog(settings: Settings) -> Catalog:
     existing = {ns[0] for ns in catalog.list_namespaces()}
     for layer in LAYERS:
         if layer not in existing:
-            with contextlib.suppress(NamespaceAlreadyExistsError):  # another process won the race
+            try:
                 catalog.create_namespace(layer)
+            except (NamespaceAlreadyExistsError, IntegrityError):  # another process won the race
+                if (layer,) not in catalog.list_namespaces():
+                    raise
     return catalog

@@ -25,7 +25,7 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.exceptions import CommitFailedException, TableAlreadyExistsError
 from pyiceberg.exceptions import NoSuchTableError as IcebergNoSuchTable
 from pyiceberg.io.pyarrow import pyarrow_to_schema, schema_to_pyarrow
 from pyiceberg.partitioning import PartitionFieldValue, PartitionKey
@@ -380,21 +380,25 @@ def open_table(
         pass
     else:
         return (evolve_to_contract(table, contract) if contract else table), False
-    if contract is not None:
-        table = catalog.create_table(
-            (layer, name),
-            schema=contract.iceberg_schema(),
-            partition_spec=contract.partition_spec(),
-            properties=contract.table_properties(),
-        )
-        return table, True
-    if create and first_file is not None:
-        path, fmt = first_file
-        schema = normalize_schema(read_file(path, fmt, None).schema)
-        table = catalog.create_table(
-            (layer, name), schema=schema, properties={"lakehouse.created-from": path.name}
-        )
-        return table, True
+    try:
+        if contract is not None:
+            table = catalog.create_table(
+                (layer, name),
+                schema=contract.iceberg_schema(),
+                partition_spec=contract.partition_spec(),
+                properties=contract.table_properties(),
+            )
+            return table, True
+        if create and first_file is not None:
+            path, fmt = first_file
+            schema = normalize_schema(read_file(path, fmt, None).schema)
+            table = catalog.create_table(
+                (layer, name), schema=schema, properties={"lakehouse.created-from": path.name}
+            )
+            return table, True
+    except TableAlreadyExistsError:  # another writer created it a moment ago
+        table = catalog.load_table((layer, name))
+        return (evolve_to_contract(table, contract) if contract else table), False
     from ._engine import list_tables
 
     existing = ", ".join(f"{n}.{t}" for n, t in list_tables(catalog)) or "(none)"
