@@ -15,7 +15,7 @@ import subprocess
 from importlib import resources
 from typing import Any
 
-from ._process import alive, free_port, read_json, terminate, wait_for_port, write_private
+from ._process import alive, free_port, read_json, stop_recorded, terminate, wait_for_port, write_private
 from ._settings import Settings
 from .errors import ConfigurationError, ServerError
 
@@ -104,11 +104,4 @@ def start_broker(settings: Settings, *, port: int | None = None, timeout: float 
 
 def stop_broker(settings: Settings) -> bool:
     """Stop the broker by the PID recorded at start (Tansu stops on SIGINT, not SIGTERM)."""
-    state = read_broker_state(settings)
-    if not state:
-        return False
-    running = alive(state["pid"])
-    if running:
-        terminate(state["pid"], first=signal.SIGINT, grace=5)
-    (settings.state_dir / STATE_FILE).unlink(missing_ok=True)
-    return running
+    return stop_recorded(settings.state_dir / STATE_FILE, first=signal.SIGINT, grace=5)

@@ -93,3 +93,15 @@ def terminate(pid: int, *, first: signal.Signals = signal.SIGTERM, grace: float 
         os.killpg(pid, signal.SIGKILL)
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, 0)
+
+
+def stop_recorded(state_file: Path, *, first: signal.Signals = signal.SIGTERM, grace: float = 10.0) -> bool:
+    """Stop the server whose PID ``state_file`` recorded, then forget it; True if it was running."""
+    state = read_json(state_file)
+    if not state:
+        return False
+    running = alive(state["pid"])
+    if running:
+        terminate(state["pid"], first=first, grace=grace)
+    state_file.unlink(missing_ok=True)
+    return running

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from ._process import alive, free_port, read_json, terminate, venv_binary, write_private
+from ._process import alive, free_port, read_json, stop_recorded, terminate, venv_binary, write_private
 from ._settings import Settings
 from .errors import ServerError
 
@@ -170,14 +170,7 @@ def _enable_default_encryption(state: dict[str, Any], sse: str) -> None:
 
 def stop_stack(settings: Settings) -> bool:
     """Stop the stack's SeaweedFS by the PID recorded when it started; True if one was running."""
-    state = read_state(settings)
-    if not state:
-        return False
-    running = alive(state["pid"])
-    if running:
-        terminate(state["pid"])
-    state_path(settings).unlink(missing_ok=True)
-    return running
+    return stop_recorded(state_path(settings))
 
 
 def apply_stack_state(settings: Settings) -> Settings:
