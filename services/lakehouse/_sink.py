@@ -81,6 +81,7 @@ class SinkStats:
     lag: dict[str, int] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
     assigned: set[str] = field(default_factory=set)
+    ever_assigned: set[str] = field(default_factory=set)
     pending: int = 0  # messages read but not yet committed (the batch in memory)
     first_message_at: float | None = None
     last_commit_at: float | None = None
@@ -135,7 +136,7 @@ class SinkStats:
             "commits": self.commits,
             "commit_p50_s": q(0.5),
             "commit_p95_s": q(0.95),
-            "partitions": sorted(self.assigned),
+            "partitions": sorted(self.ever_assigned),
         }
 
 
@@ -346,6 +347,7 @@ class Sink:
         by_topic: dict[str, dict[str, int]] = {}
         for tp in assigned:
             self.stats.assigned.add(f"{tp.topic}/{tp.partition}")
+            self.stats.ever_assigned.add(f"{tp.topic}/{tp.partition}")
             if tp.topic not in by_topic:
                 table = self._table_or_none(f"bronze.{tp.topic}")
                 by_topic[tp.topic] = table_marks(table) if table is not None else {}
