@@ -215,7 +215,7 @@ def bench_streaming(work: Path, events: int) -> dict[str, Any]:
         raw_seconds = time.monotonic() - (first or time.monotonic())
         consumer.close()
         with Lakehouse(settings) as lh:
-            sink = Sink(lh.catalog, bootstrap, ["orders"], idle_exit=2)
+            sink = Sink(lh.catalog, bootstrap, ["orders"], idle_exit=2, settings=lh.settings)
             stats = sink.run()
         assert sum(stats.rows.values()) == events
         assert stats.first_message_at is not None and stats.last_commit_at is not None

@@ -62,7 +62,9 @@ def _stream_slice(settings: Settings, lh: Lakehouse, *, scale: float, seed: int)
                 scale=scale,
                 partitions=settings.broker.partitions,
             )
-        stats = Sink(lh.catalog, bootstrap, ["orders", "order_lines"], idle_exit=2).run()
+        stats = Sink(
+            lh.catalog, bootstrap, ["orders", "order_lines"], idle_exit=2, settings=lh.settings
+        ).run()
     finally:
         stop_broker(settings)
     rows = sum(stats.rows.values())

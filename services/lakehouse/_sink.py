@@ -11,6 +11,8 @@ table, so a crash between the two commits replays the batch without doubling eit
 
 from __future__ import annotations
 
+import array
+import contextlib
 import datetime as dt
 import io
 import json
@@ -23,7 +25,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import pyarrow as pa
@@ -36,6 +38,7 @@ from pyiceberg.table.snapshots import ancestors_of
 
 from ._contracts import Contract, load_contracts
 from ._load import append_atomically, conform, open_table, target_arrow_schema
+from ._settings import Settings
 from .errors import ContractError, LakehouseError, SchemaMismatchError
 
 logger = logging.getLogger(__name__)
@@ -277,7 +280,10 @@ class Sink:
         batch_max_seconds: float = 2.0,
         idle_exit: float | None = None,
         contracts_file: Path | None = None,
+        settings: Settings | None = None,
     ) -> None:
+        """With ``settings``, commits run in a separate process (its own interpreter lock, so
+        decoding records and committing them use both cores); without, in a thread."""
         self.catalog = catalog
         self.bootstrap = bootstrap
         self.topics = topics
@@ -301,6 +307,8 @@ class Sink:
         self._hints_lock = threading.Lock()
         self._worker_error: BaseException | None = None
         self._worker: threading.Thread | None = None
+        self._committer = Committer(catalog, contracts_file, self.stats)
+        self._process = _CommitterProcess(settings) if settings is not None else None
 
     def stop(self, *_: object) -> None:
         self._stop.set()
@@ -400,6 +408,8 @@ class Sink:
             self._batches.put({})  # tells the committer to finish
             self._worker.join(timeout=120)
             self._consumer.close(autocommit=False)
+            if self._process is not None:
+                self._process.close()
         self._raise_worker_error()
         return self.stats
 
@@ -436,14 +446,13 @@ class Sink:
                 self._batches.task_done()
 
     def _commit_batch(self, pending: dict[tuple[str, int], list[Any]]) -> None:
-        by_topic: dict[str, dict[int, list[Any]]] = defaultdict(dict)
-        for (topic, partition), records in pending.items():
-            by_topic[topic][partition] = records
-        for topic, partitions in by_topic.items():
-            self._commit_topic(topic, partitions)
+        if self._process is not None:
+            hints = self._process.commit(pending, self.stats)
+        else:
+            hints = self._committer.commit_batch(pending)
         with self._hints_lock:
-            for tp, records in pending.items():
-                self._committed_hints[tp] = max(self._committed_hints.get(tp, 0), records[-1].offset + 1)
+            for tp, offset in hints.items():
+                self._committed_hints[tp] = max(self._committed_hints.get(tp, 0), offset)
 
     def _publish_hints(self) -> None:
         with self._hints_lock:
@@ -467,6 +476,25 @@ class Sink:
                 self.stats.lag[f"{topic}/{partition}"] = max(0, highwater - offset)
 
     # Iceberg commits ------------------------------------------------------------------------
+
+
+class Committer:
+    """Commits batches of consumer records to their bronze tables and dead letters, exactly once."""
+
+    def __init__(self, catalog: Catalog, contracts_file: Path | None, stats: SinkStats) -> None:
+        self.catalog = catalog
+        self.contracts_file = contracts_file
+        self.stats = stats
+
+    def commit_batch(self, pending: dict[tuple[str, int], list[Any]]) -> dict[tuple[str, int], int]:
+        """Commit records (anything with offset, key, value) per (topic, partition); returns the
+        next offset per (topic, partition) for the group-offset hint."""
+        by_topic: dict[str, dict[int, list[Any]]] = defaultdict(dict)
+        for (topic, partition), records in pending.items():
+            by_topic[topic][partition] = records
+        for topic, partitions in by_topic.items():
+            self._commit_topic(topic, partitions)
+        return {tp: records[-1].offset + 1 for tp, records in pending.items()}
 
     def _commit_topic(self, topic: str, partitions: dict[int, list[Any]]) -> None:
         identifier = f"bronze.{topic}"
@@ -612,3 +640,119 @@ class Sink:
             logger.warning("%s message(s) sent to %s, e.g. %s", len(fresh), DEAD_LETTERS, fresh[0].reason)
             return
         raise LakehouseError(f"commit to {DEAD_LETTERS} kept conflicting after {COMMIT_RETRIES} attempts")
+
+
+class _Record(NamedTuple):
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+_NULL = -1  # length of a null key or value
+
+
+def _blob(items: list[bytes | None]) -> tuple[bytes, bytes]:
+    """Many small byte strings as one blob and their lengths: cheap to pickle and pipe."""
+    lengths = array.array("q", (_NULL if b is None else len(b) for b in items))
+    return b"".join(b for b in items if b is not None), lengths.tobytes()
+
+
+def _split(blob: bytes, lengths_raw: bytes) -> list[bytes | None]:
+    lengths = array.array("q")
+    lengths.frombytes(lengths_raw)
+    view, at = memoryview(blob), 0
+    out: list[bytes | None] = []
+    for n in lengths:
+        if n == _NULL:
+            out.append(None)
+        else:
+            out.append(bytes(view[at : at + n]))
+            at += n
+    return out
+
+
+def _pack(records: list[Any]) -> tuple[bytes, tuple[bytes, bytes], tuple[bytes, bytes]]:
+    offsets = array.array("q", (r.offset for r in records)).tobytes()
+    return offsets, _blob([r.key for r in records]), _blob([r.value for r in records])
+
+
+def _unpack(packed: tuple[bytes, tuple[bytes, bytes], tuple[bytes, bytes]]) -> list[_Record]:
+    offsets_raw, keys, values = packed
+    offsets = array.array("q")
+    offsets.frombytes(offsets_raw)
+    return [_Record(o, k, v) for o, k, v in zip(offsets, _split(*keys), _split(*values), strict=True)]
+
+
+def _committer_main(conn: Any, settings: Settings, contracts_file: Path | None) -> None:
+    """The committer process: batches in over the pipe, hints and stats out, in order."""
+    from ._catalog import load_catalog
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    stats = SinkStats()
+    committer = Committer(load_catalog(settings), contracts_file, stats)
+    while True:
+        try:
+            batch = conn.recv()
+        except EOFError:
+            return
+        if batch is None:
+            return
+        try:
+            pending = {tp: _unpack(packed) for tp, packed in batch.items()}
+            hints = committer.commit_batch(pending)
+            conn.send(
+                (
+                    "ok",
+                    hints,
+                    (dict(stats.rows), dict(stats.dead_letters), stats.commit_seconds, stats.last_commit_at),
+                )
+            )
+            stats.commit_seconds = []
+        except BaseException as exc:
+            conn.send(("error", type(exc).__name__, str(exc)))
+
+
+class _CommitterProcess:
+    def __init__(self, settings: Settings) -> None:
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        self._conn, child = context.Pipe()
+        self._proc = context.Process(
+            target=_committer_main,
+            args=(child, settings, settings.contracts_file),
+            daemon=True,
+            name="lakehouse-sink-committer",
+        )
+        self._proc.start()
+        child.close()
+
+    def commit(
+        self, pending: dict[tuple[str, int], list[Any]], stats: SinkStats
+    ) -> dict[tuple[str, int], int]:
+        batch = {tp: _pack(records) for tp, records in pending.items()}
+        try:
+            self._conn.send(batch)
+            reply = self._conn.recv()
+        except (EOFError, OSError) as exc:
+            raise LakehouseError(
+                f"the sink's committer process exited (code {self._proc.exitcode}); nothing of this batch was "
+                "committed that the tables do not record, so a restart resumes correctly"
+            ) from exc
+        if reply[0] == "error":
+            _, kind, message = reply
+            raise (ContractError if kind == "ContractError" else LakehouseError)(message)
+        _, hints, (rows, dead, seconds, last_commit_at) = reply
+        stats.rows.update(rows)
+        stats.dead_letters.update(dead)
+        stats.commit_seconds.extend(seconds)
+        stats.commits += len(seconds)
+        stats.last_commit_at = last_commit_at or stats.last_commit_at
+        return dict(hints)
+
+    def close(self) -> None:
+        with contextlib.suppress(BrokenPipeError, OSError):  # the committer already exited
+            self._conn.send(None)
+        self._proc.join(timeout=30)
+        if self._proc.is_alive():
+            self._proc.kill()
