@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NoReturn
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -32,8 +32,8 @@ from pyiceberg.partitioning import PartitionFieldValue, PartitionKey
 from pyiceberg.table import Table
 
 from ._catalog import LAYERS
-from ._contracts import contract_for, evolve_to_contract
-from .errors import LoadError, NoSuchTableError, SchemaMismatchError
+from ._contracts import Contract, contract_for, evolve_to_contract
+from .errors import LakehouseError, LoadError, NoSuchTableError, SchemaMismatchError
 
 logger = logging.getLogger(__name__)
 
@@ -359,6 +359,33 @@ def append_atomically(table: Table, data: pa.Table, properties: dict[str, str]) 
             append.append_data_file(data_file)
 
 
+Plan = Callable[[Table], "tuple[pa.Table, dict[str, str]] | None"]
+
+
+def commit_idempotently(catalog: Catalog, table: Table, plan: Plan) -> tuple[Table, pa.Table] | None:
+    """Append what ``plan`` says the table does not hold yet, as one snapshot.
+
+    ``plan`` reads the table as it is now (batch ids, Kafka offsets in snapshot summaries) and
+    returns the rows still missing with the summary properties that record them, or None when
+    nothing is missing. If another writer commits first, the table is reloaded and planned
+    again, so a retry never doubles rows. Returns the committed table and rows, or None.
+    """
+    name = ".".join(table.name())
+    for _attempt in range(COMMIT_RETRIES):
+        planned = plan(table)
+        if planned is None:
+            return None
+        rows, properties = planned
+        try:
+            append_atomically(table, rows, properties)
+        except CommitFailedException:
+            logger.info("commit to %s conflicted with another writer; planning again", name)
+            table = catalog.load_table(table.name())
+            continue
+        return table, rows
+    raise LoadError(f"commit to {name} kept conflicting after {COMMIT_RETRIES} attempts")
+
+
 # --- the load --------------------------------------------------------------------------------
 
 
@@ -377,28 +404,36 @@ def open_table(
     try:
         table = catalog.load_table((layer, name))
     except IcebergNoSuchTable:
-        pass
-    else:
-        return (evolve_to_contract(table, contract) if contract else table), False
-    try:
-        if contract is not None:
-            table = catalog.create_table(
-                (layer, name),
-                schema=contract.iceberg_schema(),
-                partition_spec=contract.partition_spec(),
-                properties=contract.table_properties(),
-            )
-            return table, True
-        if create and first_file is not None:
-            path, fmt = first_file
-            schema = normalize_schema(read_file(path, fmt, None).schema)
-            table = catalog.create_table(
-                (layer, name), schema=schema, properties={"lakehouse.created-from": path.name}
-            )
-            return table, True
-    except TableAlreadyExistsError:  # another writer created it a moment ago
-        table = catalog.load_table((layer, name))
-        return (evolve_to_contract(table, contract) if contract else table), False
+        try:
+            created = _create_table(catalog, (layer, name), contract, first_file if create else None)
+        except TableAlreadyExistsError:  # another writer created it a moment ago
+            table = catalog.load_table((layer, name))
+        else:
+            if created is not None:
+                return created, True
+            return _no_such_table(catalog, identifier)
+    return (evolve_to_contract(table, contract) if contract else table), False
+
+
+def _create_table(
+    catalog: Catalog, ident: tuple[str, str], contract: Contract | None, from_file: tuple[Path, Format] | None
+) -> Table | None:
+    """A new table from its contract, else from a file's own schema, else None."""
+    if contract is not None:
+        return catalog.create_table(
+            ident,
+            schema=contract.iceberg_schema(),
+            partition_spec=contract.partition_spec(),
+            properties=contract.table_properties(),
+        )
+    if from_file is not None:
+        path, fmt = from_file
+        schema = normalize_schema(read_file(path, fmt, None).schema)
+        return catalog.create_table(ident, schema=schema, properties={"lakehouse.created-from": path.name})
+    return None
+
+
+def _no_such_table(catalog: Catalog, identifier: str) -> NoReturn:
     from ._engine import list_tables
 
     existing = ", ".join(f"{n}.{t}" for n, t in list_tables(catalog)) or "(none)"
@@ -452,35 +487,34 @@ def load_files(
         if progress:
             progress(f"validated {path.name}", data.num_rows)
 
-    for _attempt in range(COMMIT_RETRIES):
-        pending = [b for b in batches if b.batch_id not in done]
-        if not pending:
-            break
-        data = pa.concat_tables([b.data for b in pending]) if len(pending) > 1 else pending[0].data
-        properties = {
-            BATCH_IDS: json.dumps([b.batch_id for b in pending]),
-            "lakehouse.files": json.dumps([b.path.name for b in pending]),
+    committed: list[_Batch] = []
+
+    def plan(current: Table) -> tuple[pa.Table, dict[str, str]] | None:
+        done = loaded_batch_ids(current)  # another writer may have loaded some meanwhile
+        committed[:] = [b for b in batches if b.batch_id not in done]
+        if not committed:
+            return None
+        data = pa.concat_tables([b.data for b in committed]) if len(committed) > 1 else committed[0].data
+        return data, {
+            BATCH_IDS: json.dumps([b.batch_id for b in committed]),
+            "lakehouse.files": json.dumps([b.path.name for b in committed]),
         }
-        try:
-            append_atomically(table, data, properties)
-        except CommitFailedException:
-            logger.info("commit to %s conflicted with another writer; retrying", identifier)
-            table = catalog.load_table(parse_identifier(identifier))
-            done = loaded_batch_ids(table)
-            for b in batches:
-                if b.batch_id in done and str(b.path) not in result.files_skipped:
-                    result.files_skipped.append(str(b.path))
-            continue
-        except Exception as exc:
-            raise LoadError(f"commit to {identifier} failed, nothing was written: {exc}") from exc
-        result.rows = data.num_rows
-        result.files_loaded = [str(b.path) for b in pending]
+
+    try:
+        outcome = commit_idempotently(catalog, table, plan)
+    except LakehouseError:
+        raise
+    except Exception as exc:
+        raise LoadError(f"commit to {identifier} failed, nothing was written: {exc}") from exc
+    loaded = {b.batch_id for b in committed} if outcome else set()
+    result.files_skipped += [str(b.path) for b in batches if b.batch_id not in loaded]
+    if outcome:
+        table, rows = outcome
+        result.rows = rows.num_rows
+        result.files_loaded = [str(b.path) for b in committed]
         snapshot = table.current_snapshot()
         result.snapshot_id = snapshot.snapshot_id if snapshot else None
         if progress:
-            progress(f"committed {len(pending)} file(s) to {identifier}", 0)
-        break
-    else:
-        raise LoadError(f"commit to {identifier} kept conflicting after {COMMIT_RETRIES} attempts")
+            progress(f"committed {len(committed)} file(s) to {identifier}", 0)
     result.seconds = time.perf_counter() - started
     return result

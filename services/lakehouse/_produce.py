@@ -12,6 +12,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,30 +36,37 @@ def _when(rng: np.random.Generator, i: int) -> dt.datetime:
     return START + dt.timedelta(seconds=seconds)
 
 
-_SIZES = {"scale": 1.0}  # ids are drawn from the reference domain of this scale
+@dataclass(frozen=True)
+class _Ids:
+    """Draws ids that exist in the reference domain of one scale (S001.., P0001.., C000001..)."""
 
+    stores: int
+    products: int
+    customers: int
 
-def _store(rng: np.random.Generator) -> str:
-    return f"S{int(rng.integers(1, domain_sizes(_SIZES['scale'])[0] + 1)):03d}"
+    @classmethod
+    def at(cls, scale: float) -> _Ids:
+        return cls(*domain_sizes(scale))
 
+    def store(self, rng: np.random.Generator) -> str:
+        return f"S{int(rng.integers(1, self.stores + 1)):03d}"
 
-def _product(rng: np.random.Generator) -> str:
-    return f"P{int(rng.integers(1, domain_sizes(_SIZES['scale'])[1] + 1)):04d}"
+    def product(self, rng: np.random.Generator) -> str:
+        return f"P{int(rng.integers(1, self.products + 1)):04d}"
 
-
-def _customer(rng: np.random.Generator) -> str:
-    return f"C{int(rng.integers(1, domain_sizes(_SIZES['scale'])[2] + 1)):06d}"
+    def customer(self, rng: np.random.Generator) -> str:
+        return f"C{int(rng.integers(1, self.customers + 1)):06d}"
 
 
 def _order_id(seed: int, i: int) -> str:
     return f"K{seed:04d}{i:09d}"
 
 
-def _orders(rng: np.random.Generator, seed: int, i: int) -> tuple[str, dict[str, Any]]:
+def _orders(rng: np.random.Generator, seed: int, i: int, ids: _Ids) -> tuple[str, dict[str, Any]]:
     oid = _order_id(seed, i)
     when = _when(np.random.default_rng([seed, i, 0]), i)  # the same time its order line uses
-    customer = _customer(rng) if rng.random() < 0.88 else None
-    store = _store(np.random.default_rng([seed, i, 1]))
+    customer = ids.customer(rng) if rng.random() < 0.88 else None
+    store = ids.store(np.random.default_rng([seed, i, 1]))
     return oid, {
         "order_id": oid,
         "customer_id": customer,
@@ -70,15 +78,15 @@ def _orders(rng: np.random.Generator, seed: int, i: int) -> tuple[str, dict[str,
     }
 
 
-def _order_lines(rng: np.random.Generator, seed: int, i: int) -> tuple[str, dict[str, Any]]:
+def _order_lines(rng: np.random.Generator, seed: int, i: int, ids: _Ids) -> tuple[str, dict[str, Any]]:
     oid = _order_id(seed, i)
     when = _when(np.random.default_rng([seed, i, 0]), i)
-    store = _store(np.random.default_rng([seed, i, 1]))
+    store = ids.store(np.random.default_rng([seed, i, 1]))
     return f"{oid}/1", {
         "order_id": oid,
         "line_number": 1,
         "store_id": store,
-        "product_id": _product(rng),
+        "product_id": ids.product(rng),
         "quantity": int(1 + rng.poisson(0.6)),
         "unit_price": f"{rng.uniform(1, 20):.2f}",
         "discount_pct": "0.00",
@@ -86,13 +94,13 @@ def _order_lines(rng: np.random.Generator, seed: int, i: int) -> tuple[str, dict
     }
 
 
-def _shipments(rng: np.random.Generator, seed: int, i: int) -> tuple[str, dict[str, Any]]:
+def _shipments(rng: np.random.Generator, seed: int, i: int, ids: _Ids) -> tuple[str, dict[str, Any]]:
     key = f"KSH{seed:04d}{i:09d}"
     shipped = _when(rng, i) - dt.timedelta(hours=12)
     return key, {
         "shipment_id": key,
-        "store_id": _store(rng),
-        "product_id": _product(rng),
+        "store_id": ids.store(rng),
+        "product_id": ids.product(rng),
         "shipped_ts": shipped,
         "received_ts": shipped + dt.timedelta(hours=float(rng.uniform(6, 30))),
         "quantity": int(rng.integers(6, 48)),
@@ -101,26 +109,26 @@ def _shipments(rng: np.random.Generator, seed: int, i: int) -> tuple[str, dict[s
     }
 
 
-def _returns(rng: np.random.Generator, seed: int, i: int) -> tuple[str, dict[str, Any]]:
+def _returns(rng: np.random.Generator, seed: int, i: int, ids: _Ids) -> tuple[str, dict[str, Any]]:
     key = f"KRT{seed:04d}{i:09d}"
     return key, {
         "return_id": key,
         "order_id": _order_id(seed, i),
         "line_number": 1,
-        "store_id": _store(rng),
-        "product_id": _product(rng),
+        "store_id": ids.store(rng),
+        "product_id": ids.product(rng),
         "return_ts": _when(rng, i) + dt.timedelta(days=2),
         "quantity": 1,
         "reason_code": str(rng.choice(["DAMAGED", "CHANGED_MIND", "SPOILED"])),
     }
 
 
-def _waste(rng: np.random.Generator, seed: int, i: int) -> tuple[str, dict[str, Any]]:
+def _waste(rng: np.random.Generator, seed: int, i: int, ids: _Ids) -> tuple[str, dict[str, Any]]:
     key = f"KW{seed:04d}{i:09d}"
     return key, {
         "waste_id": key,
-        "store_id": _store(rng),
-        "product_id": _product(rng),
+        "store_id": ids.store(rng),
+        "product_id": ids.product(rng),
         "waste_date": _when(rng, i).date(),
         "quantity": int(1 + rng.poisson(2)),
         "reason_code": str(rng.choice(["EXPIRED", "DAMAGED", "TEMP_EXCURSION"])),
@@ -128,13 +136,13 @@ def _waste(rng: np.random.Generator, seed: int, i: int) -> tuple[str, dict[str, 
     }
 
 
-def _quality(rng: np.random.Generator, seed: int, i: int) -> tuple[str, dict[str, Any]]:
+def _quality(rng: np.random.Generator, seed: int, i: int, ids: _Ids) -> tuple[str, dict[str, Any]]:
     key = f"KQI{seed:04d}{i:09d}"
     score = int(np.clip(rng.normal(88, 6), 0, 100))
     return key, {
         "inspection_id": key,
-        "store_id": _store(rng),
-        "product_id": _product(rng),
+        "store_id": ids.store(rng),
+        "product_id": ids.product(rng),
         "inspected_ts": _when(rng, i),
         "score": score,
         "passed": score >= 70,
@@ -142,7 +150,7 @@ def _quality(rng: np.random.Generator, seed: int, i: int) -> tuple[str, dict[str
     }
 
 
-EVENTS: dict[str, Callable[[np.random.Generator, int, int], tuple[str, dict[str, Any]]]] = {
+EVENTS: dict[str, Callable[[np.random.Generator, int, int, _Ids], tuple[str, dict[str, Any]]]] = {
     "orders": _orders,
     "order_lines": _order_lines,
     "shipments": _shipments,
@@ -160,10 +168,9 @@ def _json_default(value: Any) -> Any:
 
 def event(topic: str, seed: int, i: int, scale: float = 1.0) -> tuple[bytes, bytes]:
     """Event ``i`` of ``topic`` for ``seed``: (key, value) as sent; ids exist at ``scale``."""
-    _SIZES["scale"] = scale
     if topic not in EVENTS:
         raise ValueError(f"no simulator for topic {topic!r}; topics: {', '.join(EVENTS)}")
-    key, data = EVENTS[topic](np.random.default_rng([seed, i, 2]), seed, i)
+    key, data = EVENTS[topic](np.random.default_rng([seed, i, 2]), seed, i, _Ids.at(scale))
     contract = load_contracts()[f"bronze.{topic}"]
     envelope = {"schema": contract.identifier, "version": contract.version, "data": data}
     return key.encode(), orjson.dumps(envelope, default=_json_default)

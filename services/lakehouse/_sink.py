@@ -32,12 +32,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pajson
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import ancestors_of
 
 from ._contracts import Contract, load_contracts
-from ._load import append_atomically, conform, open_table, target_arrow_schema
+from ._load import commit_idempotently, conform, open_table, target_arrow_schema
 from ._settings import Settings
 from .errors import ContractError, LakehouseError, SchemaMismatchError
 
@@ -45,11 +44,14 @@ logger = logging.getLogger(__name__)
 
 OFFSETS = "lakehouse.kafka-offsets"
 DEAD_LETTERS = "bronze.dead_letters"
-COMMIT_RETRIES = 10
 
 
-def table_marks(table: Table) -> dict[str, int]:
-    """Next offset per ``topic/partition`` as recorded in the current snapshot's lineage."""
+def table_marks(table: Table, wanted: set[str] | None = None) -> dict[str, int]:
+    """Next offset per ``topic/partition`` as recorded in the current snapshot's lineage.
+
+    The walk goes from the newest snapshot back and stops once every ``wanted`` partition is
+    found: a running sink finds its marks in the latest commit, not after every snapshot ever.
+    """
     marks: dict[str, int] = {}
     snapshot = table.current_snapshot()
     if snapshot is None:
@@ -59,7 +61,14 @@ def table_marks(table: Table) -> dict[str, int]:
         if raw:
             for tp, offset in json.loads(raw).items():
                 marks.setdefault(tp, int(offset))
+            if wanted is not None and wanted <= marks.keys():
+                break
     return marks
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else 0.0
 
 
 @dataclass
@@ -117,28 +126,23 @@ class SinkStats:
             "# HELP lakehouse_sink_commit_seconds Iceberg commit latency.",
             "# TYPE lakehouse_sink_commit_seconds summary",
         ]
-        ordered = sorted(self.commit_seconds)
         for q in (0.5, 0.95, 0.99):
-            value = ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else 0.0
-            lines.append(f'lakehouse_sink_commit_seconds{{quantile="{q}"}} {value:.6f}')
+            lines.append(
+                f'lakehouse_sink_commit_seconds{{quantile="{q}"}} {_quantile(self.commit_seconds, q):.6f}'
+            )
         lines += [
-            f"lakehouse_sink_commit_seconds_sum {sum(ordered):.6f}",
-            f"lakehouse_sink_commit_seconds_count {len(ordered)}",
+            f"lakehouse_sink_commit_seconds_sum {sum(self.commit_seconds):.6f}",
+            f"lakehouse_sink_commit_seconds_count {len(self.commit_seconds)}",
         ]
         return "\n".join(lines) + "\n"
 
     def summary(self) -> dict[str, Any]:
-        ordered = sorted(self.commit_seconds)
-
-        def q(x: float) -> float:
-            return ordered[min(len(ordered) - 1, round(x * (len(ordered) - 1)))] if ordered else 0.0
-
         return {
             "rows": dict(self.rows),
             "dead_letters": dict(self.dead_letters),
             "commits": self.commits,
-            "commit_p50_s": q(0.5),
-            "commit_p95_s": q(0.95),
+            "commit_p50_s": _quantile(self.commit_seconds, 0.5),
+            "commit_p95_s": _quantile(self.commit_seconds, 0.95),
             "partitions": sorted(self.ever_assigned),
         }
 
@@ -172,9 +176,10 @@ def serve_metrics(stats: SinkStats, port: int) -> ThreadingHTTPServer:
 def _column(values: list[Any], target: pa.DataType) -> pa.Array:
     """Values as parsed from JSON, typed where they already fit, text where conform must cast."""
     try:
-        if pa.types.is_string(target) or pa.types.is_integer(target) or pa.types.is_floating(target):
-            return pa.array(values, target)
-        if pa.types.is_boolean(target):
+        if any(
+            check(target)
+            for check in (pa.types.is_string, pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean)
+        ):
             return pa.array(values, target)
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
         pass
@@ -300,15 +305,16 @@ class Sink:
         self._pending_bytes = 0
         self._consumer: Any = None
         self._last_activity = time.monotonic()
-        # One committer thread, fed in order, at most one batch waiting: commits overlap with
-        # fetching, stay in offset order, and a slow catalog stops the polling (backpressure).
+        # Batches go in order to one committer (a thread handing them to the committer process, or
+        # committing itself), at most one waiting: commits overlap with fetching, stay in offset
+        # order, and a slow catalog stops the polling (backpressure).
         self._batches: queue.Queue[dict[tuple[str, int], list[Any]]] = queue.Queue(maxsize=1)
         self._committed_hints: dict[tuple[str, int], int] = {}
         self._hints_lock = threading.Lock()
         self._worker_error: BaseException | None = None
         self._worker: threading.Thread | None = None
-        self._committer = Committer(catalog, contracts_file, self.stats)
         self._process = _CommitterProcess(settings) if settings is not None else None
+        self._committer = Committer(catalog, contracts_file, self.stats) if self._process is None else None
 
     def stop(self, *_: object) -> None:
         self._stop.set()
@@ -449,6 +455,7 @@ class Sink:
         if self._process is not None:
             hints = self._process.commit(pending, self.stats)
         else:
+            assert self._committer is not None
             hints = self._committer.commit_batch(pending)
         with self._hints_lock:
             for tp, offset in hints.items():
@@ -475,7 +482,8 @@ class Sink:
             if highwater is not None:
                 self.stats.lag[f"{topic}/{partition}"] = max(0, highwater - offset)
 
-    # Iceberg commits ------------------------------------------------------------------------
+
+# --- Iceberg commits ---------------------------------------------------------------------------
 
 
 class Committer:
@@ -569,33 +577,25 @@ class Committer:
         row_offsets: list[int],
         ends: dict[str, int],
     ) -> None:
-        for _attempt in range(COMMIT_RETRIES):
-            marks = table_marks(table)
-            fresh = {tp: end for tp, end in ends.items() if end > marks.get(tp, -1)}
-            if not fresh:
-                return  # another writer already committed all of it
+        def plan(current: Table) -> tuple[pa.Table, dict[str, str]] | None:
+            marks = table_marks(current, set(ends))
+            if all(end <= marks.get(tp, -1) for tp, end in ends.items()):
+                return None  # another writer already committed all of it
             rows = data
-            overlapping = {tp for tp in ends if tp in marks}
-            if overlapping:  # drop rows below the table's marks (a replay, or another writer)
+            if any(tp in marks for tp in ends):  # drop rows below the marks (a replay, another writer)
                 floor = [marks.get(f"{topic}/{p}", -1) for p in row_partitions]
                 keep = [i for i, (o, f) in enumerate(zip(row_offsets, floor, strict=True)) if o >= f]
                 if len(keep) != data.num_rows:
                     rows = data.take(pa.array(keep, pa.int64()))
-            properties = {
-                OFFSETS: json.dumps({tp: max(end, marks.get(tp, 0)) for tp, end in sorted(ends.items())})
-            }
-            started = time.perf_counter()
-            try:
-                append_atomically(table, rows, properties)
-            except CommitFailedException:
-                table = self.catalog.load_table(tuple(identifier.split(".")))
-                continue
+            return rows, {OFFSETS: _marks_json(ends, marks)}
+
+        started = time.perf_counter()
+        outcome = commit_idempotently(self.catalog, table, plan)
+        if outcome is not None:
             self.stats.commit_seconds.append(time.perf_counter() - started)
             self.stats.commits += 1
-            self.stats.rows[identifier] += rows.num_rows
+            self.stats.rows[identifier] += outcome[1].num_rows
             self.stats.last_commit_at = time.monotonic()
-            return
-        raise LakehouseError(f"commit to {identifier} kept conflicting after {COMMIT_RETRIES} attempts")
 
     def _commit_dead(self, dead: list[_Dead]) -> None:
         if not dead:
@@ -606,11 +606,13 @@ class Committer:
         ends: dict[str, int] = {}
         for d in dead:
             ends[d.message.tp] = max(ends.get(d.message.tp, 0), d.message.offset + 1)
-        for _attempt in range(COMMIT_RETRIES):
-            marks = table_marks(table)
-            fresh = [d for d in dead if d.message.offset >= marks.get(d.message.tp, -1)]
+        fresh: list[_Dead] = []
+
+        def plan(current: Table) -> tuple[pa.Table, dict[str, str]] | None:
+            marks = table_marks(current, set(ends))
+            fresh[:] = [d for d in dead if d.message.offset >= marks.get(d.message.tp, -1)]
             if not fresh:
-                return
+                return None
             rows = pa.Table.from_pylist(
                 [
                     {
@@ -627,19 +629,18 @@ class Committer:
                 ],
                 schema=target,
             )
-            properties = {
-                OFFSETS: json.dumps({tp: max(e, marks.get(tp, 0)) for tp, e in sorted(ends.items())})
-            }
-            try:
-                append_atomically(table, rows, properties)
-            except CommitFailedException:
-                table = self.catalog.load_table(("bronze", "dead_letters"))
-                continue
-            for d in fresh:
-                self.stats.dead_letters[d.message.topic] += 1
-            logger.warning("%s message(s) sent to %s, e.g. %s", len(fresh), DEAD_LETTERS, fresh[0].reason)
+            return rows, {OFFSETS: _marks_json(ends, marks)}
+
+        if commit_idempotently(self.catalog, table, plan) is None:
             return
-        raise LakehouseError(f"commit to {DEAD_LETTERS} kept conflicting after {COMMIT_RETRIES} attempts")
+        for d in fresh:
+            self.stats.dead_letters[d.message.topic] += 1
+        logger.warning("%s message(s) sent to %s, e.g. %s", len(fresh), DEAD_LETTERS, fresh[0].reason)
+
+
+def _marks_json(ends: dict[str, int], marks: dict[str, int]) -> str:
+    """The marks a commit records: never below what the table already holds."""
+    return json.dumps({tp: max(end, marks.get(tp, 0)) for tp, end in sorted(ends.items())})
 
 
 class _Record(NamedTuple):
