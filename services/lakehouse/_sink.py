@@ -283,11 +283,17 @@ class Sink:
         batch_max_records: int = 50_000,
         batch_max_bytes: int = 64 * 1024 * 1024,
         batch_max_seconds: float = 2.0,
+        batch_min_records: int = 10_000,
         idle_exit: float | None = None,
         contracts_file: Path | None = None,
         settings: Settings | None = None,
     ) -> None:
-        """With ``settings``, commits run in a separate process (its own interpreter lock, so
+        """A batch is committed when it reaches ``batch_max_records`` or ``batch_max_bytes``, when
+        it is ``batch_max_seconds`` old, or as soon as the consumer has caught up with the topics
+        while it holds at least ``batch_min_records`` (enough to amortize a commit; waiting longer
+        would only add latency).
+
+        With ``settings``, commits run in a separate process (its own interpreter lock, so
         decoding records and committing them use both cores); without, in a thread."""
         self.catalog = catalog
         self.bootstrap = bootstrap
@@ -296,6 +302,7 @@ class Sink:
         self.batch_max_records = batch_max_records
         self.batch_max_bytes = batch_max_bytes
         self.batch_max_seconds = batch_max_seconds
+        self.batch_min_records = batch_min_records
         self.idle_exit = idle_exit
         self.contracts_file = contracts_file
         self.stats = SinkStats()
@@ -395,8 +402,10 @@ class Sink:
                     if self.stats.first_message_at is None:
                         self.stats.first_message_at = time.monotonic()
                     self._last_activity = time.monotonic()
+                caught_up = not polled
                 if self._pending_count and (
                     self._pending_count >= self.batch_max_records
+                    or (caught_up and self._pending_count >= self.batch_min_records)
                     or self._pending_bytes >= self.batch_max_bytes
                     or time.monotonic() - batch_started >= self.batch_max_seconds
                 ):

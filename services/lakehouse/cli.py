@@ -300,6 +300,9 @@ def sink_run(
     batch_seconds: Annotated[
         float, typer.Option(help="Commit at least this often while messages flow")
     ] = 2.0,
+    batch_min_records: Annotated[
+        int, typer.Option(help="Commit as soon as caught up with the topics once this many are held")
+    ] = 10_000,
     metrics_port: Annotated[
         int | None, typer.Option(help="Serve Prometheus /metrics on 127.0.0.1 (0: free port)")
     ] = None,
@@ -322,8 +325,10 @@ def sink_run(
         group=settings.broker.group,
         batch_max_records=batch_records,
         batch_max_seconds=batch_seconds,
+        batch_min_records=batch_min_records,
         idle_exit=idle_exit,
         contracts_file=settings.contracts_file,
+        settings=settings,
     )
     if metrics_port is not None:
         server = serve_metrics(sink.stats, metrics_port)
