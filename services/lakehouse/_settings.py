@@ -68,6 +68,31 @@ class BrokerSettings(BaseModel):
     partitions: int = Field(default=3, ge=1)
 
 
+class GatewaySettings(BaseModel):
+    """The edge gateway: TLS, device registry, tokens, limits. Durations in seconds."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8443, ge=0, le=65535)
+    # PEM files; unset in local/stack: a local CA and server certificate under state/gateway/tls
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    # SQLAlchemy URL of the device registry; unset: SQLite under state/ (cluster: PostgreSQL, required)
+    registry_url: SecretStr | None = None
+    issuer: str = "lakehouse-gateway"
+    audience: str = "lakehouse-ingest"
+    token_ttl: int = Field(default=900, ge=30, le=3600)
+    enrollment_ttl: int = Field(default=900, ge=60, le=7 * 86400)
+    clock_skew: int = Field(default=60, ge=0, le=300)
+    ingest_key_retention: int = Field(default=30 * 86400, ge=0)  # old ingest keys still open queued batches
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_decompressed_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    max_readings: int = Field(default=20_000, ge=1)
+    rate_per_device: float = Field(default=10.0, gt=0)  # sustained requests/s per device
+    rate_burst: int = Field(default=40, ge=1)
+    commit_interval: float = Field(default=0.01, ge=0)  # group commit: extra wait for more batches
+    schemas: list[str] = ["bronze.sensor_readings"]  # what devices may upload
+
+
 class Settings(BaseSettings):
     """Everything the platform is configured by. ``profile`` picks the defaults of the rest."""
 
@@ -83,6 +108,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     contracts_file: Path | None = None  # a bronze.yml replacing the packaged contracts
 
     @classmethod

@@ -43,11 +43,13 @@ from .errors import ContractError, LakehouseError, SchemaMismatchError
 logger = logging.getLogger(__name__)
 
 OFFSETS = "lakehouse.kafka-offsets"
+DEVICE_BATCHES = "lakehouse.device-batches"  # the edge gateway's marks: next sequence per device
 DEAD_LETTERS = "bronze.dead_letters"
 
 
-def table_marks(table: Table, wanted: set[str] | None = None) -> dict[str, int]:
-    """Next offset per ``topic/partition`` as recorded in the current snapshot's lineage.
+def table_marks(table: Table, wanted: set[str] | None = None, *, key: str = OFFSETS) -> dict[str, int]:
+    """Next offset per ``topic/partition`` (or, with ``key=DEVICE_BATCHES``, next batch sequence
+    per device) as recorded in the current snapshot's lineage.
 
     The walk goes from the newest snapshot back and stops once every ``wanted`` partition is
     found: a running sink finds its marks in the latest commit, not after every snapshot ever.
@@ -57,7 +59,7 @@ def table_marks(table: Table, wanted: set[str] | None = None) -> dict[str, int]:
     if snapshot is None:
         return marks
     for ancestor in ancestors_of(snapshot, table.metadata):
-        raw = ancestor.summary.additional_properties.get(OFFSETS) if ancestor.summary else None
+        raw = ancestor.summary.additional_properties.get(key) if ancestor.summary else None
         if raw:
             for tp, offset in json.loads(raw).items():
                 marks.setdefault(tp, int(offset))
@@ -264,7 +266,7 @@ def _fast_path(values: list[bytes | None], contract: Contract, target: pa.Schema
 
 
 @dataclass
-class _Dead:
+class Dead:
     message: Message
     reason: str
     target: str
@@ -523,37 +525,37 @@ class Committer:
 
         if contract is None:
             reason = f"no contract declares {identifier}"
-            self._commit_dead(
-                [_Dead(message(p, r), reason, identifier) for p, rs in partitions.items() for r in rs]
+            self.commit_dead(
+                [Dead(message(p, r), reason, identifier) for p, rs in partitions.items() for r in rs]
             )
             return
         try:
             table, _ = open_table(self.catalog, identifier, contracts_file=self.contracts_file)
         except ContractError as exc:
-            self._commit_dead(
-                [_Dead(message(p, r), str(exc), identifier) for p, rs in partitions.items() for r in rs]
+            self.commit_dead(
+                [Dead(message(p, r), str(exc), identifier) for p, rs in partitions.items() for r in rs]
             )
             raise
         target = target_arrow_schema(table)
         row_partitions = [p for p, rs in partitions.items() for _ in rs]
         row_offsets = [r.offset for rs in partitions.values() for r in rs]
         data = _fast_path([r.value for rs in partitions.values() for r in rs], contract, target)
-        dead: list[_Dead] = []
+        dead: list[Dead] = []
         if data is None:  # a dirty batch: check message by message, isolating the bad ones
             flat = [(p, r) for p, rs in partitions.items() for r in rs]
             records, kept_rows = [], []
             for i, (p, r) in enumerate(flat):
                 why_not, body = self._envelope(r.value, contract)
                 if why_not:
-                    dead.append(_Dead(message(p, r), why_not, identifier))
+                    dead.append(Dead(message(p, r), why_not, identifier))
                 else:
                     records.append(body)
                     kept_rows.append(i)
             data, kept, bad = validate(records, target, identifier)
-            dead += [_Dead(message(*flat[kept_rows[i]]), why, identifier) for i, why in sorted(bad.items())]
+            dead += [Dead(message(*flat[kept_rows[i]]), why, identifier) for i, why in sorted(bad.items())]
             row_partitions = [row_partitions[kept_rows[i]] for i in kept]
             row_offsets = [row_offsets[kept_rows[i]] for i in kept]
-        self._commit_dead(dead)
+        self.commit_dead(dead)
         self._commit_rows(table, identifier, topic, data, row_partitions, row_offsets, ends)
 
     @staticmethod
@@ -606,7 +608,7 @@ class Committer:
             self.stats.rows[identifier] += outcome[1].num_rows
             self.stats.last_commit_at = time.monotonic()
 
-    def _commit_dead(self, dead: list[_Dead]) -> None:
+    def commit_dead(self, dead: list[Dead]) -> None:
         if not dead:
             return
         table, _ = open_table(self.catalog, DEAD_LETTERS, contracts_file=self.contracts_file)
@@ -615,7 +617,7 @@ class Committer:
         ends: dict[str, int] = {}
         for d in dead:
             ends[d.message.tp] = max(ends.get(d.message.tp, 0), d.message.offset + 1)
-        fresh: list[_Dead] = []
+        fresh: list[Dead] = []
 
         def plan(current: Table) -> tuple[pa.Table, dict[str, str]] | None:
             marks = table_marks(current, set(ends))

@@ -33,6 +33,14 @@ app.add_typer(stack_app, name="stack")
 app.add_typer(broker_app, name="broker")
 app.add_typer(sink_app, name="sink")
 app.add_typer(contracts_app, name="contracts")
+gateway_app = typer.Typer(
+    no_args_is_help=True, help="The edge gateway: devices upload sealed batches over TLS."
+)
+devices_app = typer.Typer(
+    no_args_is_help=True, help="Edge devices: enrollment tokens, the registry, revocation."
+)
+app.add_typer(gateway_app, name="gateway")
+app.add_typer(devices_app, name="devices")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -362,6 +370,132 @@ def contracts_dbt_sources(
         out.print(f"{check} matches the contracts")
         return
     sys.stdout.write(text)
+
+
+@gateway_app.command("serve")
+def gateway_serve(
+    host: Annotated[str | None, typer.Option(help="Address to bind (default: gateway.host)")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: gateway.port; 0: a free one)")] = None,
+) -> None:
+    """Serve the gateway over TLS until SIGTERM (locally with a private CA under state/)."""
+    from .gateway import serve
+
+    logging.getLogger("lakehouse").setLevel(logging.INFO)
+    serve(Settings.load(), host=host, port=port)
+
+
+@gateway_app.command("tls")
+def gateway_tls(output: Annotated[TextOrJson, typer.Option("--output", "-o")] = TextOrJson.text) -> None:
+    """Show (creating them locally if needed) the gateway's TLS files; agents trust the CA file."""
+    from .gateway import tls_files
+
+    ca, cert, key = tls_files(Settings.load())
+    files = {"ca_file": str(ca) if ca else None, "cert_file": str(cert), "key_file": str(key)}
+    if output is TextOrJson.json:
+        _print_json(files)
+    else:
+        for name, path in files.items():
+            out.print(f"{name}: {path}", highlight=False)
+
+
+@gateway_app.command("rotate-keys")
+def gateway_rotate_keys(
+    signing: Annotated[bool, typer.Option(help="Rotate the key that signs device tokens")] = True,
+    ingest: Annotated[bool, typer.Option(help="Rotate the key that batches are sealed for")] = False,
+) -> None:
+    """Add a new active key; a running gateway picks it up within a second (no restart). Tokens
+    signed and batches sealed with the previous key stay valid while they may still arrive."""
+    from .gateway import AuditLog, ingest_keys, paths, signing_keys
+
+    settings = Settings.load()
+    audit = AuditLog(paths(settings).audit)
+    for wanted, keyset in ((signing, signing_keys(settings)), (ingest, ingest_keys(settings))):
+        if wanted:
+            key = keyset.rotate()
+            audit.record("rotate-keys", "ok", kid=key.kid, reason=f"{keyset.kind} key rotated")
+            out.print(f"{keyset.kind} key is now {key.kid}", highlight=False)
+
+
+@gateway_app.command("openapi")
+def gateway_openapi() -> None:
+    """Print the gateway's OpenAPI description (JSON)."""
+    from .gateway import build_app
+
+    _print_json(build_app(Settings.load()).openapi())
+
+
+@devices_app.command("enroll")
+def devices_enroll(
+    store: Annotated[str, typer.Option(help="The store the device will report for")],
+    output: Annotated[TextOrJson, typer.Option("--output", "-o")] = TextOrJson.text,
+) -> None:
+    """Issue a one-time, short-lived enrollment token for one device of STORE (shown once)."""
+    import datetime as dt
+
+    from .gateway import AuditLog, paths, registry
+
+    settings = Settings.load()
+    reg = registry(settings)
+    try:
+        token, expires = reg.issue_enrollment_token(store, settings.gateway.enrollment_ttl)
+    finally:
+        reg.close()
+    AuditLog(paths(settings).audit).record("enrollment-token", "ok", store_id=store)
+    expires_at = dt.datetime.fromtimestamp(expires, dt.UTC).isoformat(timespec="seconds")
+    if output is TextOrJson.json:
+        _print_json({"enrollment_token": token, "store_id": store, "expires_at": expires_at})
+    else:
+        out.print(token, highlight=False)
+        err.print(f"single use, for store {store}, expires {expires_at}", highlight=False)
+
+
+@devices_app.command("list")
+def devices_list(output: Annotated[TextOrJson, typer.Option("--output", "-o")] = TextOrJson.text) -> None:
+    """Enrolled devices with their store and status."""
+    import datetime as dt
+
+    from .gateway import registry
+
+    reg = registry(Settings.load())
+    try:
+        rows = [
+            {
+                "device_id": d.device_id,
+                "store_id": d.store_id,
+                "name": d.name,
+                "status": d.status,
+                "enrolled_at": dt.datetime.fromtimestamp(d.enrolled_at, dt.UTC).isoformat(timespec="seconds"),
+            }
+            for d in reg.devices()
+        ]
+    finally:
+        reg.close()
+    if output is TextOrJson.json:
+        _print_json(rows)
+        return
+    table = RichTable("device_id", "store_id", "name", "status", "enrolled_at")
+    for row in rows:
+        table.add_row(*(str(v or "") for v in row.values()))
+    out.print(table)
+
+
+@devices_app.command("revoke")
+def devices_revoke(device_id: Annotated[str, typer.Argument(help="The device to revoke")]) -> None:
+    """Revoke a device: its tokens stop working on its next request."""
+    from .gateway import AuditLog, RegistryError, paths, registry
+
+    settings = Settings.load()
+    reg = registry(settings)
+    audit = AuditLog(paths(settings).audit)
+    try:
+        device = reg.revoke(device_id)
+    except RegistryError as exc:
+        audit.record("revoke", "rejected", device_id=device_id, reason=str(exc))
+        raise
+    finally:
+        reg.close()
+    audit.record("revoke", "ok", device_id=device.device_id, store_id=device.store_id)
+    out.print(f"revoked {device.device_id} (store {device.store_id})", highlight=False)
 
 
 @app.command("settings")

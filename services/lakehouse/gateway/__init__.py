@@ -1,0 +1,107 @@
+"""The edge gateway: device enrollment, EdDSA device tokens, sealed batches into bronze.
+
+``lakehouse gateway serve`` runs it (uvicorn, TLS only); ``lakehouse devices ...`` administers
+the registry. State lives under ``<home>/state/gateway``: key sets, the SQLite registry (a
+PostgreSQL URL in a cluster), the audit log and, locally, a private CA.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .._settings import Settings
+from ..errors import ConfigurationError
+from ._audit import AuditLog
+from ._keys import KeySet
+from ._registry import Device, Registry, RegistryError
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+__all__ = ["AuditLog", "Device", "KeySet", "Registry", "RegistryError", "build_app", "paths", "serve"]
+
+
+class _Paths:
+    def __init__(self, settings: Settings):
+        root = settings.state_dir / "gateway"
+        self.root = root
+        self.signing_keys = root / "signing-keys.json"
+        self.ingest_keys = root / "ingest-keys.json"
+        self.audit = root / "audit.jsonl"
+        self.registry = root / "devices.db"
+        self.tls = root / "tls"
+
+
+def paths(settings: Settings) -> _Paths:
+    return _Paths(settings)
+
+
+def registry(settings: Settings) -> Registry:
+    url = settings.gateway.registry_url
+    return Registry(url.get_secret_value() if url else f"sqlite:///{paths(settings).registry}")
+
+
+def signing_keys(settings: Settings) -> KeySet:
+    g = settings.gateway
+    return KeySet(paths(settings).signing_keys, "signing", retention=g.token_ttl + g.clock_skew)
+
+
+def ingest_keys(settings: Settings) -> KeySet:
+    return KeySet(paths(settings).ingest_keys, "ingest", retention=settings.gateway.ingest_key_retention)
+
+
+def tls_files(settings: Settings) -> tuple[Path | None, Path, Path]:
+    """(CA for agents or None, certificate, key): configured files, or a local CA's outside cluster."""
+    g = settings.gateway
+    if g.tls_cert_file and g.tls_key_file:
+        return None, g.tls_cert_file, g.tls_key_file
+    if settings.profile == "cluster":
+        raise ConfigurationError("the cluster profile needs gateway.tls_cert_file and gateway.tls_key_file")
+    from ._tls import ensure_local_tls
+
+    return ensure_local_tls(paths(settings).tls)
+
+
+def build_app(settings: Settings) -> FastAPI:
+    from .._catalog import load_catalog
+    from ._app import Gateway, RateLimiter, create_app
+    from ._land import Lander
+    from ._tokens import Tokens
+
+    if settings.profile == "cluster" and settings.gateway.registry_url is None:
+        raise ConfigurationError("the cluster profile needs gateway.registry_url (PostgreSQL)")
+    g = settings.gateway
+    reg = registry(settings)
+    keys = signing_keys(settings).ensure()
+    gateway = Gateway(
+        settings=settings,
+        registry=reg,
+        tokens=Tokens(keys, reg, issuer=g.issuer, audience=g.audience, ttl=g.token_ttl, skew=g.clock_skew),
+        ingest_keys=ingest_keys(settings).ensure(),
+        lander=Lander(load_catalog(settings), settings.contracts_file, linger=g.commit_interval),
+        audit=AuditLog(paths(settings).audit),
+        limiter=RateLimiter(g.rate_per_device, g.rate_burst),
+    )
+    return create_app(gateway)
+
+
+def serve(settings: Settings, *, host: str | None = None, port: int | None = None) -> None:
+    import uvicorn
+
+    ca, cert, key = tls_files(settings)
+    app = build_app(settings)
+    if ca is not None:
+        import logging
+
+        logging.getLogger(__name__).info("local CA for agents: %s", ca)
+    uvicorn.run(
+        app,
+        host=host or settings.gateway.host,
+        port=settings.gateway.port if port is None else port,
+        ssl_certfile=str(cert),
+        ssl_keyfile=str(key),
+        log_level="info",
+        server_header=False,
+        timeout_graceful_shutdown=10,
+    )
