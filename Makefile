@@ -34,7 +34,7 @@ lock: ## Re-resolve requirements.lock from pyproject.toml
 	$(BIN)/uv pip compile pyproject.toml --extra dev -o requirements.lock --python-version 3.11 --universal --no-header
 
 .PHONY: demo
-demo: install ## Generate the reference domain, load bronze, stream a slice through Kafka, build silver/gold/platinum, show KPIs (SCALE=, SEED=)
+demo: install ## Generate the reference domain, load bronze, stream a slice through Kafka, upload from simulated edge devices, build silver/gold/platinum, show KPIs (SCALE=, SEED=)
 	$(BIN)/lakehouse demo --scale $(SCALE) --seed $(SEED)
 
 .PHONY: lint
@@ -44,7 +44,7 @@ lint: install ## ruff and mypy
 	$(BIN)/mypy
 
 .PHONY: test
-test: install ## Unit and integration tests: real Iceberg catalog, DuckDB, dbt, SeaweedFS and Tansu (Kafka)
+test: install ## Unit and integration tests: real Iceberg catalog, DuckDB, dbt, SeaweedFS, Tansu (Kafka), the TLS gateway with edge agents
 	$(BIN)/ruff check services tests
 	$(BIN)/mypy
 	$(BIN)/pytest $(PYTEST_ARGS)

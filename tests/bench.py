@@ -7,8 +7,11 @@
    straight into DuckDB tables (no dbt, no tests, no Iceberg commits).
 3. Gold queries: p50/p95 latency through the platform (Iceberg scans) against the same queries
    on native in-memory DuckDB copies of the same tables.
+4. Kafka -> bronze: events/s of the sink against a raw consume by the same client and broker.
+5. Edge uploads: readings/s and p95 latency of N devices against a bare FastAPI endpoint on the
+   same server and TLS; the per-batch cost of token verification and of sealing and opening.
 
-Usage: python -m tests.bench [--scale 4] [--repeat 3] [--json FILE]
+Usage: python -m tests.bench [--scale 4] [--repeat 3] [--only load,dbt,queries,streaming,edge] [--json FILE]
 """
 
 from __future__ import annotations
@@ -242,25 +245,39 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--query-runs", type=int, default=20)
     parser.add_argument("--events", type=int, default=200_000, help="events for the streaming benchmark")
+    parser.add_argument("--devices", type=int, default=8, help="concurrent devices for the edge benchmark")
+    parser.add_argument(
+        "--only", default="load,dbt,queries,streaming,edge", help="comma-separated benchmarks"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    only = set(args.only.split(","))
     console = Console(width=170)
     with tempfile.TemporaryDirectory(prefix="lakehouse-bench-") as tmp:
         work = Path(tmp)
-        files = write_files(generate(args.scale, seed=42), work / "data")
-        console.print(f"bench at scale {args.scale} in {work}")
-        load = bench_load(files, args.repeat, work)
-        home = work / "built"
-        with Lakehouse(Settings(home=home)) as lh:
-            for name, path in files.items():
-                lh.load(f"bronze.{name}", [path])
-            bronze_rows = sum(i.rows for i in lh.tables())
-        dbt = bench_dbt(home, bronze_rows)
-        queries = bench_queries(home, args.query_runs)
-        streaming = bench_streaming(work, args.events)
+        load = dbt = queries = streaming = edge = None
+        if only & {"load", "dbt", "queries"}:
+            files = write_files(generate(args.scale, seed=42), work / "data")
+            console.print(f"bench at scale {args.scale} in {work}")
+        if "load" in only:
+            load = bench_load(files, args.repeat, work)
+        if only & {"dbt", "queries"}:
+            home = work / "built"
+            with Lakehouse(Settings(home=home)) as lh:
+                for name, path in files.items():
+                    lh.load(f"bronze.{name}", [path])
+                bronze_rows = sum(i.rows for i in lh.tables())
+            dbt = bench_dbt(home, bronze_rows)
+            queries = bench_queries(home, args.query_runs)
+        if "streaming" in only:
+            streaming = bench_streaming(work, args.events)
+        if "edge" in only:
+            from .bench_edge import bench_edge
+
+            edge = bench_edge(work, devices=args.devices)
 
     table = Table("benchmark", "lakehouse", "baseline", "ratio", "target")
-    for name, r in load.items():
+    for name, r in (load or {}).items():
         table.add_row(
             f"bronze load rows/s ({name}, {r['rows']:,} rows)",
             f"{r['lakehouse_rows_per_s']:,.0f}",
@@ -268,6 +285,19 @@ def main() -> None:
             f"{r['ratio']:.2f}x",
             ">= 0.70x",
         )
+    if dbt and queries:
+        _dbt_rows(table, dbt, queries)
+    if streaming:
+        _streaming_rows(table, streaming)
+    if edge:
+        _edge_rows(table, edge)
+    console.print(table)
+    if args.json:
+        results = {"load": load, "dbt": dbt, "queries": queries, "streaming": streaming, "edge": edge}
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+def _dbt_rows(table: Table, dbt: dict[str, Any], queries: dict[str, Any]) -> None:
     table.add_row(
         f"dbt build s per million source rows ({dbt['bronze_rows']:,} rows)",
         f"{dbt['dbt_s_per_million_rows']:.1f}",
@@ -282,6 +312,9 @@ def main() -> None:
         f"{queries['ratio_p50']:.2f}x (p50)",
         "-",
     )
+
+
+def _streaming_rows(table: Table, streaming: dict[str, Any]) -> None:
     table.add_row(
         f"Kafka -> bronze events/s ({streaming['events']:,} events, kafka-python, Tansu)",
         f"{streaming['sink_events_per_s']:,.0f}",
@@ -296,10 +329,30 @@ def main() -> None:
         "-",
         "-",
     )
-    console.print(table)
-    if args.json:
-        results = {"load": load, "dbt": dbt, "queries": queries, "streaming": streaming}
-        args.json.write_text(json.dumps(results, indent=2))
+
+
+def _edge_rows(table: Table, edge: dict[str, Any]) -> None:
+    table.add_row(
+        f"edge readings/s ({edge['devices']} devices, {edge['batches']} batches of {edge['readings_per_batch']})",
+        f"{edge['gateway_readings_per_s']:,.0f}",
+        f"{edge['bare_readings_per_s']:,.0f} (bare FastAPI endpoint, same TLS)",
+        f"{edge['ratio']:.2f}x",
+        "-",
+    )
+    table.add_row(
+        "edge upload latency p50 / p95 ms",
+        f"{edge['gateway_p50_ms']:.0f} / {edge['gateway_p95_ms']:.0f}",
+        f"p95 {edge['bare_p95_ms']:.0f} (bare)",
+        f"{edge['gateway_p95_ms'] / edge['bare_p95_ms']:.1f}x (p95)",
+        "-",
+    )
+    table.add_row(
+        "per batch: token verify / seal / open, us",
+        f"{edge['jwt_verify_us']:.0f} / {edge['seal_us']:.0f} / {edge['open_us']:.0f}",
+        f"{edge['json_only_us']:.0f} (JSON round trip of the same readings)",
+        f"{(edge['jwt_verify_us'] + edge['open_us']) / edge['json_only_us']:.1f}x (verify + open)",
+        "-",
+    )
 
 
 if __name__ == "__main__":

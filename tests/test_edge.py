@@ -612,6 +612,11 @@ def test_attack_battery_lands_nothing_and_never_answers_500(battery_gateway: Gat
     assert not failures, "\n".join(failures)
 
     assert readings(gw.home) == before, "the battery landed rows"
+    # within the clock-skew tolerance a device's token is accepted
+    skewed = forged(gw, device, iat=now + 30, nbf=now + 30, exp=now + 600)
+    status, _, body = upload(gw, skewed, sealed_for(device, 7, rows=sample(2, day=7)))
+    assert (status, body.get("status")) == (201, "landed"), body
+    before = readings(gw.home)
     # the contract violations were kept, with their reason, in dead letters
     with Lakehouse(Settings(home=gw.home)) as lh:
         dead = lh.sql(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -11,7 +12,7 @@ from rich.table import Table as RichTable
 
 from ._api import Lakehouse
 from ._dbt import run_dbt
-from ._reference import generate, write_files
+from ._reference import DAYS, START, generate, write_files
 from ._settings import Settings
 from .errors import LakehouseError
 
@@ -75,6 +76,113 @@ def _stream_slice(settings: Settings, lh: Lakehouse, *, scale: float, seed: int)
     )
 
 
+EDGE_STORES = 3
+EDGE_DAYS = 7  # each device reports a week after the reference period, two units per store
+
+
+def _edge_slice(settings: Settings, *, store_ids: list[str]) -> str:
+    """Start the gateway, enroll one simulated device per store, let the agents upload a week
+    of readings, stop the gateway. Devices already enrolled and delivered are left alone."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from ._process import free_port, terminate, wait_for_port, write_private
+    from ._reference import DAYS, READING_MINUTES, START
+    from .gateway import registry, tls_files
+
+    ca_file, _, _ = tls_files(settings)
+    port = free_port(set())
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "LAKEHOUSE_HOME": str(settings.home), "LAKEHOUSE_PROFILE": settings.profile}
+    log = settings.state_dir / "gateway" / "demo-gateway.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as log_file:
+        server = subprocess.Popen(
+            [str(bin_dir / "lakehouse"), "gateway", "serve", "--port", str(port)],
+            stdout=log_file,
+            stderr=log_file,
+            env=env,
+            start_new_session=True,
+        )
+    per_device = 2 * EDGE_DAYS * 24 * 60 // READING_MINUTES
+    agents = []
+    try:
+        wait_for_port("127.0.0.1", port, 60, pid=server.pid, log=str(log))
+        url = f"https://127.0.0.1:{port}"
+        for store in store_ids[:EDGE_STORES]:
+            state = settings.home / "edge-demo" / store
+            edge = [str(bin_dir / "lakehouse-edge"), "--state-dir", str(state), "--log-level", "WARNING"]
+            if not (state / "device.json").exists():
+                reg = registry(settings)
+                try:
+                    token, _ = reg.issue_enrollment_token(store, settings.gateway.enrollment_ttl)
+                finally:
+                    reg.close()
+                token_file = state.parent / f".{store}.token"
+                write_private(token_file, token)
+                try:
+                    subprocess.run(
+                        [
+                            *edge,
+                            "enroll",
+                            "--gateway",
+                            url,
+                            "--ca-file",
+                            str(ca_file),
+                            "--token-file",
+                            str(token_file),
+                        ],
+                        check=True,
+                        capture_output=True,
+                        env=env,
+                    )
+                finally:
+                    token_file.unlink(missing_ok=True)
+            status = json.loads(
+                subprocess.run([*edge, "status"], check=True, capture_output=True, env=env).stdout
+            )
+            if status["queue"]["last_seq"] and not status["queue"]["pending_batches"]:
+                continue  # delivered on an earlier run
+            source = ["--start", (START + dt.timedelta(days=DAYS)).isoformat(), "--limit", str(per_device)]
+            if status["queue"]["last_seq"]:
+                source = ["--source", "none"]  # an earlier run was interrupted: deliver its queue only
+            agents.append(
+                subprocess.Popen(
+                    [
+                        *edge,
+                        "run",
+                        "--units",
+                        f"D-{store}-1:fridge,D-{store}-2:freezer",
+                        "--seed",
+                        store[-3:],
+                        "--seconds-per-reading",
+                        "0",
+                        "--batch-size",
+                        "96",
+                        "--exit-when-drained",
+                        *source,
+                    ],
+                    env=env,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+            )
+        for agent in agents:
+            _, stderr = agent.communicate(timeout=300)
+            if agent.returncode:
+                raise LakehouseError(f"an edge agent failed: {stderr[-2000:]}")
+    finally:
+        for agent in agents:
+            if agent.poll() is None:
+                agent.kill()
+        terminate(server.pid)
+    if not agents:
+        return "already in bronze (sequence numbers recorded in the table): nothing doubled"
+    return f"{len(agents)} devices sealed {len(agents) * per_device:,} readings, uploaded over TLS, landed exactly once"
+
+
 def run_demo(settings: Settings, *, scale: float, seed: int, console: Console) -> None:
     started = time.perf_counter()
     lh = Lakehouse(settings)
@@ -98,7 +206,15 @@ def run_demo(settings: Settings, *, scale: float, seed: int, console: Console) -
     streamed = _stream_slice(settings, lh, scale=scale, seed=seed)
     console.print(f"   {streamed} ({time.perf_counter() - t:.1f}s)")
 
-    t = _step(console, "4. dbt build: silver, gold, platinum as Iceberg tables, with tests and contracts")
+    t = _step(
+        console, f"4. Edge devices: {EDGE_STORES} simulated Raspberry Pis enroll and upload sealed readings"
+    )
+    stores = [
+        str(s) for s in lh.sql("select distinct store_id from bronze.stores order by 1").column(0).to_pylist()
+    ]
+    console.print(f"   {_edge_slice(settings, store_ids=stores)} ({time.perf_counter() - t:.1f}s)")
+
+    t = _step(console, "5. dbt build: silver, gold, platinum as Iceberg tables, with tests and contracts")
     code = run_dbt(settings, ["build", "--quiet"])
     if code != 0:
         raise LakehouseError(
@@ -106,7 +222,7 @@ def run_demo(settings: Settings, *, scale: float, seed: int, console: Console) -
         )
     console.print(f"   done ({time.perf_counter() - t:.1f}s)")
 
-    _step(console, "5. What landed")
+    _step(console, "6. What landed")
     per_layer: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for info in lh.tables():
         per_layer[info.layer][0] += 1
@@ -120,6 +236,13 @@ def run_demo(settings: Settings, *, scale: float, seed: int, console: Console) -
     kpis = RichTable("gold KPI", "value")
     via_kafka = lh.sql("select count(distinct order_id) from gold.fct_sales where order_id like 'K%'")
     kpis.add_row("orders that arrived through Kafka", f"{via_kafka.column(0)[0].as_py():,}")
+    edge_start = (START + dt.timedelta(days=DAYS)).date().isoformat()
+    via_edge = lh.sql(
+        "select count(*), round(100 * avg(case when is_compliant then 1 else 0 end), 1) "
+        f"from gold.mart_cold_chain_compliance where date_day >= date '{edge_start}'"
+    ).to_pylist()[0]
+    values = list(via_edge.values())
+    kpis.add_row("unit-days reported by edge devices (compliant %)", f"{values[0]:,} ({values[1]})")
     for label, query in KPI_QUERIES.items():
         value = lh.sql(query).column(0)[0].as_py()
         kpis.add_row(label, f"{value:,}" if isinstance(value, int) else str(value))

@@ -33,39 +33,22 @@ import pyarrow.compute as pc
 import pyarrow.json as pajson
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
-from pyiceberg.table.snapshots import ancestors_of
 
 from ._contracts import Contract, load_contracts
-from ._load import commit_idempotently, conform, open_table, target_arrow_schema
+from ._load import (
+    OFFSETS,
+    commit_idempotently,
+    conform,
+    open_table,
+    table_marks,
+    target_arrow_schema,
+)
 from ._settings import Settings
 from .errors import ContractError, LakehouseError, SchemaMismatchError
 
 logger = logging.getLogger(__name__)
 
-OFFSETS = "lakehouse.kafka-offsets"
-DEVICE_BATCHES = "lakehouse.device-batches"  # the edge gateway's marks: next sequence per device
 DEAD_LETTERS = "bronze.dead_letters"
-
-
-def table_marks(table: Table, wanted: set[str] | None = None, *, key: str = OFFSETS) -> dict[str, int]:
-    """Next offset per ``topic/partition`` (or, with ``key=DEVICE_BATCHES``, next batch sequence
-    per device) as recorded in the current snapshot's lineage.
-
-    The walk goes from the newest snapshot back and stops once every ``wanted`` partition is
-    found: a running sink finds its marks in the latest commit, not after every snapshot ever.
-    """
-    marks: dict[str, int] = {}
-    snapshot = table.current_snapshot()
-    if snapshot is None:
-        return marks
-    for ancestor in ancestors_of(snapshot, table.metadata):
-        raw = ancestor.summary.additional_properties.get(key) if ancestor.summary else None
-        if raw:
-            for tp, offset in json.loads(raw).items():
-                marks.setdefault(tp, int(offset))
-            if wanted is not None and wanted <= marks.keys():
-                break
-    return marks
 
 
 def _quantile(values: list[float], q: float) -> float:

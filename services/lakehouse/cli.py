@@ -41,6 +41,8 @@ devices_app = typer.Typer(
 )
 app.add_typer(gateway_app, name="gateway")
 app.add_typer(devices_app, name="devices")
+maintain_app = typer.Typer(no_args_is_help=True, help="Table maintenance.")
+app.add_typer(maintain_app, name="maintain")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -496,6 +498,32 @@ def devices_revoke(device_id: Annotated[str, typer.Argument(help="The device to 
         reg.close()
     audit.record("revoke", "ok", device_id=device.device_id, store_id=device.store_id)
     out.print(f"revoked {device.device_id} (store {device.store_id})", highlight=False)
+
+
+@maintain_app.command("expire-snapshots")
+def maintain_expire_snapshots(
+    tables: Annotated[list[str] | None, typer.Argument(help="LAYER.TABLE ... (default: every table)")] = None,
+    keep: Annotated[int, typer.Option(help="Always keep this many newest snapshots")] = 100,
+    older_than_hours: Annotated[float, typer.Option(help="Expire only snapshots older than this")] = 24.0,
+    output: Annotated[TextOrJson, typer.Option("--output", "-o")] = TextOrJson.text,
+) -> None:
+    """Expire old snapshots (time travel beyond them ends); what tables hold is never forgotten."""
+    import datetime as dt
+
+    from ._engine import list_tables
+    from ._maintain import expire_snapshots
+
+    lh = _lakehouse()
+    chosen = tables or [f"{layer}.{name}" for layer, name in list_tables(lh.catalog)]
+    results = [
+        expire_snapshots(lh.catalog, t, keep_last=keep, older_than=dt.timedelta(hours=older_than_hours))
+        for t in chosen
+    ]
+    if output is TextOrJson.json:
+        _print_json([r.__dict__ for r in results])
+        return
+    for r in results:
+        out.print(f"{r.table:<40} kept {r.kept:>6}  expired {r.expired:>6}", highlight=False)
 
 
 @app.command("settings")

@@ -41,7 +41,7 @@ def simulated(
     produced = 0
     while limit is None or produced < limit:
         for unit, kind in units:
-            if fault_left[unit] == 0 and rng.random() < 0.004:
+            if fault_left[unit] == 0 and rng.random() < 0.0006:  # about one fault in 17 days
                 fault_left[unit] = rng.randint(8, 40)  # the compressor fails for 2 to 10 hours
             door = 8 <= when.hour < 21 and rng.random() < (0.10 if kind == "fridge" else 0.04)
             temperature = SETPOINT_C.get(kind, 3.0) + rng.gauss(0, 0.35) + (1.3 if door else 0.0)

@@ -29,8 +29,8 @@ import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 
-from .._load import commit_idempotently, open_table
-from .._sink import DEVICE_BATCHES, Committer, Dead, Message, SinkStats, table_marks
+from .._load import DEVICE_BATCHES, commit_idempotently, open_table, table_marks
+from .._sink import Committer, Dead, Message, SinkStats
 
 logger = logging.getLogger(__name__)
 
