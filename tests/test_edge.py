@@ -76,7 +76,7 @@ class Gateway:
         return stderr
 
     def enrollment_token(self, store: str = "S001") -> str:
-        result = run_cli("devices", "enroll", "--store", store, "-o", "json", home=self.home)
+        result = run_cli("devices", "enroll", "--store", store, "-o", "json", home=self.home, env=self.env)
         assert result.returncode == 0, result.stderr
         return str(json.loads(result.stdout)["enrollment_token"])
 
@@ -310,6 +310,7 @@ def access_token(gw: Gateway, device: Device) -> str:
 
 
 def sample(n: int = 5, unit: str = "D-S001-1", day: int = 1) -> list[dict[str, Any]]:
+    """Readings of ``unit`` without a store_id: the gateway fills in the device's store."""
     return [
         {
             "device_id": unit,
@@ -789,3 +790,57 @@ def test_sealed_batches_hide_readings_and_bind_their_header() -> None:
             open_sealed(parse_header(change_header(body, **{field: value})), private, max_bytes=1 << 20)
     with pytest.raises(EnvelopeError, match="does not decrypt"):
         open_sealed(parse_header(body), X25519PrivateKey.generate(), max_bytes=1 << 20)
+
+
+# --- the registry in a real PostgreSQL (the cluster profile's database) -----------------------
+
+
+@pytest.fixture(scope="module")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """PostgreSQL from the pgserver wheel, on a Unix socket in a temporary directory."""
+    import pgserver
+
+    server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+    try:
+        server.psql("create database registry;")
+        yield server.get_uri("registry").replace("postgresql://", "postgresql+psycopg2://", 1)
+    finally:
+        server.cleanup()
+
+
+def test_registry_on_postgresql(postgres_url: str, home: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lakehouse.gateway import Registry, RegistryError
+
+    registry = Registry(postgres_url)
+    assert registry.engine.dialect.name == "postgresql"
+    token, _ = registry.issue_enrollment_token("S007", 60)
+
+    def attempt(i: int) -> str:
+        try:
+            return registry.enroll(token, bytes([i]) * 32, f"pi-{i}").device_id
+        except RegistryError:
+            return "refused"
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(attempt, range(8)))
+    assert sum(o != "refused" for o in outcomes) == 1, outcomes  # one token, one device, even when raced
+    assert registry.use_assertion_id("jti-1", "d", time.time() + 60)
+    assert not registry.use_assertion_id("jti-1", "d", time.time() + 60)
+    registry.close()
+
+    gw = start_gateway(home, registry_url=postgres_url)
+    try:
+        device = enroll_direct(gw, "S007")
+        token = access_token(gw, device)
+        assert upload(gw, token, sealed_for(device, 1, rows=sample(3, unit="D-S007-1")))[0] == 201
+        revoked = run_cli("devices", "revoke", device.device_id, home=gw.home, env=gw.env)
+        assert revoked.returncode == 0, revoked.stderr
+        assert upload(gw, token, sealed_for(device, 2, rows=sample(3, unit="D-S007-1", day=2)))[0] == 403
+        listed = run_cli("devices", "list", "-o", "json", home=gw.home, env=gw.env)
+        statuses = {d["device_id"]: d["status"] for d in json.loads(listed.stdout)}
+        assert statuses[device.device_id] == "revoked" and len(statuses) == 2
+    finally:
+        gw.stop()
+    assert not (home / "state" / "gateway" / "devices.db").exists()  # nothing fell back to SQLite
