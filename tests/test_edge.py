@@ -148,7 +148,7 @@ def enroll_agent(gw: Gateway, state: Path, store: str = "S001") -> dict[str, str
 def readings(home: Path) -> list[tuple[str, Any]]:
     with Lakehouse(Settings(home=home)) as lh:
         rows = lh.sql("select device_id, reading_ts from bronze.sensor_readings").to_pylist()
-    return [(r["device_id"], r["reading_ts"]) for r in rows]
+    return sorted((r["device_id"], r["reading_ts"]) for r in rows)
 
 
 def queue_status(state: Path) -> dict[str, int]:
