@@ -37,11 +37,15 @@ class Lakehouse:
 
     >>> lh = Lakehouse()
     >>> lh.sql("select count(*) from gold.fct_sales")
+
+    With ``user``, every query runs under the policies in ``policies/``: only the rows and the
+    masked columns that user is granted (``Lakehouse(user="sam")``).
     """
 
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, *, user: str | None = None) -> None:
         settings = settings or Settings.load()
         self.settings = apply_stack_state(settings) if settings.profile == "stack" else settings
+        self.user = user
 
     @cached_property
     def catalog(self) -> Catalog:
@@ -49,6 +53,13 @@ class Lakehouse:
 
     @cached_property
     def engine(self) -> Engine:
+        if self.user is not None:
+            from ._policy import load_policy
+            from ._secure import SecureEngine
+
+            return SecureEngine(
+                self.settings, self.catalog, load_policy(self.settings.policies_dir), self.user
+            )
         return Engine(self.settings, self.catalog)
 
     def table(self, identifier: str) -> Table:

@@ -110,6 +110,7 @@ class Settings(BaseSettings):
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     contracts_file: Path | None = None  # a bronze.yml replacing the packaged contracts
+    policies_dir: Path | None = None  # principals.yml + access.yml; default: policies/ of this checkout
 
     @classmethod
     def load(cls, **overrides: object) -> Settings:

@@ -42,6 +42,8 @@ devices_app = typer.Typer(
 app.add_typer(gateway_app, name="gateway")
 app.add_typer(devices_app, name="devices")
 maintain_app = typer.Typer(no_args_is_help=True, help="Table maintenance.")
+policy_app = typer.Typer(no_args_is_help=True, help="Access policies (policies/): check, compile, explain.")
+app.add_typer(policy_app, name="policy")
 app.add_typer(maintain_app, name="maintain")
 
 out = Console(soft_wrap=True)
@@ -143,9 +145,15 @@ def sql(
         str | None, typer.Option("--schema", help="Default layer for unqualified names")
     ] = None,
     output: Annotated[SqlOutput, typer.Option("--output", "-o")] = SqlOutput.table,
+    as_user: Annotated[
+        str | None,
+        typer.Option("--as", help="Run as this user of policies/: only granted rows, masked columns"),
+    ] = None,
 ) -> None:
     """Run SQL in the embedded engine."""
-    with _lakehouse() as lh:
+    from ._api import Lakehouse
+
+    with Lakehouse(Settings.load(), user=as_user) as lh:
         _print_arrow(lh.sql(query, schema=schema), output)
 
 
@@ -524,6 +532,67 @@ def maintain_expire_snapshots(
         return
     for r in results:
         out.print(f"{r.table:<40} kept {r.kept:>6}  expired {r.expired:>6}", highlight=False)
+
+
+@policy_app.command("check")
+def policy_check() -> None:
+    """Validate policies/ against every table's columns; errors name file:line."""
+    from ._policy import load_policy
+    from ._policy_compile import table_schemas
+
+    settings = Settings.load()
+    policy = load_policy(settings.policies_dir, table_schemas(settings.contracts_file))
+    out.print(f"policy ok: {len(policy.principals)} users, {len(policy.roles)} roles", highlight=False)
+
+
+@policy_app.command("compile")
+def policy_compile(
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory for opa/ and rules.json")] = Path(
+        "build/policy"
+    ),
+    catalog: Annotated[str, typer.Option(help="Trino catalog of the lakehouse tables")] = "iceberg",
+) -> None:
+    """Compile the policy for Trino: OPA Rego + data, and file-based rules.json."""
+    from ._policy import load_policy
+    from ._policy_compile import table_schemas, write_compiled
+
+    settings = Settings.load()
+    schemas = table_schemas(settings.contracts_file)
+    for path in write_compiled(
+        load_policy(settings.policies_dir, schemas), schemas, out_dir, catalog=catalog
+    ):
+        out.print(str(path), highlight=False)
+
+
+@policy_app.command("explain")
+def policy_explain(
+    user: Annotated[str, typer.Option("--as", help="The user")],
+    table: Annotated[str, typer.Argument(help="LAYER.TABLE")],
+    output: Annotated[TextOrJson, typer.Option("--output", "-o")] = TextOrJson.text,
+) -> None:
+    """What USER sees of TABLE: allowed, row filter and masks (as Trino SQL)."""
+    from ._policy import load_policy
+    from ._policy_compile import table_schemas, trino_decision_sql
+
+    settings = Settings.load()
+    schemas = table_schemas(settings.contracts_file)
+    if table not in schemas:
+        raise typer.BadParameter(f"unknown table {table}")
+    decision = load_policy(settings.policies_dir, schemas).decide(user, table, schemas[table])
+    row_filter, masks = trino_decision_sql(decision)
+    result = {
+        "user": user,
+        "table": table,
+        "allowed": decision.allowed,
+        "reason": decision.reason,
+        "row_filter": row_filter,
+        "masks": masks,
+    }
+    if output is TextOrJson.json:
+        _print_json(result)
+    else:
+        for key, value in result.items():
+            out.print(f"{key}: {value}", highlight=False)
 
 
 @app.command("settings")

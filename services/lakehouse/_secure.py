@@ -1,0 +1,174 @@
+"""The embedded engine under policy: a DuckDB session that holds only what one user may see.
+
+Each readable table is a view ``layer.table`` with the user's row filter and column masks built
+in; nothing else is bound under a name the user may write. A query is parsed (sqlglot) before
+it runs and refused unless it is one read-only SELECT over those views: no table functions
+(``iceberg_scan``, ``read_parquet``, ``query``), no DuckDB metadata functions, no file paths, no
+settings, attachments or pragmas. After binding, DuckDB's external access is switched off and
+its configuration locked, as a second wall behind the parser.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import pyarrow as pa
+import sqlglot
+from sqlglot import exp
+
+from ._engine import Engine, configure_storage, install_extensions, list_tables, quote_ident, scan_sql
+from ._policy import Policy, PolicyError
+from ._policy_compile import filter_sql, mask_sql
+from .errors import QueryError
+
+# scalar functions that reach outside the data the views expose
+FORBIDDEN_FUNCTIONS = {
+    "getenv",
+    "current_setting",
+    "read_text",
+    "read_blob",
+    "query",
+    "query_table",
+    "glob",
+    "sniff_csv",
+    "parquet_metadata",
+    "parquet_schema",
+    "iceberg_metadata",
+    "iceberg_snapshots",
+}
+READ_ONLY_ROOTS = (exp.Select, exp.Union, exp.Intersect, exp.Except)
+
+
+class AccessDenied(QueryError):
+    """The query reaches outside what the policy grants; nothing ran."""
+
+
+class SecureEngine(Engine):
+    """An ``Engine`` for one user: ``sql()`` returns only granted rows, masked as the policy says."""
+
+    def __init__(self, settings: Any, catalog: Any, policy: Policy, user: str) -> None:
+        super().__init__(settings, catalog)
+        self.policy, self.user = policy, user
+        policy.principal(user)  # unknown users fail here, before any data is touched
+        self.granted: dict[str, str] = {}  # layer.table -> the view's SQL
+        # the unfiltered scans lookups need live in a schema with an unguessable name
+        self._hidden = f"_h{secrets.token_hex(8)}"
+
+    def connect(self) -> Any:
+        if self._conn is not None:
+            return self._conn
+        import duckdb
+
+        from ._engine import extension_directory
+
+        ext_dir = extension_directory(self.settings)
+        ext_dir.mkdir(parents=True, exist_ok=True)
+        conn = duckdb.connect(
+            config={
+                "extension_directory": str(ext_dir),
+                "autoinstall_known_extensions": False,
+                "threads": self.settings.engine.threads,
+                "memory_limit": self.settings.engine.memory_limit,
+            }
+        )
+        install_extensions(conn)
+        configure_storage(conn, self.settings)
+        conn.execute(f"create schema {self._hidden}")
+        tables = {
+            f"{layer}.{name}": self.catalog.load_table((layer, name))
+            for layer, name in list_tables(self.catalog)
+        }
+        for identifier, table in tables.items():
+            conn.execute(f"create view {self._hidden}.{quote_ident(identifier)} as {scan_sql(table)}")
+        for identifier, table in tables.items():
+            columns = [f.name for f in table.schema().fields]
+            decision = self.policy.decide(self.user, identifier, columns)
+            if not decision.allowed:
+                continue
+            select = ", ".join(
+                f"{mask_sql('duckdb', decision.masks[c], quote_ident(c))} as {quote_ident(c)}"
+                if c in decision.masks
+                else quote_ident(c)
+                for c in columns
+            )
+            where = filter_sql(decision.filters, table_ref=lambda t: f"{self._hidden}.{quote_ident(t)}")
+            layer, name = identifier.split(".")
+            view = f"select {select} from {self._hidden}.{quote_ident(identifier)}" + (
+                f" where {where}" if where else ""
+            )
+            conn.execute(f"create schema if not exists {quote_ident(layer)}")
+            conn.execute(f"create view {quote_ident(layer)}.{quote_ident(name)} as {view}")
+            self.granted[identifier] = view
+        # DuckDB itself may still read the warehouse (the views need it), and nothing else
+        allowed = self._warehouse_prefixes()
+        conn.execute("set allowed_directories = ?", [allowed])
+        conn.execute("set enable_external_access = false")
+        conn.execute("set lock_configuration = true")
+        self._conn = conn
+        return conn
+
+    def _warehouse_prefixes(self) -> list[str]:
+        from urllib.parse import urlparse
+
+        warehouse = str(self.settings.catalog.warehouse or "")
+        if self.settings.storage.type == "s3":
+            return [f"s3://{self.settings.storage.bucket}/"]
+        path = urlparse(warehouse).path if warehouse.startswith("file:") else warehouse
+        root = path.rstrip("/") + "/"
+        return [root, f"file://{root}"]
+
+    def refresh(self) -> None:
+        self.close()
+
+    def sql(self, query: str, *, schema: str | None = None) -> pa.Table:
+        self.connect()
+        self.check(query, schema=schema)
+        return super().sql(query, schema=schema)
+
+    def check(self, query: str, *, schema: str | None = None) -> None:
+        """Refuse anything but one SELECT over the user's views (raises AccessDenied)."""
+        try:
+            statements = [s for s in sqlglot.parse(query, read="duckdb") if s is not None]
+        except sqlglot.errors.ParseError as exc:
+            raise AccessDenied(f"the query could not be parsed: {str(exc).splitlines()[0]}") from exc
+        if len(statements) != 1:
+            raise AccessDenied("one statement per query")
+        root = statements[0]
+        if not isinstance(root, READ_ONLY_ROOTS):
+            raise AccessDenied(f"only SELECT queries are allowed, not {root.key.upper()}")
+        ctes = {c.alias_or_name.lower() for c in root.find_all(exp.CTE)}
+        for node in root.walk():
+            if isinstance(node, exp.Table):
+                self._check_table(node, ctes, schema)
+            elif isinstance(node, exp.Func):
+                name = (node.sql_name() if not isinstance(node, exp.Anonymous) else node.name).lower()
+                if (
+                    name in FORBIDDEN_FUNCTIONS
+                    or name.startswith(("duckdb_", "pragma_", "read_"))
+                    or name.endswith("_scan")
+                ):
+                    raise AccessDenied(f"function {name}() is not allowed")
+            elif isinstance(node, (exp.Into, exp.Command, exp.Pragma, exp.Set)):
+                raise AccessDenied("only SELECT queries are allowed")
+
+    def _check_table(self, node: exp.Table, ctes: set[str], schema: str | None) -> None:
+        if not isinstance(node.this, exp.Identifier):
+            raise AccessDenied("table functions are not allowed; query the tables by name")
+        if node.catalog:
+            raise AccessDenied(f"catalog-qualified names are not allowed: {node.sql()}")
+        name, layer = node.name, node.db or schema
+        if not layer and name.lower() in ctes:
+            return
+        identifier = f"{layer}.{name}" if layer else name
+        if identifier not in self.granted:
+            raise AccessDenied(f"{self.user} may not read {identifier} (or it does not exist)")
+
+
+def secure_engine(lakehouse: Any, user: str, policy: Policy | None = None) -> SecureEngine:
+    from ._policy import load_policy
+
+    try:
+        return SecureEngine(lakehouse.settings, lakehouse.catalog, policy or load_policy(), user)
+    except PolicyError:
+        raise
