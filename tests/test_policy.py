@@ -273,8 +273,16 @@ def test_rules_json_matches_the_policy(policy: Policy, schemas: dict[str, list[s
 
 
 @pytest.fixture(scope="module")
-def engines(built_home: Path, policy: Policy) -> Iterator[dict[str, Any]]:
-    lh = Lakehouse(Settings(home=built_home))
+def policy_home(built_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the built lakehouse: policy-bound queries append to its audit log."""
+    home = tmp_path_factory.mktemp("governed") / "home"
+    shutil.copytree(built_home, home)
+    return home
+
+
+@pytest.fixture(scope="module")
+def engines(policy_home: Path, policy: Policy) -> Iterator[dict[str, Any]]:
+    lh = Lakehouse(Settings(home=policy_home))
     opened: dict[str, Any] = {"__raw__": lh}
     try:
         for user in USERS[:-1]:
@@ -442,13 +450,36 @@ def test_joins_and_aggregates_see_only_granted_rows(engines: dict[str, Any]) -> 
 
 
 @pytest.mark.dbt
-def test_cli_runs_as_a_user(built_home: Path) -> None:
+def test_cli_runs_as_a_user(policy_home: Path) -> None:
     result = run_cli(
-        "sql", "--as", "sam", "-o", "json", "select distinct store_id from gold.fct_sales", home=built_home
+        "sql", "--as", "sam", "-o", "json", "select distinct store_id from gold.fct_sales", home=policy_home
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == [{"store_id": "S001"}]
-    denied = run_cli("sql", "--as", "sam", "select * from bronze.customers", home=built_home)
+    denied = run_cli("sql", "--as", "sam", "select * from bronze.customers", home=policy_home)
     assert denied.returncode == 1 and "sam may not read bronze.customers" in denied.stderr
-    unknown = run_cli("sql", "--as", "mallory", "select 1", home=built_home)
+    unknown = run_cli("sql", "--as", "mallory", "select 1", home=policy_home)
     assert unknown.returncode == 1 and "unknown user 'mallory'" in unknown.stderr
+
+
+@pytest.mark.dbt
+def test_every_query_is_audited_and_the_log_is_under_policy(engines: dict[str, Any]) -> None:
+    sam, carol = engines["sam"], engines["carol"]
+    marker = "select count(*) as audited_marker from gold.fct_sales"
+    rows = sam.sql(marker).num_rows
+    with pytest.raises(AccessDenied):
+        sam.sql("select * from bronze.customers -- audited_marker")
+    carol.refresh()  # a session reads the snapshots of when it was opened; Lakehouse.sql refreshes
+    log = carol.sql(
+        "select user_name, roles, tables, applied, rows_returned, outcome, reason, policy_version "
+        "from audit.query_log where query like '%audited_marker%' order by queried_at"
+    ).to_pylist()
+    assert [(e["user_name"], e["outcome"]) for e in log] == [("sam", "ok"), ("sam", "denied")]
+    ok, denied = log
+    assert ok["roles"] == "store_manager" and ok["tables"] == "gold.fct_sales" and ok["rows_returned"] == rows
+    assert json.loads(ok["applied"])["gold.fct_sales"]["filter"] == "store_id = 'S001'"
+    assert "may not read bronze.customers" in denied["reason"] and len(ok["policy_version"]) == 16
+    with pytest.raises(AccessDenied):
+        sam.sql("select * from audit.query_log")
+    with pytest.raises(AccessDenied):
+        engines["dana"].sql("select * from audit.query_log")

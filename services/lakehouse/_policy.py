@@ -305,7 +305,7 @@ def load_policy(directory: Path | None = None, schemas: dict[str, list[str]] | N
             err(access_doc["grants"], role, f"grant for unknown role {role!r}")
             continue
         for layer in spec.get("layers") or []:
-            if layer not in ("bronze", "silver", "gold", "platinum"):
+            if layer not in ("bronze", "silver", "gold", "platinum", "audit"):
                 err(spec, "layers", f"unknown layer {layer!r}")
         for table in spec.get("tables") or []:
             known_table(spec, "tables", table)

@@ -31,6 +31,9 @@ def table_schemas(contracts_file: Path | None = None, dbt_dir: Path | None = Non
         for path in sorted((root / "models" / layer).glob("*.yml")):
             for model in (yaml.safe_load(path.read_text()) or {}).get("models", []):
                 schemas[f"{layer}.{model['name']}"] = [c["name"] for c in model.get("columns", [])]
+    from ._query_audit import AUDIT_TABLE, COLUMNS
+
+    schemas[".".join(AUDIT_TABLE)] = list(COLUMNS)
     return schemas
 
 

@@ -52,6 +52,7 @@ class SecureEngine(Engine):
         self.policy, self.user = policy, user
         policy.principal(user)  # unknown users fail here, before any data is touched
         self.granted: dict[str, str] = {}  # layer.table -> the view's SQL
+        self.decisions: dict[str, Any] = {}
         # the unfiltered scans lookups need live in a schema with an unguessable name
         self._hidden = f"_h{secrets.token_hex(8)}"
 
@@ -100,34 +101,75 @@ class SecureEngine(Engine):
             conn.execute(f"create schema if not exists {quote_ident(layer)}")
             conn.execute(f"create view {quote_ident(layer)}.{quote_ident(name)} as {view}")
             self.granted[identifier] = view
-        # DuckDB itself may still read the warehouse (the views need it), and nothing else
-        allowed = self._warehouse_prefixes()
+            self.decisions[identifier] = {
+                "filter": filter_sql(decision.filters, table_ref=lambda t: t),
+                "masks": dict(sorted(decision.masks.items())),
+            }
+        # DuckDB itself may still read the tables' files (the views need them), and nothing else
+        allowed = self._table_prefixes(tables.values())
         conn.execute("set allowed_directories = ?", [allowed])
         conn.execute("set enable_external_access = false")
         conn.execute("set lock_configuration = true")
         self._conn = conn
         return conn
 
-    def _warehouse_prefixes(self) -> list[str]:
+    @staticmethod
+    def _table_prefixes(tables: Any) -> list[str]:
+        """The locations of the bound tables, in the forms DuckDB checks (path and file URL)."""
         from urllib.parse import urlparse
 
-        warehouse = str(self.settings.catalog.warehouse or "")
-        if self.settings.storage.type == "s3":
-            return [f"s3://{self.settings.storage.bucket}/"]
-        path = urlparse(warehouse).path if warehouse.startswith("file:") else warehouse
-        root = path.rstrip("/") + "/"
-        return [root, f"file://{root}"]
+        prefixes: set[str] = set()
+        for table in tables:
+            location = table.location().rstrip("/") + "/"
+            if location.startswith("file:"):
+                path = urlparse(location).path
+                prefixes |= {path, f"file://{path}"}
+            else:
+                prefixes.add(location)
+        return sorted(prefixes)
 
     def refresh(self) -> None:
         self.close()
 
     def sql(self, query: str, *, schema: str | None = None) -> pa.Table:
+        """Run ``query`` as the user; every query, refused or not, lands in ``audit.query_log``
+        (fail closed: a query whose audit record cannot be written returns nothing)."""
         self.connect()
-        self.check(query, schema=schema)
-        return super().sql(query, schema=schema)
+        tables: list[str] = []
+        try:
+            tables = self.check(query, schema=schema)
+            result = super().sql(query, schema=schema)
+        except QueryError as exc:
+            self._audit(query, tables, None, "denied" if isinstance(exc, AccessDenied) else "error", str(exc))
+            raise
+        self._audit(query, tables, result.num_rows, "ok", None)
+        return result
 
-    def check(self, query: str, *, schema: str | None = None) -> None:
-        """Refuse anything but one SELECT over the user's views (raises AccessDenied)."""
+    def _audit(
+        self, query: str, tables: list[str], rows: int | None, outcome: str, reason: str | None
+    ) -> None:
+        from ._query_audit import QueryRecord, policy_version, record
+
+        principal = self.policy.principal(self.user)
+        applied = {t: self.decisions[t] for t in tables if t in self.decisions}
+        record(
+            self.catalog,
+            QueryRecord(
+                self.user,
+                sorted(principal.roles),
+                query,
+                tables,
+                policy_version(self.policy.files),
+                applied,
+                rows,
+                outcome,
+                reason,
+            ),
+        )
+
+    def check(self, query: str, *, schema: str | None = None) -> list[str]:
+        """Refuse anything but one SELECT over the user's views (raises AccessDenied); returns
+        the tables the query reads."""
         try:
             statements = [s for s in sqlglot.parse(query, read="duckdb") if s is not None]
         except sqlglot.errors.ParseError as exc:
@@ -138,9 +180,12 @@ class SecureEngine(Engine):
         if not isinstance(root, READ_ONLY_ROOTS):
             raise AccessDenied(f"only SELECT queries are allowed, not {root.key.upper()}")
         ctes = {c.alias_or_name.lower() for c in root.find_all(exp.CTE)}
+        tables: set[str] = set()
         for node in root.walk():
             if isinstance(node, exp.Table):
-                self._check_table(node, ctes, schema)
+                found = self._check_table(node, ctes, schema)
+                if found:
+                    tables.add(found)
             elif isinstance(node, exp.Func):
                 name = (node.sql_name() if not isinstance(node, exp.Anonymous) else node.name).lower()
                 if (
@@ -151,18 +196,20 @@ class SecureEngine(Engine):
                     raise AccessDenied(f"function {name}() is not allowed")
             elif isinstance(node, (exp.Into, exp.Command, exp.Pragma, exp.Set)):
                 raise AccessDenied("only SELECT queries are allowed")
+        return sorted(tables)
 
-    def _check_table(self, node: exp.Table, ctes: set[str], schema: str | None) -> None:
+    def _check_table(self, node: exp.Table, ctes: set[str], schema: str | None) -> str | None:
         if not isinstance(node.this, exp.Identifier):
             raise AccessDenied("table functions are not allowed; query the tables by name")
         if node.catalog:
             raise AccessDenied(f"catalog-qualified names are not allowed: {node.sql()}")
         name, layer = node.name, node.db or schema
-        if not layer and name.lower() in ctes:
-            return
+        if not node.db and name.lower() in ctes:
+            return None
         identifier = f"{layer}.{name}" if layer else name
         if identifier not in self.granted:
             raise AccessDenied(f"{self.user} may not read {identifier} (or it does not exist)")
+        return identifier
 
 
 def secure_engine(lakehouse: Any, user: str, policy: Policy | None = None) -> SecureEngine:

@@ -49,6 +49,8 @@ from .errors import ContractError, LakehouseError, SchemaMismatchError
 logger = logging.getLogger(__name__)
 
 DEAD_LETTERS = "bronze.dead_letters"
+# an empty poll means "caught up"; a short wait finds that out without idling on a full batch
+POLL_TIMEOUT_MS = 50
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -378,7 +380,7 @@ class Sink:
         try:
             while not self._stop.is_set():
                 self._raise_worker_error()
-                polled = self._consumer.poll(timeout_ms=200)
+                polled = self._consumer.poll(timeout_ms=POLL_TIMEOUT_MS)
                 for tp, records in polled.items():
                     self._pending[(tp.topic, tp.partition)].extend(records)
                     self._pending_count += len(records)

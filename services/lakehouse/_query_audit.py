@@ -1,0 +1,97 @@
+"""The query audit log: every query a policy-bound session runs (or is refused), appended to
+the Iceberg table ``audit.query_log``, which is itself under policy (compliance roles read it).
+
+Who (user and roles), what (the SQL and the tables it read), when, which policy (a hash of the
+policy files and the filters and masks applied) and how many rows came back.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError, TableAlreadyExistsError
+from pyiceberg.table import Table
+
+from ._load import commit_idempotently
+
+AUDIT_TABLE = ("audit", "query_log")
+SCHEMA = pa.schema(
+    [
+        pa.field("queried_at", pa.timestamp("us"), nullable=False),
+        pa.field("user_name", pa.string(), nullable=False),
+        pa.field("roles", pa.string()),
+        pa.field("query", pa.string(), nullable=False),
+        pa.field("tables", pa.string()),
+        pa.field("policy_version", pa.string()),
+        pa.field("applied", pa.string()),
+        pa.field("rows_returned", pa.int64()),
+        pa.field("outcome", pa.string(), nullable=False),
+        pa.field("reason", pa.string()),
+    ]
+)
+COLUMNS = [f.name for f in SCHEMA]
+
+
+def policy_version(files: tuple[Path, ...]) -> str:
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+@dataclass
+class QueryRecord:
+    user_name: str
+    roles: list[str]
+    query: str
+    tables: list[str]
+    policy_version: str
+    applied: dict[str, object]
+    rows_returned: int | None
+    outcome: str  # ok | denied | error
+    reason: str | None = None
+
+
+def _table(catalog: Catalog) -> Table:
+    try:
+        return catalog.load_table(AUDIT_TABLE)
+    except NoSuchTableError:
+        pass
+    try:
+        catalog.create_namespace(AUDIT_TABLE[0])
+    except NamespaceAlreadyExistsError:
+        pass
+    except Exception:
+        if (AUDIT_TABLE[0],) not in catalog.list_namespaces():
+            raise
+    try:
+        return catalog.create_table(AUDIT_TABLE, schema=SCHEMA)
+    except TableAlreadyExistsError:
+        return catalog.load_table(AUDIT_TABLE)
+
+
+def record(catalog: Catalog, entry: QueryRecord) -> None:
+    row = pa.Table.from_pylist(
+        [
+            {
+                "queried_at": dt.datetime.now(dt.UTC).replace(tzinfo=None),
+                "user_name": entry.user_name,
+                "roles": ",".join(sorted(entry.roles)),
+                "query": entry.query[:20_000],
+                "tables": ",".join(sorted(entry.tables)),
+                "policy_version": entry.policy_version,
+                "applied": json.dumps(entry.applied, sort_keys=True, default=str),
+                "rows_returned": entry.rows_returned,
+                "outcome": entry.outcome,
+                "reason": (entry.reason or "")[:2000] or None,
+            }
+        ],
+        schema=SCHEMA,
+    )
+    commit_idempotently(catalog, _table(catalog), lambda _current: (row, {}))
