@@ -483,3 +483,30 @@ def test_every_query_is_audited_and_the_log_is_under_policy(engines: dict[str, A
         sam.sql("select * from audit.query_log")
     with pytest.raises(AccessDenied):
         engines["dana"].sql("select * from audit.query_log")
+
+
+@pytest.mark.dbt
+def test_duckdb_file_for_superset_holds_only_the_users_view(policy_home: Path, tmp_path: Path) -> None:
+    import duckdb
+
+    out = tmp_path / "sam.duckdb"
+    result = run_cli("policy", "export-duckdb", "--as", "sam", "--out", str(out), home=policy_home)
+    assert result.returncode == 0, result.stderr
+    conn = duckdb.connect(str(out), read_only=True)
+    try:
+        tables = {
+            f"{s}.{t}"
+            for s, t in conn.execute(
+                "select schema_name, table_name from duckdb_tables() where database_name = 'sam'"
+            ).fetchall()
+        }
+        policy = load_policy(REPO / "policies", table_schemas())
+        assert tables and all(policy.decide("sam", t, table_schemas()[t]).allowed for t in tables)
+        assert "bronze.customers" not in tables and not any(t.startswith("audit.") for t in tables)
+        assert conn.execute("select distinct store_id from gold.fct_sales").fetchall() == [("S001",)]
+        names = {r[0] for r in conn.execute("select distinct full_name from gold.dim_customer").fetchall()}
+        assert names <= {"***", None}
+        assert conn.execute("select count(*) from duckdb_views() where not internal").fetchone() == (0,)
+    finally:
+        conn.close()
+    assert out.stat().st_mode & 0o077 == 0

@@ -219,3 +219,27 @@ def secure_engine(lakehouse: Any, user: str, policy: Policy | None = None) -> Se
         return SecureEngine(lakehouse.settings, lakehouse.catalog, policy or load_policy(), user)
     except PolicyError:
         raise
+
+
+def export_duckdb(engine: SecureEngine, path: Any) -> dict[str, int]:
+    """Write what ``engine``'s user may see into a new DuckDB database file, as plain tables
+    (rows filtered, columns masked, nothing that points back at the warehouse), for a BI tool
+    such as Superset to open read-only. Returns rows per table."""
+    import duckdb
+
+    engine.connect()
+    target = duckdb.connect(str(path))
+    written: dict[str, int] = {}
+    try:
+        for identifier in sorted(engine.granted):
+            layer, name = identifier.split(".")
+            data = engine.sql(f"select * from {quote_ident(layer)}.{quote_ident(name)}")
+            target.execute(f"create schema if not exists {quote_ident(layer)}")
+            target.register("incoming", data)
+            target.execute(f"create table {quote_ident(layer)}.{quote_ident(name)} as select * from incoming")
+            target.unregister("incoming")
+            written[identifier] = data.num_rows
+        target.execute("checkpoint")
+    finally:
+        target.close()
+    return written

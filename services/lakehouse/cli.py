@@ -564,6 +564,25 @@ def policy_compile(
         out.print(str(path), highlight=False)
 
 
+@policy_app.command("export-duckdb")
+def policy_export_duckdb(
+    user: Annotated[str, typer.Option("--as", help="The user whose view of the data is exported")],
+    out_file: Annotated[Path, typer.Option("--out", help="New DuckDB database file (for Superset)")],
+) -> None:
+    """Write USER's filtered, masked tables into a DuckDB file a BI tool opens read-only."""
+    from ._api import Lakehouse
+    from ._secure import SecureEngine, export_duckdb
+
+    if out_file.exists():
+        raise typer.BadParameter(f"{out_file} exists; remove it or choose another file")
+    with Lakehouse(Settings.load(), user=user) as lh:
+        assert isinstance(lh.engine, SecureEngine)
+        written = export_duckdb(lh.engine, out_file)
+    out_file.chmod(0o600)
+    for identifier, rows in written.items():
+        out.print(f"{identifier:<40} {rows:>10,} rows", highlight=False)
+
+
 @policy_app.command("explain")
 def policy_explain(
     user: Annotated[str, typer.Option("--as", help="The user")],
