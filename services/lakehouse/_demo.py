@@ -183,6 +183,34 @@ def _edge_slice(settings: Settings, *, store_ids: list[str]) -> str:
     return f"{len(agents)} devices sealed {len(agents) * per_device:,} readings, uploaded over TLS, landed exactly once"
 
 
+def _governed_view(settings: Settings) -> RichTable:
+    """What five users of the reference policy see of the same gold tables."""
+    from ._secure import SecureEngine
+
+    governed = RichTable("user", "role", "fct_sales rows", "stores", "a customer email")
+    for user in ("carol", "dana", "alice", "sam", "svc-ml"):
+        rows, stores, email = "denied", "-", "denied"
+        with Lakehouse(settings, user=user) as as_user:
+            engine = as_user.engine
+            assert isinstance(engine, SecureEngine)
+            engine.connect()
+            if "gold.fct_sales" in engine.granted:
+                count, distinct = (
+                    as_user.sql("select count(*) as n, count(distinct store_id) as s from gold.fct_sales")
+                    .to_pylist()[0]
+                    .values()
+                )
+                rows, stores = f"{count:,}", str(distinct)
+            if "gold.dim_customer" in engine.granted:
+                query = (
+                    "select email from gold.dim_customer where email is not null order by customer_sk limit 1"
+                )
+                email = str(as_user.sql(query).column(0)[0].as_py())[:40]
+            role = ", ".join(sorted(engine.policy.principal(user).roles))
+        governed.add_row(user, role, rows, stores, email)
+    return governed
+
+
 def run_demo(settings: Settings, *, scale: float, seed: int, console: Console) -> None:
     started = time.perf_counter()
     lh = Lakehouse(settings)
@@ -249,6 +277,9 @@ def run_demo(settings: Settings, *, scale: float, seed: int, console: Console) -
     console.print(kpis)
     lh.close()
 
+    _step(console, "7. The same gold table through policies/ (lakehouse sql --as USER)")
+    console.print(_governed_view(settings))
+
     console.print(f"\nDemo finished in {time.perf_counter() - started:.0f}s. Next:")
     console.print("  .venv/bin/lakehouse tables")
     console.print(
@@ -256,4 +287,7 @@ def run_demo(settings: Settings, *, scale: float, seed: int, console: Console) -
     )
     console.print('  .venv/bin/lakehouse sql -o json "select * from platinum.feat_demand_daily limit 3"')
     console.print("  .venv/bin/lakehouse dbt docs generate        # lineage of every layer")
+    console.print(
+        '  .venv/bin/lakehouse sql --as sam "select store_id, sum(net_revenue) from gold.fct_sales group by 1"'
+    )
     console.print("  make test                                    # the whole suite")
