@@ -10,6 +10,8 @@
 4. Kafka -> bronze: events/s of the sink against a raw consume by the same client and broker.
 5. Edge uploads: readings/s and p95 latency of N devices against a bare FastAPI endpoint on the
    same server and TLS; the per-batch cost of token verification and of sealing and opening.
+6. Personal data: ingest with encryption against a plain load of the same file, and a query
+   that decrypts against the same query masked (tests/bench_pii.py).
 
 Usage: python -m tests.bench [--scale 4] [--repeat 3] [--only load,dbt,queries,streaming,edge] [--json FILE]
 """
@@ -255,13 +257,13 @@ def main() -> None:
     console = Console(width=170)
     with tempfile.TemporaryDirectory(prefix="lakehouse-bench-") as tmp:
         work = Path(tmp)
-        load = dbt = queries = streaming = edge = None
-        if only & {"load", "dbt", "queries"}:
+        load = dbt = queries = streaming = edge = pii = None
+        if only & {"load", "dbt", "queries", "pii"}:
             files = write_files(generate(args.scale, seed=42), work / "data")
             console.print(f"bench at scale {args.scale} in {work}")
         if "load" in only:
             load = bench_load(files, args.repeat, work)
-        if only & {"dbt", "queries"}:
+        if only & {"dbt", "queries", "pii"}:
             home = work / "built"
             with Lakehouse(Settings(home=home)) as lh:
                 for name, path in files.items():
@@ -269,6 +271,10 @@ def main() -> None:
                 bronze_rows = sum(i.rows for i in lh.tables())
             dbt = bench_dbt(home, bronze_rows)
             queries = bench_queries(home, args.query_runs)
+            if "pii" in only:
+                from .bench_pii import bench_pii
+
+                pii = bench_pii(work, files["customers"], home)
         if "streaming" in only:
             streaming = bench_streaming(work, args.events)
         if "edge" in only:
@@ -291,9 +297,18 @@ def main() -> None:
         _streaming_rows(table, streaming)
     if edge:
         _edge_rows(table, edge)
+    if pii:
+        _pii_rows(table, pii)
     console.print(table)
     if args.json:
-        results = {"load": load, "dbt": dbt, "queries": queries, "streaming": streaming, "edge": edge}
+        results = {
+            "load": load,
+            "dbt": dbt,
+            "queries": queries,
+            "streaming": streaming,
+            "edge": edge,
+            "pii": pii,
+        }
         args.json.write_text(json.dumps(results, indent=2))
 
 
@@ -327,6 +342,23 @@ def _streaming_rows(table: Table, streaming: dict[str, Any]) -> None:
         f"{streaming['commit_p50_ms']:.0f} / {streaming['commit_p95_ms']:.0f}",
         "-",
         "-",
+        "-",
+    )
+
+
+def _pii_rows(table: Table, pii: dict[str, Any]) -> None:
+    table.add_row(
+        f"customers load rows/s, PII encrypted ({pii['customers']:,} rows)",
+        f"{pii['encrypted_load_rows_per_s']:,.0f}",
+        f"{pii['plain_load_rows_per_s']:,.0f} (same file, plain table)",
+        f"{pii['ingest_ratio']:.2f}x",
+        "-",
+    )
+    table.add_row(
+        f"query decrypting {pii['emails']:,} emails (cleared user), ms",
+        f"{pii['decrypting_query_ms']:.0f}",
+        f"{pii['masked_query_ms']:.0f} (same query, masked user)",
+        f"{pii['query_ratio']:.2f}x",
         "-",
     )
 

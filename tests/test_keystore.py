@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from lakehouse import Lakehouse
 from lakehouse._keystore import KeyShredded, Keystore, KeystoreError, master_key_from
 
 
@@ -83,3 +84,14 @@ def test_tokens_are_deterministic_and_keyed(tmp_path: Path, master: bytes) -> No
     other = Keystore(tmp_path / "b.json", master)  # another keystore: another token key
     assert other.token("ava@example.com") != store.token("ava@example.com")
     assert len(store.token("x") or "") == 64 and store.token(None) is None
+
+
+def test_personal_data_cannot_be_loaded_around_the_keystore(
+    lh: Lakehouse, reference_files: dict[str, Path]
+) -> None:
+    from lakehouse._load import load_files
+    from lakehouse.errors import LoadError
+
+    with pytest.raises(LoadError, match="holds personal data"):
+        load_files(lh.catalog, "bronze.customers", [reference_files["customers"]])
+    assert len(lh.load("bronze.customers", [reference_files["customers"]]).files_loaded) == 1

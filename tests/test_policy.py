@@ -101,6 +101,13 @@ def _line_of(path: Path, needle: str) -> int:
             "sam:",
             "must be letters, digits",
         ),
+        (
+            "access.yml",
+            "birth_date: redact}",
+            "birth_date: year}",
+            "masks:",
+            "birth_date is encrypted: its mask must be",
+        ),
     ],
 )
 def test_invalid_policies_name_file_and_line(
@@ -132,7 +139,8 @@ def test_reference_policies(policy: Policy, schemas: dict[str, list[str]]) -> No
     assert (
         dana.allowed and not dana.filters and set(dana.masks) == {"full_name", "email", "phone", "birth_date"}
     )
-    assert policy.decide("carol", "gold.dim_customer", schemas["gold.dim_customer"]).masks == {}
+    carol = policy.decide("carol", "gold.dim_customer", schemas["gold.dim_customer"]).masks
+    assert carol == dict.fromkeys(["full_name", "email", "phone", "birth_date"], "decrypt")
     assert [t for t in schemas if policy.decide("svc-ml", t, schemas[t]).allowed] == [
         t for t in schemas if t.startswith("platinum.")
     ]
@@ -293,6 +301,18 @@ def engines(policy_home: Path, policy: Policy) -> Iterator[dict[str, Any]]:
             engine.close()
 
 
+def _with_decrypt(lakehouse: Lakehouse) -> None:
+    """Give the operator's session the platform's decrypt function, to evaluate the Trino masks."""
+    from lakehouse._keystore import open_keystore
+
+    conn = lakehouse.engine.connect()
+    if not conn.execute(
+        "select count(*) from duckdb_functions() where function_name = 'pii_decrypt'"
+    ).fetchone()[0]:
+        keystore = open_keystore(lakehouse.settings)
+        conn.create_function("pii_decrypt", keystore.decrypt, ["VARCHAR"], "VARCHAR")
+
+
 MATRIX_TABLES = [
     "gold.fct_sales",
     "gold.dim_store",
@@ -315,6 +335,7 @@ def test_embedded_engine_agrees_with_the_compiled_trino_policy(
     filter and masks that the Rego module returns, translated to DuckDB by sqlglot."""
     raw, mine = engines["__raw__"], engines[user]
     rego = _rego(policy, schemas)
+    _with_decrypt(raw)
     for identifier in MATRIX_TABLES:
         columns = schemas[identifier]
         allowed = _ask(
@@ -378,17 +399,21 @@ def test_filters_and_masks_show_in_results(engines: dict[str, Any]) -> None:
         stores_r4
     )
     row = dana.sql(
-        "select full_name, email, birth_date from gold.dim_customer where full_name is not null limit 1"
+        "select full_name, email, email_token, birth_date from gold.dim_customer where full_name is not null limit 1"
     ).to_pylist()[0]
-    assert (
-        row["full_name"] == "***"
-        and len(row["email"]) == 64
-        and (row["birth_date"].month, row["birth_date"].day) == (1, 1)
+    assert row["full_name"] == row["birth_date"] == "***"
+    assert row["email"] == row["email_token"] and len(row["email"]) == 64  # the keyed token, not the address
+    clear = carol.sql(
+        "select email, birth_date from gold.dim_customer where email is not null limit 1"
+    ).to_pylist()[0]
+    assert "@" in clear["email"] and len(clear["birth_date"]) == 10  # decrypted by the platform
+    raw = (
+        engines["__raw__"]
+        .sql("select email from gold.dim_customer where email is not null limit 1")
+        .column(0)[0]
+        .as_py()
     )
-    clear = carol.sql("select email from gold.dim_customer where email is not null limit 1").to_pylist()[0][
-        "email"
-    ]
-    assert "@" in clear
+    assert raw.startswith("pii:v1:") and "@" not in raw  # stored encrypted
 
 
 BYPASSES = [
@@ -414,6 +439,7 @@ BYPASSES = [
     'select * from gold."fct_sales"" union select * from bronze.""customers"',
     "install httpfs",
     "export database '/tmp/x'",
+    "select pii_decrypt(email) from gold.dim_customer",
 ]
 
 

@@ -14,6 +14,7 @@ from pyiceberg.table import Table
 
 from ._catalog import load_catalog
 from ._engine import Engine, list_tables
+from ._keystore import Keystore
 from ._load import LoadResult, ProgressCallback, load_files, parse_identifier
 from ._settings import Settings
 from ._stack import apply_stack_state
@@ -104,6 +105,9 @@ class Lakehouse:
         progress: ProgressCallback | None = None,
     ) -> LoadResult:
         """Append files to a table atomically and idempotently (see ``lakehouse.load_files``)."""
+        from ._contracts import contract_for
+
+        contract = contract_for(identifier, self.settings.contracts_file)
         return load_files(
             self.catalog,
             identifier,
@@ -112,7 +116,15 @@ class Lakehouse:
             create=create,
             progress=progress,
             contracts_file=self.settings.contracts_file,
+            keystore=self.keystore if contract is not None and contract.pii else None,
         )
+
+    @cached_property
+    def keystore(self) -> Keystore:
+        """Per-customer data keys for personal data (see ``lakehouse._keystore``)."""
+        from ._keystore import open_keystore
+
+        return open_keystore(self.settings)
 
     def close(self) -> None:
         if "engine" in self.__dict__:

@@ -102,6 +102,11 @@ class Contract(BaseModel, frozen=True):
     columns: list[Column]
     partition_by: list[PartitionBy] = Field(default_factory=list)
     pii: list[str] = Field(default_factory=list)
+    # personal data is stored encrypted under the data key of the row's subject (pii_subject),
+    # normalised first (pii_normalize), and pii_tokens also get <name>_token, a keyed HMAC
+    pii_subject: str | None = None
+    pii_normalize: dict[str, Literal["trim", "lower_trim", "digits"]] = Field(default_factory=dict)
+    pii_tokens: list[str] = Field(default_factory=list)
     rls: dict[Literal["region", "store"], str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -118,6 +123,11 @@ class Contract(BaseModel, frozen=True):
             unknown = [r for r in refs if r not in names]
             if unknown:
                 raise ValueError(f"{kind} names unknown column(s) {unknown}")
+        if self.pii and self.pii_subject not in names:
+            raise ValueError("pii columns need pii_subject: the column whose data key encrypts them")
+        outside = [c for c in [*self.pii_normalize, *self.pii_tokens] if c not in self.pii]
+        if outside:
+            raise ValueError(f"pii_normalize and pii_tokens name non-pii column(s) {outside}")
         not_required = [c.name for c in self.columns if c.name in self.primary_key and not c.required]
         if not_required:
             raise ValueError(f"primary key column(s) {not_required} must be required: true")
@@ -130,10 +140,32 @@ class Contract(BaseModel, frozen=True):
     def column(self, name: str) -> Column:
         return next(c for c in self.columns if c.name == name)
 
+    @property
+    def stored_columns(self) -> list[Column]:
+        """The table's columns: as declared, except personal data stored as ciphertext text,
+        plus the token columns. ``columns`` is what producers send."""
+        if not self.pii:
+            return list(self.columns)
+        stored = [
+            Column(name=c.name, type="string", required=c.required, description="encrypted (pii:v1)")
+            if c.name in self.pii
+            else c
+            for c in self.columns
+        ]
+        return stored + [
+            Column(name=f"{t}_token", type="string", description=f"keyed HMAC-SHA256 of the normalised {t}")
+            for t in self.pii_tokens
+        ]
+
+    def stored_arrow_schema(self) -> pa.Schema:
+        return pa.schema(
+            [pa.field(c.name, c.arrow_type, nullable=not c.required) for c in self.stored_columns]
+        )
+
     def iceberg_schema(self) -> Schema:
         fields = [
             NestedField(i, c.name, c.iceberg_type, required=c.required, doc=c.description or None)
-            for i, c in enumerate(self.columns, start=1)
+            for i, c in enumerate(self.stored_columns, start=1)
         ]
         ids = [f.field_id for f in fields if f.name in self.primary_key]
         return Schema(*fields, identifier_field_ids=ids)
@@ -216,14 +248,14 @@ def evolve_to_contract(table: Table, contract: Contract) -> Table:
     """
     schema = table.schema()
     names = {f.name: f for f in schema.fields}
-    added = [c for c in contract.columns if c.name not in names]
+    added = [c for c in contract.stored_columns if c.name not in names]
     problems = [
         f"adds required column {c.name!r} (existing rows have no value; declare it optional)"
         for c in added
         if c.required
     ]
     promoted = []
-    for c in contract.columns:
+    for c in contract.stored_columns:
         if c.name in names and names[c.name].field_type != c.iceberg_type:
             if _promotable(names[c.name].field_type, c.iceberg_type):
                 promoted.append(c)
@@ -254,7 +286,7 @@ def dbt_sources_yaml() -> str:
         if contract.system:
             continue
         columns: list[dict[str, Any]] = []
-        for c in contract.columns:
+        for c in contract.stored_columns:
             column: dict[str, Any] = {"name": c.name}
             if c.description:
                 column["description"] = c.description

@@ -4,8 +4,9 @@
   associated data binds the subject and the field, so a ciphertext cannot be moved to another
   customer or column. Stored as text: ``pii:v1:<subject>:<field>:<base64url(nonce|ciphertext)>``.
 - DEKs are kept wrapped (AES key wrap, RFC 3394) by a key-encryption key (KEK); KEKs are kept
-  wrapped by the master key, which comes from a secret file or the environment and is never
-  stored beside the keystore. Rotating the KEK re-wraps every DEK: no data file is rewritten.
+  wrapped by the master key, which comes from the environment or a secret file (locally, unless
+  set, a generated 0600 file under state/keys). Rotating the KEK re-wraps every DEK: no data
+  file is rewritten.
 - Destroying a subject's DEK (crypto-shredding) makes every copy of its ciphertext, in every
   snapshot, branch and backup, unreadable.
 - ``token()`` is a keyed HMAC-SHA256 of a normalised value: equal emails give equal tokens, so
@@ -159,6 +160,23 @@ class Keystore:
         self._cache[subject] = dek
         return dek
 
+    def ensure(self, subjects: set[str]) -> None:
+        """Create the data keys of ``subjects`` that do not exist yet, in one write."""
+        missing = {s for s in subjects if s not in self._state["deks"]}
+        if not missing:
+            return
+        with self._locked() as state:
+            shredded = sorted(missing & state["shredded"].keys())
+            if shredded:
+                raise KeyShredded(
+                    f"data keys of {shredded[:5]} were destroyed: their data may not be written again"
+                )
+            kid = state["keks"][-1]["kid"]
+            kek = self._kek(state, kid)
+            for subject in sorted(missing - state["deks"].keys()):
+                dek = AESGCM.generate_key(bit_length=256)
+                state["deks"][subject] = {"kek": kid, "wrapped": _b64e(aes_key_wrap(kek, dek))}
+
     def encrypt(self, subject: str, field: str, value: str | None) -> str | None:
         if value is None:
             return None
@@ -227,3 +245,56 @@ def master_key_from(secret: str) -> bytes:
     except ValueError as exc:
         raise KeystoreError("the master key must be base64 of 32 random bytes") from exc
     return key
+
+
+# --- the platform's keystore, and personal data in and out ------------------------------------
+
+
+def open_keystore(settings: Any) -> Keystore:
+    """The keystore the settings describe. The cluster profile requires a master key secret."""
+    from ._process import write_private
+    from .errors import ConfigurationError
+
+    keys = settings.keys
+    path = keys.keystore_file or settings.state_dir / "keys" / "keystore.json"
+    if keys.master_key is not None:
+        return Keystore(path, master_key_from(keys.master_key.get_secret_value()))
+    if settings.profile == "cluster":
+        raise ConfigurationError("the cluster profile needs keys.master_key (a Kubernetes Secret or KMS)")
+    master_file = settings.state_dir / "keys" / "master.key"
+    if not master_file.exists():
+        write_private(master_file, base64.b64encode(secrets.token_bytes(32)).decode())
+    return Keystore(path, master_key_from(master_file.read_text()))
+
+
+_NORMALISE = {
+    "trim": lambda v: v.strip(),
+    "lower_trim": lambda v: v.strip().lower(),
+    "digits": lambda v: "".join(ch for ch in v if ch.isdigit()),
+}
+
+
+def protect(data: Any, contract: Any, keystore: Keystore) -> Any:
+    """Rows as producers sent them -> rows as stored: personal data normalised and encrypted
+    under each row's subject, token columns added. Non-personal columns pass unchanged."""
+    import pyarrow as pa
+
+    subjects = data.column(contract.pii_subject).to_pylist()
+    keystore.ensure({str(s) for s in subjects})
+    columns: dict[str, Any] = {}
+    for name in data.column_names:
+        if name not in contract.pii:
+            columns[name] = data.column(name)
+            continue
+        normalise = _NORMALISE.get(contract.pii_normalize.get(name, ""), lambda v: v)
+        plain = [
+            None if v is None else normalise(v.isoformat() if hasattr(v, "isoformat") else str(v))
+            for v in data.column(name).to_pylist()
+        ]
+        plain = [v or None for v in plain]  # a value that normalises to nothing is no value
+        columns[name] = pa.array(
+            [keystore.encrypt(str(s), name, v) for s, v in zip(subjects, plain, strict=True)], pa.string()
+        )
+        if name in contract.pii_tokens:
+            columns[f"{name}_token"] = pa.array([keystore.token(v) for v in plain], pa.string())
+    return pa.table(columns).select(contract.stored_arrow_schema().names).cast(contract.stored_arrow_schema())

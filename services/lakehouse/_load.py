@@ -34,6 +34,7 @@ from pyiceberg.table.snapshots import ancestors_of
 
 from ._catalog import LAYERS
 from ._contracts import Contract, contract_for, evolve_to_contract
+from ._keystore import Keystore, protect
 from .errors import LakehouseError, LoadError, NoSuchTableError, SchemaMismatchError
 
 logger = logging.getLogger(__name__)
@@ -543,8 +544,11 @@ def load_files(
     create: bool = False,
     progress: ProgressCallback | None = None,
     contracts_file: Path | None = None,
+    keystore: Keystore | None = None,
 ) -> LoadResult:
-    """Append files to ``identifier`` in one atomic commit, skipping files already loaded."""
+    """Append files to ``identifier`` in one atomic commit, skipping files already loaded.
+    Personal data (the contract's ``pii``) is encrypted with ``keystore`` before it is written;
+    without one, such a table refuses the load."""
     started = time.perf_counter()
     parse_identifier(identifier)
     files = [Path(p) for p in paths]
@@ -560,6 +564,14 @@ def load_files(
     result = LoadResult(table=identifier, created=created)
     target = target_arrow_schema(table)
     done = loaded_batch_ids(table)
+    contract = contract_for(identifier, contracts_file)
+    personal = contract if contract is not None and contract.pii else None
+    if personal is not None and keystore is None:
+        raise LoadError(
+            f"{identifier} holds personal data ({', '.join(personal.pii)}): load it through the platform "
+            "(lakehouse load, Lakehouse.load), which encrypts it"
+        )
+    source_schema = personal.arrow_schema() if personal is not None else target
 
     batches: list[_Batch] = []
     seen: set[str] = set()
@@ -572,8 +584,16 @@ def load_files(
             continue
         seen.add(bid)
         data = conform(
-            read_file(path, file_fmt, target), target, source=str(path), fmt=file_fmt, table=identifier
+            read_file(path, file_fmt, source_schema),
+            source_schema,
+            source=str(path),
+            fmt=file_fmt,
+            table=identifier,
         )
+        if personal is not None and keystore is not None:
+            data = conform(
+                protect(data, personal, keystore), target, source=str(path), fmt=file_fmt, table=identifier
+            )
         batches.append(_Batch(path, bid, data))
         if progress:
             progress(f"validated {path.name}", data.num_rows)

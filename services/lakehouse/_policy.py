@@ -18,8 +18,9 @@ import yaml
 
 from .errors import LakehouseError
 
-MaskKind = Literal["redact", "hash", "year", "null"]
-MASK_KINDS: tuple[str, ...] = ("redact", "hash", "year", "null")
+MaskKind = Literal["redact", "hash", "year", "null", "token", "decrypt"]
+MASK_KINDS: tuple[str, ...] = ("redact", "hash", "year", "null", "token")
+ENCRYPTED_MASKS = ("redact", "null", "token")  # what can be shown of a ciphertext without its key
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 VALUE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # attribute values end up in SQL literals
 
@@ -170,10 +171,12 @@ class Policy:
         )
         masks: dict[str, MaskKind] = {}
         for clearance, spec in self.sensitive.items():
-            if clearance in principal.clearances:
-                continue
+            cleared = clearance in principal.clearances
             for column in spec["tables"].get(table, []):
-                masks[column] = spec["masks"][column]
+                if not cleared:
+                    masks[column] = spec["masks"][column]
+                elif spec["encrypted"]:
+                    masks[column] = "decrypt"  # shown in clear: the platform decrypts it
         return Decision(True, filters, masks)
 
     def sensitive_columns(self, table: str) -> set[str]:
@@ -228,9 +231,16 @@ def load_policy(directory: Path | None = None, schemas: dict[str, list[str]] | N
     sensitive: dict[str, dict[str, Any]] = {}
     for clearance, spec in (access_doc.get("sensitive") or {}).items():
         masks = dict(spec.get("masks") or {})
+        encrypted = bool(spec.get("encrypted", False))
         for column, kind in masks.items():
             if kind not in MASK_KINDS:
                 err(spec["masks"], column, f"mask {kind!r} is not one of {list(MASK_KINDS)}")
+            elif encrypted and kind not in ENCRYPTED_MASKS:
+                err(
+                    spec["masks"],
+                    column,
+                    f"{column} is encrypted: its mask must be one of {list(ENCRYPTED_MASKS)}",
+                )
         tables = spec.get("tables") or {}
         for table, cols in tables.items():
             if not known_table(tables, table, table):
@@ -239,7 +249,13 @@ def load_policy(directory: Path | None = None, schemas: dict[str, list[str]] | N
                 known_column(tables, table, table, column)
                 if column not in masks:
                     err(tables, table, f"sensitive column {table}.{column} has no mask in {clearance}.masks")
-        sensitive[str(clearance)] = {"masks": masks, "tables": {t: list(c) for t, c in tables.items()}}
+                elif masks[column] == "token":
+                    known_column(tables, table, table, f"{column}_token")
+        sensitive[str(clearance)] = {
+            "masks": masks,
+            "encrypted": encrypted,
+            "tables": {t: list(c) for t, c in tables.items()},
+        }
 
     # principals.yml: roles, groups, users
     roles: dict[str, dict[str, Any]] = {}

@@ -25,15 +25,18 @@ def table_schemas(contracts_file: Path | None = None, dbt_dir: Path | None = Non
     from the dbt models' YAML (gold and platinum contracts are enforced, so these are exact)."""
     from ._dbt import project_dir
 
-    schemas = {c.identifier: [col.name for col in c.columns] for c in load_contracts(contracts_file).values()}
+    schemas = {
+        c.identifier: [col.name for col in c.stored_columns] for c in load_contracts(contracts_file).values()
+    }
     root = dbt_dir or project_dir()
     for layer in LAYERS[1:]:
         for path in sorted((root / "models" / layer).glob("*.yml")):
             for model in (yaml.safe_load(path.read_text()) or {}).get("models", []):
                 schemas[f"{layer}.{model['name']}"] = [c["name"] for c in model.get("columns", [])]
-    from ._query_audit import AUDIT_TABLE, COLUMNS
+    from ._query_audit import AUDIT_TABLE, COLUMNS, KEY_SCHEMA, KEY_TABLE
 
     schemas[".".join(AUDIT_TABLE)] = list(COLUMNS)
+    schemas[".".join(KEY_TABLE)] = list(KEY_SCHEMA.names)
     return schemas
 
 
@@ -63,18 +66,24 @@ def filter_sql(filters: tuple[Filter, ...], *, table_ref: Any) -> str | None:
 
 
 _MASKS: dict[str, dict[MaskKind, str]] = {
-    # the same value in both engines: sha256 of the UTF-8 bytes as lowercase hex, year truncation
+    # the same value in both engines: sha256 of the UTF-8 bytes as lowercase hex, year truncation;
+    # `decrypt` is the platform's pii_decrypt function (a DuckDB UDF here; in Trino, a function
+    # the cluster must provide)
     "trino": {
         "redact": "CASE WHEN {c} IS NULL THEN NULL ELSE '***' END",
         "hash": "lower(to_hex(sha256(to_utf8({c}))))",
         "year": "date_trunc('year', {c})",
         "null": "NULL",
+        "token": "{c}_token",
+        "decrypt": "pii_decrypt({c})",
     },
     "duckdb": {
         "redact": "CASE WHEN {c} IS NULL THEN NULL ELSE '***' END",
         "hash": "sha256({c})",
         "year": "CAST(date_trunc('year', {c}) AS DATE)",
         "null": "NULL",
+        "token": "{c}_token",
+        "decrypt": "pii_decrypt({c})",
     },
 }
 
@@ -107,7 +116,11 @@ def opa_data(policy: Policy, schemas: dict[str, list[str]], *, catalog: str = "i
                     f"WHERE {via['value']} = %s)"
                 }
         masks = {
-            column: {"clearance": clearance, "expression": mask_sql("trino", spec["masks"][column], column)}
+            column: {
+                "clearance": clearance,
+                "expression": mask_sql("trino", spec["masks"][column], column),
+                "decrypt": mask_sql("trino", "decrypt", column) if spec["encrypted"] else None,
+            }
             for clearance, spec in policy.sensitive.items()
             for column in spec["tables"].get(identifier, [])
         }

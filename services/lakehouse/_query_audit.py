@@ -1,8 +1,9 @@
-"""The query audit log: every query a policy-bound session runs (or is refused), appended to
-the Iceberg table ``audit.query_log``, which is itself under policy (compliance roles read it).
+"""The audit logs, Iceberg tables under policy (only compliance roles read the ``audit`` layer):
 
-Who (user and roles), what (the SQL and the tables it read), when, which policy (a hash of the
-policy files and the filters and masks applied) and how many rows came back.
+- ``audit.query_log``: every query a policy-bound session runs or refuses: who (user, roles),
+  what (the SQL, the tables read), when, which policy (a hash of the policy files, the filters
+  and masks applied) and how many rows came back;
+- ``audit.key_log``: every key operation (KEK rotation, a customer forgotten).
 """
 
 from __future__ import annotations
@@ -58,22 +59,54 @@ class QueryRecord:
     reason: str | None = None
 
 
-def _table(catalog: Catalog) -> Table:
+KEY_TABLE = ("audit", "key_log")
+KEY_SCHEMA = pa.schema(
+    [
+        pa.field("logged_at", pa.timestamp("us"), nullable=False),
+        pa.field("operation", pa.string(), nullable=False),
+        pa.field("subject", pa.string()),
+        pa.field("actor", pa.string(), nullable=False),
+        pa.field("detail", pa.string()),
+    ]
+)
+
+
+def record_key_operation(
+    catalog: Catalog, operation: str, subject: str | None, detail: dict[str, object]
+) -> None:
+    import getpass
+
+    row = pa.Table.from_pylist(
+        [
+            {
+                "logged_at": dt.datetime.now(dt.UTC).replace(tzinfo=None),
+                "operation": operation,
+                "subject": subject,
+                "actor": getpass.getuser(),
+                "detail": json.dumps(detail, sort_keys=True, default=str),
+            }
+        ],
+        schema=KEY_SCHEMA,
+    )
+    commit_idempotently(catalog, _table(catalog, KEY_TABLE, KEY_SCHEMA), lambda _current: (row, {}))
+
+
+def _table(catalog: Catalog, identifier: tuple[str, str] = AUDIT_TABLE, schema: pa.Schema = SCHEMA) -> Table:
     try:
-        return catalog.load_table(AUDIT_TABLE)
+        return catalog.load_table(identifier)
     except NoSuchTableError:
         pass
     try:
-        catalog.create_namespace(AUDIT_TABLE[0])
+        catalog.create_namespace(identifier[0])
     except NamespaceAlreadyExistsError:
         pass
     except Exception:
-        if (AUDIT_TABLE[0],) not in catalog.list_namespaces():
+        if (identifier[0],) not in catalog.list_namespaces():
             raise
     try:
-        return catalog.create_table(AUDIT_TABLE, schema=SCHEMA)
+        return catalog.create_table(identifier, schema=schema)
     except TableAlreadyExistsError:
-        return catalog.load_table(AUDIT_TABLE)
+        return catalog.load_table(identifier)
 
 
 def record(catalog: Catalog, entry: QueryRecord) -> None:

@@ -24,6 +24,7 @@ from .errors import QueryError
 
 # scalar functions that reach outside the data the views expose
 FORBIDDEN_FUNCTIONS = {
+    "pii_decrypt",
     "getenv",
     "current_setting",
     "read_text",
@@ -75,6 +76,7 @@ class SecureEngine(Engine):
         )
         install_extensions(conn)
         configure_storage(conn, self.settings)
+        self._register_decrypt(conn)
         conn.execute(f"create schema {self._hidden}")
         tables = {
             f"{layer}.{name}": self.catalog.load_table((layer, name))
@@ -88,7 +90,7 @@ class SecureEngine(Engine):
             if not decision.allowed:
                 continue
             select = ", ".join(
-                f"{mask_sql('duckdb', decision.masks[c], quote_ident(c))} as {quote_ident(c)}"
+                f"{mask_sql('duckdb', decision.masks[c], c)} as {quote_ident(c)}"
                 if c in decision.masks
                 else quote_ident(c)
                 for c in columns
@@ -112,6 +114,26 @@ class SecureEngine(Engine):
         conn.execute("set lock_configuration = true")
         self._conn = conn
         return conn
+
+    def _register_decrypt(self, conn: Any) -> None:
+        """``pii_decrypt(value)``: personal data in clear, for the views of cleared users only
+        (user queries may not call it). A forgotten customer's data decrypts to NULL."""
+        from ._keystore import KeyShredded, open_keystore
+
+        keystore = open_keystore(self.settings)
+
+        def one(value: str | None) -> str | None:
+            try:
+                return keystore.decrypt(value)
+            except KeyShredded:
+                return None
+
+        def decrypt(values: Any) -> Any:  # an Arrow vector at a time, not a call per row
+            import pyarrow as pa
+
+            return pa.array([one(v) for v in values.to_pylist()], pa.string())
+
+        conn.create_function("pii_decrypt", decrypt, ["VARCHAR"], "VARCHAR", type="arrow")
 
     @staticmethod
     def _table_prefixes(tables: Any) -> list[str]:

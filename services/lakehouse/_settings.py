@@ -93,6 +93,14 @@ class GatewaySettings(BaseModel):
     schemas: list[str] = ["bronze.sensor_readings"]  # what devices may upload
 
 
+class KeysSettings(BaseModel):
+    """Envelope encryption of personal data (the keystore of per-customer data keys)."""
+
+    # base64 of 32 random bytes; unset in local/stack: a generated 0600 file under state/keys
+    master_key: SecretStr | None = None
+    keystore_file: Path | None = None  # default: <home>/state/keys/keystore.json
+
+
 class Settings(BaseSettings):
     """Everything the platform is configured by. ``profile`` picks the defaults of the rest."""
 
@@ -109,6 +117,7 @@ class Settings(BaseSettings):
     engine: EngineSettings = Field(default_factory=EngineSettings)
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    keys: KeysSettings = Field(default_factory=KeysSettings)
     contracts_file: Path | None = None  # a bronze.yml replacing the packaged contracts
     policies_dir: Path | None = None  # principals.yml + access.yml; default: policies/ of this checkout
 

@@ -43,6 +43,10 @@ app.add_typer(gateway_app, name="gateway")
 app.add_typer(devices_app, name="devices")
 maintain_app = typer.Typer(no_args_is_help=True, help="Table maintenance.")
 policy_app = typer.Typer(no_args_is_help=True, help="Access policies (policies/): check, compile, explain.")
+keys_app = typer.Typer(no_args_is_help=True, help="The keystore of per-customer data keys.")
+gdpr_app = typer.Typer(no_args_is_help=True, help="Data subjects' rights: erasure by crypto-shredding.")
+app.add_typer(keys_app, name="keys")
+app.add_typer(gdpr_app, name="gdpr")
 app.add_typer(policy_app, name="policy")
 app.add_typer(maintain_app, name="maintain")
 
@@ -612,6 +616,62 @@ def policy_explain(
     else:
         for key, value in result.items():
             out.print(f"{key}: {value}", highlight=False)
+
+
+@keys_app.command("rotate")
+def keys_rotate() -> None:
+    """A new key-encryption key: every data key re-wrapped, no data file rewritten."""
+    from ._query_audit import record_key_operation
+
+    lh = _lakehouse()
+    before = lh.keystore.status()
+    kid = lh.keystore.rotate()
+    record_key_operation(
+        lh.catalog, "rotate", None, {"from": before["kek"], "to": kid, "data_keys": before["data_keys"]}
+    )
+    out.print(f"key-encryption key is now {kid}; {before['data_keys']} data keys re-wrapped", highlight=False)
+
+
+@keys_app.command("status")
+def keys_status() -> None:
+    """The active key-encryption key and how many data keys exist or were destroyed."""
+    _print_json(_lakehouse().keystore.status())
+
+
+@gdpr_app.command("forget")
+def gdpr_forget(
+    customer_id: Annotated[str, typer.Argument(help="The customer to erase")],
+    output: Annotated[TextOrJson, typer.Option("--output", "-o")] = TextOrJson.text,
+) -> None:
+    """Destroy the customer's data key, delete their rows from current snapshots, and prove
+    that no snapshot, branch or time-travel query can recover their personal data."""
+    from ._gdpr import forget
+
+    lh = _lakehouse()
+    report = forget(lh.catalog, lh.keystore, customer_id, lh.settings.contracts_file)
+    if output is TextOrJson.json:
+        _print_json(report.as_dict())
+    else:
+        table = RichTable(
+            "table", "snapshots", "refs", "rows in history", "values checked", "decryptable", "rows now"
+        )
+        for t in report.tables:
+            table.add_row(
+                t.table,
+                str(t.snapshots_checked),
+                ",".join(t.refs),
+                str(t.rows_in_history),
+                str(t.values_checked),
+                str(t.values_decryptable),
+                str(t.rows_now),
+            )
+        out.print(table)
+        verdict = "erased: no personal value of" if report.erased else "NOT ERASED:"
+        out.print(
+            f"{verdict} {customer_id} can be decrypted from any snapshot; data key destroyed", highlight=False
+        )
+    if not report.erased:
+        raise typer.Exit(1)
 
 
 @app.command("settings")

@@ -1,4 +1,5 @@
--- Customers as SCD2 (address and home store tracked). PII columns are governed by policies/.
+-- Customers as SCD2 (address and home store tracked). Personal data stays encrypted per customer;
+-- policies/ decide who sees it decrypted, masked or not at all.
 with
 
 history as (
@@ -13,6 +14,8 @@ final as (
         email,
         phone,
         birth_date,
+        email_token,
+        phone_token,
         street,
         city,
         postal_code,

@@ -41,6 +41,7 @@ final as (
         customers.customer_id,
         customers.full_name,
         customers.email,
+        customers.email_token,
         customers.city,
         customers.home_store_id,
         store_visits.store_id as preferred_store_id,

@@ -1,5 +1,6 @@
--- SCD2 history of customers, tracking address and home store. Contact details are normalised
--- (emails trimmed and lower-cased, phones reduced to digits) so the same person matches.
+-- SCD2 history of customers, tracking address and home store. Personal data arrives normalised
+-- and encrypted per customer (bronze contract: pii); it passes through untouched, and the email
+-- and phone tokens (keyed hashes of the normalised values) match the same person without it.
 -- A new version opens only when a tracked attribute changes; re-sent rows collapse.
 with
 
@@ -10,10 +11,12 @@ source as (
 normalised as (
     select
         upper(trim(customer_id)) as customer_id,
-        trim(full_name) as full_name,
-        lower(trim(email)) as email,
-        nullif({{ digits_only('phone') }}, '') as phone,
+        full_name,
+        email,
+        phone,
         birth_date,
+        email_token,
+        phone_token,
         trim(street) as street,
         trim(city) as city,
         trim(postal_code) as postal_code,
@@ -54,6 +57,8 @@ final as (
         email,
         phone,
         birth_date,
+        email_token,
+        phone_token,
         street,
         city,
         postal_code,
