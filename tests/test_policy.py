@@ -536,3 +536,24 @@ def test_duckdb_file_for_superset_holds_only_the_users_view(policy_home: Path, t
     finally:
         conn.close()
     assert out.stat().st_mode & 0o077 == 0
+
+
+@pytest.mark.dbt
+def test_the_operators_unrestricted_queries_are_audited_too(policy_home: Path) -> None:
+    import getpass
+
+    with Lakehouse(Settings(home=policy_home)) as operator:
+        operator.sql("select count(*) as operator_marker from gold.fct_sales")
+        with pytest.raises(Exception, match="no table"):
+            operator.sql("select * from gold.nope -- operator_marker")
+    with Lakehouse(Settings(home=policy_home), user="carol") as carol:
+        log = carol.sql(
+            "select user_name, tables, outcome, rows_returned, policy_version from audit.query_log "
+            "where query like '%operator_marker%' order by outcome desc"
+        ).to_pylist()
+    assert [(e["user_name"], e["outcome"]) for e in log] == [
+        (f"operator:{getpass.getuser()}", "ok"),
+        (f"operator:{getpass.getuser()}", "error"),
+    ]
+    assert log[0]["tables"] == "gold.fct_sales" and log[0]["rows_returned"] == 1
+    assert log[0]["policy_version"] == "unrestricted"

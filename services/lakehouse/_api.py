@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import cached_property
@@ -18,7 +19,9 @@ from ._keystore import Keystore
 from ._load import LoadResult, ProgressCallback, load_files, parse_identifier
 from ._settings import Settings
 from ._stack import apply_stack_state
-from .errors import NoSuchTableError
+from .errors import LakehouseError, NoSuchTableError
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -91,9 +94,51 @@ class Lakehouse:
         return infos
 
     def sql(self, query: str, *, schema: str | None = None) -> pa.Table:
-        """Run SQL over every layer; tables are ``layer.table``; ``schema`` sets the default layer."""
+        """Run SQL over every layer; tables are ``layer.table``; ``schema`` sets the default layer.
+
+        Every query is audited in ``audit.query_log``: a policy-bound session (``user``) before
+        it answers; the operator's unrestricted session in one commit when it closes."""
         self.engine.refresh() if self.engine._conn is not None else None
-        return self.engine.sql(query, schema=schema)
+        if self.user is not None:
+            return self.engine.sql(query, schema=schema)
+        try:
+            result = self.engine.sql(query, schema=schema)
+        except LakehouseError as exc:
+            self._operator_queries.append((query, None, "error", str(exc)))
+            raise
+        self._operator_queries.append((query, result.num_rows, "ok", None))
+        return result
+
+    @cached_property
+    def _operator_queries(self) -> list[tuple[str, int | None, str, str | None]]:
+        return []
+
+    def _flush_operator_audit(self) -> None:
+        queries = self.__dict__.pop("_operator_queries", None)
+        if not queries:
+            return
+        import getpass
+
+        from ._query_audit import QueryRecord, record_many, tables_in
+
+        entries = [
+            QueryRecord(
+                f"operator:{getpass.getuser()}",
+                ["operator"],
+                query,
+                tables_in(query),
+                "unrestricted",
+                {},
+                rows,
+                outcome,
+                reason,
+            )
+            for query, rows, outcome, reason in queries
+        ]
+        try:
+            record_many(self.catalog, entries)
+        except Exception as exc:  # the results were already returned; say so loudly, do not hide them
+            logger.warning("could not append %s operator queries to audit.query_log: %s", len(entries), exc)
 
     def load(
         self,
@@ -127,6 +172,7 @@ class Lakehouse:
         return open_keystore(self.settings)
 
     def close(self) -> None:
+        self._flush_operator_audit()
         if "engine" in self.__dict__:
             self.engine.close()
 

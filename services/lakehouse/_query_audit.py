@@ -109,11 +109,35 @@ def _table(catalog: Catalog, identifier: tuple[str, str] = AUDIT_TABLE, schema: 
         return catalog.load_table(identifier)
 
 
+def tables_in(query: str) -> list[str]:
+    """The ``layer.table`` names a query reads (best effort: the operator's SQL is not checked)."""
+    import sqlglot
+    from sqlglot import exp
+
+    try:
+        return sorted(
+            {
+                f"{t.db}.{t.name}"
+                for s in sqlglot.parse(query, read="duckdb")
+                if s
+                for t in s.find_all(exp.Table)
+                if t.db
+            }
+        )
+    except sqlglot.errors.SqlglotError:
+        return []
+
+
 def record(catalog: Catalog, entry: QueryRecord) -> None:
-    row = pa.Table.from_pylist(
+    record_many(catalog, [entry])
+
+
+def record_many(catalog: Catalog, entries: list[QueryRecord]) -> None:
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    rows = pa.Table.from_pylist(
         [
             {
-                "queried_at": dt.datetime.now(dt.UTC).replace(tzinfo=None),
+                "queried_at": now,
                 "user_name": entry.user_name,
                 "roles": ",".join(sorted(entry.roles)),
                 "query": entry.query[:20_000],
@@ -124,7 +148,8 @@ def record(catalog: Catalog, entry: QueryRecord) -> None:
                 "outcome": entry.outcome,
                 "reason": (entry.reason or "")[:2000] or None,
             }
+            for entry in entries
         ],
         schema=SCHEMA,
     )
-    commit_idempotently(catalog, _table(catalog), lambda _current: (row, {}))
+    commit_idempotently(catalog, _table(catalog), lambda _current: (rows, {}))
