@@ -57,3 +57,32 @@ def test_secrets_come_from_a_secrets_directory_and_never_print(
     assert settings.storage.secret_access_key is not None
     assert settings.storage.secret_access_key.get_secret_value() == "s3cr3t-from-a-file-9d8f"
     assert "s3cr3t" not in repr(settings) and "s3cr3t" not in settings.model_dump_json()
+
+
+def test_the_master_key_comes_from_a_secret_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import base64
+    import os
+
+    from lakehouse._keystore import open_keystore
+
+    key = base64.b64encode(os.urandom(32)).decode()
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "lakehouse_keys__master_key").write_text(key)
+    monkeypatch.setenv("LAKEHOUSE_SECRETS_DIR", str(secrets))
+    settings = Settings.load(profile="cluster", home=tmp_path / "home")
+    assert settings.keys.master_key is not None and settings.keys.master_key.get_secret_value() == key
+    assert key not in settings.model_dump_json()
+    sealed = open_keystore(settings).encrypt("C1", "email", "a@example.com")
+    assert open_keystore(settings).decrypt(sealed) == "a@example.com"
+    assert not (tmp_path / "home" / "state" / "keys" / "master.key").exists()  # nothing generated
+
+
+def test_the_cluster_profile_never_generates_a_master_key(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from lakehouse._keystore import open_keystore
+
+    monkeypatch.setenv("LAKEHOUSE_SECRETS_DIR", str(tmp_path / "none"))
+    with pytest.raises(ConfigurationError, match=r"keys\.master_key"):
+        open_keystore(Settings.load(profile="cluster", home=tmp_path / "home"))

@@ -12,7 +12,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    NestedSecretsSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from .errors import ConfigurationError
 
@@ -107,6 +112,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="LAKEHOUSE_",
         env_nested_delimiter="__",
+        # a Kubernetes Secret mounts one file per key: lakehouse_keys__master_key, ...
+        secrets_nested_delimiter="__",
         extra="ignore",
     )
 
@@ -120,6 +127,18 @@ class Settings(BaseSettings):
     keys: KeysSettings = Field(default_factory=KeysSettings)
     contracts_file: Path | None = None  # a bronze.yml replacing the packaged contracts
     policies_dir: Path | None = None  # principals.yml + access.yml; default: policies/ of this checkout
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # secret files may hold one nested value each (lakehouse_keys__master_key) or a JSON section
+        return init_settings, env_settings, dotenv_settings, NestedSecretsSettingsSource(file_secret_settings)
 
     @classmethod
     def load(cls, **overrides: object) -> Settings:
