@@ -87,7 +87,7 @@ def forget(catalog: Any, keystore: Keystore, subject: str, contracts_file: Any =
 
 
 def verify(catalog: Any, keystore: Keystore, subject: str, contracts_file: Any = None) -> ErasureReport:
-    report = ErasureReport(subject, key_destroyed=subject in keystore._state["shredded"])
+    report = ErasureReport(subject, key_destroyed=keystore.forgotten(subject))
     for identifier, column, personal in personal_tables(catalog, contracts_file):
         table = catalog.load_table(tuple(identifier.split(".")))
         history_rows = checked = decryptable = 0

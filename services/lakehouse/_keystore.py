@@ -231,6 +231,9 @@ class Keystore:
         self._cache.pop(subject, None)
         return existed
 
+    def forgotten(self, subject: str) -> bool:
+        return subject in self._read()["shredded"]
+
     def status(self) -> dict[str, Any]:
         return {
             "kek": self._state["keks"][-1]["kid"],
