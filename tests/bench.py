@@ -249,7 +249,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000, help="events for the streaming benchmark")
     parser.add_argument("--devices", type=int, default=8, help="concurrent devices for the edge benchmark")
     parser.add_argument(
-        "--only", default="load,dbt,queries,streaming,edge", help="comma-separated benchmarks"
+        "--only", default="load,dbt,queries,streaming,edge,pii", help="comma-separated benchmarks"
     )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
