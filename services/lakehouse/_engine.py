@@ -139,20 +139,26 @@ class Engine:
         self._conn: duckdb.DuckDBPyConnection | None = None
         self.tables: list[BoundTable] = []
 
+    def new_connection(self) -> duckdb.DuckDBPyConnection:
+        """A DuckDB connection with the bundled extensions and the object store's credentials,
+        nothing bound yet."""
+        ext_dir = extension_directory(self.settings)
+        ext_dir.mkdir(parents=True, exist_ok=True)
+        conn = duckdb.connect(
+            config={
+                "extension_directory": str(ext_dir),
+                "autoinstall_known_extensions": False,
+                "threads": self.settings.engine.threads,
+                "memory_limit": self.settings.engine.memory_limit,
+            }
+        )
+        install_extensions(conn)
+        configure_storage(conn, self.settings)
+        return conn
+
     def connect(self) -> duckdb.DuckDBPyConnection:
         if self._conn is None:
-            ext_dir = extension_directory(self.settings)
-            ext_dir.mkdir(parents=True, exist_ok=True)
-            conn = duckdb.connect(
-                config={
-                    "extension_directory": str(ext_dir),
-                    "autoinstall_known_extensions": False,
-                    "threads": self.settings.engine.threads,
-                    "memory_limit": self.settings.engine.memory_limit,
-                }
-            )
-            install_extensions(conn)
-            configure_storage(conn, self.settings)
+            conn = self.new_connection()
             self.tables = bind_tables(conn, self.catalog)
             self._conn = conn
         return self._conn

@@ -17,7 +17,7 @@ import pyarrow as pa
 import sqlglot
 from sqlglot import exp
 
-from ._engine import Engine, configure_storage, install_extensions, list_tables, quote_ident, scan_sql
+from ._engine import Engine, list_tables, quote_ident, scan_sql
 from ._policy import Policy, PolicyError
 from ._policy_compile import filter_sql, mask_sql
 from .errors import QueryError
@@ -60,22 +60,7 @@ class SecureEngine(Engine):
     def connect(self) -> Any:
         if self._conn is not None:
             return self._conn
-        import duckdb
-
-        from ._engine import extension_directory
-
-        ext_dir = extension_directory(self.settings)
-        ext_dir.mkdir(parents=True, exist_ok=True)
-        conn = duckdb.connect(
-            config={
-                "extension_directory": str(ext_dir),
-                "autoinstall_known_extensions": False,
-                "threads": self.settings.engine.threads,
-                "memory_limit": self.settings.engine.memory_limit,
-            }
-        )
-        install_extensions(conn)
-        configure_storage(conn, self.settings)
+        conn = self.new_connection()
         self._register_decrypt(conn)
         conn.execute(f"create schema {self._hidden}")
         tables = {
