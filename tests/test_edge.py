@@ -350,10 +350,9 @@ def gateway_signing_key(gw: Gateway) -> tuple[str, Any]:
     return entry["kid"], serialization.load_pem_private_key(entry["private_pem"].encode(), None)
 
 
-def forged(gw: Gateway, device: Device, *, key: Any = None, kid: str | None = None, **claims: Any) -> str:
-    real_kid, real_key = gateway_signing_key(gw)
+def _claims(device: Device, **overrides: Any) -> dict[str, Any]:
     now = int(time.time())
-    body = {
+    claims = {
         "iss": "lakehouse-gateway",
         "aud": "lakehouse-ingest",
         "sub": device.device_id,
@@ -363,25 +362,23 @@ def forged(gw: Gateway, device: Device, *, key: Any = None, kid: str | None = No
         "exp": now + 600,
         "jti": uuid.uuid4().hex,
     }
-    body.update(claims)
-    return jwt.encode(body, key or real_key, algorithm="EdDSA", headers={"kid": kid or real_kid})
+    claims.update(overrides)
+    return claims
+
+
+def _unsigned(header: dict[str, Any], claims: dict[str, Any]) -> str:
+    return f"{b64e(json.dumps(header).encode())}.{b64e(json.dumps(claims).encode())}"
+
+
+def forged(gw: Gateway, device: Device, *, key: Any = None, kid: str | None = None, **claims: Any) -> str:
+    real_kid, real_key = gateway_signing_key(gw)
+    return jwt.encode(
+        _claims(device, **claims), key or real_key, algorithm="EdDSA", headers={"kid": kid or real_kid}
+    )
 
 
 def unsigned_token(device: Device) -> str:
-    def part(d: dict[str, Any]) -> str:
-        return base64.urlsafe_b64encode(json.dumps(d).encode()).rstrip(b"=").decode()
-
-    now = int(time.time())
-    claims = {
-        "iss": "lakehouse-gateway",
-        "aud": "lakehouse-ingest",
-        "sub": device.device_id,
-        "store": "S001",
-        "iat": now,
-        "exp": now + 600,
-        "jti": "x",
-    }
-    return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}."
+    return _unsigned({"alg": "none", "typ": "JWT"}, _claims(device)) + "."
 
 
 def hs256_with_public_key(gw: Gateway, device: Device) -> str:
@@ -391,23 +388,8 @@ def hs256_with_public_key(gw: Gateway, device: Device) -> str:
     public_pem = key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-
-    def part(d: dict[str, Any]) -> str:
-        return base64.urlsafe_b64encode(json.dumps(d).encode()).rstrip(b"=").decode()
-
-    now = int(time.time())
-    claims = {
-        "iss": "lakehouse-gateway",
-        "aud": "lakehouse-ingest",
-        "sub": device.device_id,
-        "store": "S001",
-        "iat": now,
-        "exp": now + 600,
-        "jti": uuid.uuid4().hex,
-    }
-    signing_input = f"{part({'alg': 'HS256', 'typ': 'JWT', 'kid': kid})}.{part(claims)}"
-    signature = hmac.new(public_pem, signing_input.encode(), hashlib.sha256).digest()
-    return f"{signing_input}.{base64.urlsafe_b64encode(signature).rstrip(b'=').decode()}"
+    signing_input = _unsigned({"alg": "HS256", "typ": "JWT", "kid": kid}, _claims(device))
+    return f"{signing_input}.{b64e(hmac.new(public_pem, signing_input.encode(), hashlib.sha256).digest())}"
 
 
 def tamper_ciphertext(body: bytes) -> bytes:
@@ -508,14 +490,7 @@ def test_attack_battery_lands_nothing_and_never_answers_500(battery_gateway: Gat
     batch_case(
         "missing jti",
         jwt.encode(
-            {
-                "iss": "lakehouse-gateway",
-                "aud": "lakehouse-ingest",
-                "sub": device.device_id,
-                "store": "S001",
-                "iat": now,
-                "exp": now + 600,
-            },
+            {k: v for k, v in _claims(device).items() if k != "jti"},
             gateway_signing_key(gw)[1],
             algorithm="EdDSA",
             headers={"kid": gateway_signing_key(gw)[0]},

@@ -17,7 +17,7 @@ from pyiceberg.expressions import EqualTo
 
 from ._contracts import load_contracts
 from ._engine import list_tables
-from ._keystore import KeyShredded, Keystore, KeystoreError
+from ._keystore import PREFIX, KeyShredded, Keystore, KeystoreError
 from ._query_audit import record_key_operation
 
 
@@ -86,6 +86,17 @@ def forget(catalog: Any, keystore: Keystore, subject: str, contracts_file: Any =
     return report
 
 
+def _readable(keystore: Keystore, value: str) -> int:
+    """1 if ``value`` reveals personal data: it decrypts, or it was never encrypted."""
+    if not value.startswith(PREFIX):
+        return 1
+    try:
+        keystore.decrypt(value)
+    except (KeyShredded, KeystoreError):
+        return 0
+    return 1
+
+
 def verify(catalog: Any, keystore: Keystore, subject: str, contracts_file: Any = None) -> ErasureReport:
     report = ErasureReport(subject, key_destroyed=keystore.forgotten(subject))
     for identifier, column, personal in personal_tables(catalog, contracts_file):
@@ -99,13 +110,7 @@ def verify(catalog: Any, keystore: Keystore, subject: str, contracts_file: Any =
                     if value is None:
                         continue
                     checked += 1
-                    try:
-                        keystore.decrypt(value)
-                        decryptable += 1
-                    except KeyShredded:
-                        pass
-                    except KeystoreError:
-                        decryptable += 0 if str(value).startswith("pii:v1:") else 1  # plaintext would count
+                    decryptable += _readable(keystore, value)
         now = (
             table.scan(row_filter=_is(column, subject)).to_arrow().num_rows if table.current_snapshot() else 0
         )

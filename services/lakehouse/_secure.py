@@ -18,7 +18,7 @@ import sqlglot
 from sqlglot import exp
 
 from ._engine import Engine, list_tables, quote_ident, scan_sql
-from ._policy import Policy, PolicyError
+from ._policy import Policy
 from ._policy_compile import filter_sql, mask_sql
 from .errors import QueryError
 
@@ -217,15 +217,6 @@ class SecureEngine(Engine):
         if identifier not in self.granted:
             raise AccessDenied(f"{self.user} may not read {identifier} (or it does not exist)")
         return identifier
-
-
-def secure_engine(lakehouse: Any, user: str, policy: Policy | None = None) -> SecureEngine:
-    from ._policy import load_policy
-
-    try:
-        return SecureEngine(lakehouse.settings, lakehouse.catalog, policy or load_policy(), user)
-    except PolicyError:
-        raise
 
 
 def export_duckdb(engine: SecureEngine, path: Any) -> dict[str, int]:

@@ -81,6 +81,14 @@ def _print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
 
 
+def _print_mapping(result: dict[str, Any], output: TextOrJson) -> None:
+    if output is TextOrJson.json:
+        _print_json(result)
+    else:
+        for key, value in result.items():
+            out.print(f"{key}: {value}", highlight=False)
+
+
 def _print_arrow(result: pa.Table, output: SqlOutput) -> None:
     import pyarrow as pa
     import pyarrow.csv as pacsv
@@ -404,12 +412,7 @@ def gateway_tls(output: Annotated[TextOrJson, typer.Option("--output", "-o")] = 
     from .gateway import tls_files
 
     ca, cert, key = tls_files(Settings.load())
-    files = {"ca_file": str(ca) if ca else None, "cert_file": str(cert), "key_file": str(key)}
-    if output is TextOrJson.json:
-        _print_json(files)
-    else:
-        for name, path in files.items():
-            out.print(f"{name}: {path}", highlight=False)
+    _print_mapping({"ca_file": str(ca) if ca else None, "cert_file": str(cert), "key_file": str(key)}, output)
 
 
 @gateway_app.command("rotate-keys")
@@ -611,11 +614,7 @@ def policy_explain(
         "row_filter": row_filter,
         "masks": masks,
     }
-    if output is TextOrJson.json:
-        _print_json(result)
-    else:
-        for key, value in result.items():
-            out.print(f"{key}: {value}", highlight=False)
+    _print_mapping(result, output)
 
 
 @keys_app.command("rotate")

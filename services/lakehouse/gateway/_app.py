@@ -23,7 +23,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from lakehouse_edge.envelope import CONTENT_TYPE, BombError, EnvelopeError, b64d, open_sealed, parse_header
 
 from .._contracts import load_contracts
-from .._load import target_arrow_schema
 from .._settings import Settings
 from .._sink import validate
 from ._audit import AuditLog
@@ -360,7 +359,7 @@ def create_app(gateway: Gateway) -> FastAPI:
                     None,
                     f"reading {i}: store_id {reading['store_id']!r} is not this device's store {store_id!r}",
                 )
-        target = target_arrow_schema(gateway.lander.table(contract.identifier))
+        target = gateway.lander.target(contract.identifier)
         rows, _, bad = validate(readings, target, contract.identifier)
         if bad:
             first = min(bad)

@@ -29,7 +29,7 @@ import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 
-from .._load import DEVICE_BATCHES, commit_idempotently, open_table, table_marks
+from .._load import DEVICE_BATCHES, commit_idempotently, open_table, table_marks, target_arrow_schema
 from .._sink import Committer, Dead, Message, SinkStats
 
 logger = logging.getLogger(__name__)
@@ -52,8 +52,9 @@ class Lander:
         self.catalog, self.contracts_file, self.linger = catalog, contracts_file, linger
         self._queue: queue.Queue[_Upload | None] = queue.Queue()
         self._tables: dict[str, Table] = {}
-        self._marks: dict[str, dict[str, int]] = defaultdict(dict)  # table -> device -> next seq
-        self._marks_snapshot: dict[str, int | None] = {}
+        self._targets: dict[tuple[str, int], pa.Schema] = {}
+        # table -> device -> next seq, as of this gateway's last commit (for early answers only)
+        self._marks: dict[str, dict[str, int]] = defaultdict(dict)
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="gateway-lander")
         self._dead = Committer(catalog, contracts_file, SinkStats())
@@ -74,6 +75,15 @@ class Lander:
                     self.catalog, identifier, contracts_file=self.contracts_file
                 )[0]
             return self._tables[identifier]
+
+    def target(self, identifier: str) -> pa.Schema:
+        """The Arrow schema uploads are validated against, computed once per table schema."""
+        table = self.table(identifier)
+        key = (identifier, table.schema().schema_id)
+        with self._lock:
+            if key not in self._targets:
+                self._targets[key] = target_arrow_schema(table)
+            return self._targets[key]
 
     def landed(self, identifier: str, device_id: str, seq: int) -> bool:
         """True if this gateway already knows (device, seq) is in bronze (a cheap early answer)."""
@@ -123,26 +133,13 @@ class Lander:
                 for upload, outcome in zip(uploads, outcomes, strict=True):
                     upload.done.set_result(outcome)
 
-    def _device_marks(self, identifier: str, current: Table, devices: set[str]) -> dict[str, int]:
-        snapshot = current.current_snapshot()
-        snapshot_id = snapshot.snapshot_id if snapshot else None
-        with self._lock:
-            cached = self._marks[identifier]
-            if self._marks_snapshot.get(identifier, -1) == snapshot_id and devices <= cached.keys():
-                return dict(cached)
-        found = table_marks(current, devices, key=DEVICE_BATCHES)
-        with self._lock:
-            self._marks[identifier].update(found)
-            self._marks_snapshot[identifier] = snapshot_id
-            return dict(self._marks[identifier])
-
     def _commit(self, identifier: str, uploads: list[_Upload]) -> list[str]:
         table = self.table(identifier)
         outcomes: list[str] = []
         new_marks: dict[str, int] = {}
 
         def plan(current: Table) -> tuple[pa.Table, dict[str, str]] | None:
-            marks = self._device_marks(identifier, current, {u.device_id for u in uploads})
+            marks = table_marks(current, key=DEVICE_BATCHES)  # the table's ledger: one property
             seen: set[tuple[str, int]] = set()
             kept: list[pa.Table] = []
             outcomes.clear()
@@ -163,10 +160,8 @@ class Lander:
         outcome = commit_idempotently(self.catalog, table, plan)
         if outcome is not None:
             committed, _ = outcome
-            snapshot = committed.current_snapshot()
             with self._lock:
                 self._tables[identifier] = committed
                 self._marks[identifier].update(new_marks)
-                self._marks_snapshot[identifier] = snapshot.snapshot_id if snapshot else None
             self.commits += 1
         return outcomes
