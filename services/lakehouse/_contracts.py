@@ -107,6 +107,10 @@ class Contract(BaseModel, frozen=True):
     pii_subject: str | None = None
     pii_normalize: dict[str, Literal["trim", "lower_trim", "digits"]] = Field(default_factory=dict)
     pii_tokens: list[str] = Field(default_factory=list)
+    # per-subject fingerprints: <name> -> the pii columns it covers; a keyed HMAC (key derived
+    # from the subject's data key) of their normalised values, to detect changes without the
+    # plaintext and without comparing ciphertexts (random nonces make every ciphertext differ)
+    pii_fingerprints: dict[str, list[str]] = Field(default_factory=dict)
     rls: dict[Literal["region", "store"], str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -125,9 +129,16 @@ class Contract(BaseModel, frozen=True):
                 raise ValueError(f"{kind} names unknown column(s) {unknown}")
         if self.pii and self.pii_subject not in names:
             raise ValueError("pii columns need pii_subject: the column whose data key encrypts them")
-        outside = [c for c in [*self.pii_normalize, *self.pii_tokens] if c not in self.pii]
+        covered = [c for cs in self.pii_fingerprints.values() for c in cs]
+        outside = [c for c in [*self.pii_normalize, *self.pii_tokens, *covered] if c not in self.pii]
         if outside:
-            raise ValueError(f"pii_normalize and pii_tokens name non-pii column(s) {outside}")
+            raise ValueError(
+                f"pii_normalize, pii_tokens and pii_fingerprints name non-pii column(s) {outside}"
+            )
+        derived = [*(f"{t}_token" for t in self.pii_tokens), *self.pii_fingerprints]
+        clashing = [c for c in derived if c in names]
+        if clashing:
+            raise ValueError(f"token or fingerprint column(s) {clashing} clash with declared columns")
         not_required = [c.name for c in self.columns if c.name in self.primary_key and not c.required]
         if not_required:
             raise ValueError(f"primary key column(s) {not_required} must be required: true")
@@ -152,10 +163,19 @@ class Contract(BaseModel, frozen=True):
             else c
             for c in self.columns
         ]
-        return stored + [
+        tokens = [
             Column(name=f"{t}_token", type="string", description=f"keyed HMAC-SHA256 of the normalised {t}")
             for t in self.pii_tokens
         ]
+        fingerprints = [
+            Column(
+                name=name,
+                type="string",
+                description=f"per-customer keyed HMAC-SHA256 of the normalised {', '.join(covered)}",
+            )
+            for name, covered in self.pii_fingerprints.items()
+        ]
+        return stored + tokens + fingerprints
 
     def stored_arrow_schema(self) -> pa.Schema:
         return pa.schema(

@@ -5,14 +5,20 @@
   customer or column. Stored as text: ``pii:v1:<subject>:<field>:<base64url(nonce|ciphertext)>``.
 - DEKs are kept wrapped (AES key wrap, RFC 3394) by a key-encryption key (KEK); KEKs are kept
   wrapped by the master key, which comes from the environment or a secret file (locally, unless
-  set, a generated 0600 file under state/keys). Rotating the KEK re-wraps every DEK: no data
-  file is rewritten.
+  set, a generated 0600 file under state/keys, created once: published with a hard link, so two
+  processes racing to create it agree on one). Rotating the KEK re-wraps every DEK: no data file
+  is rewritten.
 - Destroying a subject's DEK (crypto-shredding) makes every copy of its ciphertext, in every
   snapshot, branch and backup, unreadable.
 - ``token()`` is a keyed HMAC-SHA256 of a normalised value: equal emails give equal tokens, so
-  joins and deduplication work without decrypting.
+  joins and deduplication work without decrypting. ``fingerprint()`` is an HMAC keyed by a key
+  derived from the subject's own DEK: it tells whether a subject's values changed (SCD2) without
+  comparing ciphertexts, cannot be tested against guesses without that key, and dies with it.
 
-The keystore is a 0600 JSON file written atomically under an exclusive lock.
+The keystore is a 0600 JSON file written atomically under an exclusive lock. Every process
+holding a ``Keystore`` re-reads it when it changed (checked at most once a second, and before
+every write), and drops the cached keys of subjects forgotten meanwhile: a ``forget`` in one
+process is refused and NULL in every running process within about a second.
 """
 
 from __future__ import annotations
@@ -20,23 +26,35 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
+import errno
 import fcntl
 import hashlib
 import hmac
 import json
+import math
 import os
 import secrets
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 
+from ._private import private_dir
 from .errors import LakehouseError
 
 PREFIX = "pii:v1:"
+# The data key of dead letters whose subject cannot be read from the message (not JSON, no
+# subject field): a subject no contract row can name ('#' is refused in subjects).
+DEAD_LETTER_SUBJECT = "#dead-letters"
+REFRESH_SECONDS = 1.0
+MAX_SUBJECT = 200
 
 
 class KeystoreError(LakehouseError):
@@ -59,12 +77,40 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
+def subject_problem(subject: object) -> str | None:
+    """Why ``subject`` cannot name a data key (None if it can)."""
+    if not isinstance(subject, str) or not subject:
+        return "the data subject is missing"
+    if len(subject) > MAX_SUBJECT:
+        return f"the data subject is longer than {MAX_SUBJECT} characters"
+    if ":" in subject or subject.startswith("#"):
+        return "the data subject may not contain ':' or start with '#'"
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in subject):
+        return "the data subject contains control characters"
+    return None
+
+
+Clock = Callable[[], float]
+
+
 class Keystore:
-    def __init__(self, path: Path, master_key: bytes):
+    def __init__(
+        self,
+        path: Path,
+        master_key: bytes,
+        *,
+        clock: Clock = time.monotonic,
+        refresh_seconds: float = REFRESH_SECONDS,
+    ):
         if len(master_key) != 32:
             raise KeystoreError("the master key must be 32 bytes (base64 of 32 random bytes)")
         self.path, self._master = path, master_key
+        self._clock, self._refresh_seconds = clock, refresh_seconds
+        self._lock = threading.RLock()
         self._cache: dict[str, bytes] = {}  # subject -> unwrapped DEK, for this process
+        self._fingerprint_keys: dict[str, bytes] = {}
+        self._signature: tuple[int, ...] | None = None
+        self._checked_at = -math.inf
         if not path.exists():
             with self._locked() as state:
                 if not state["keks"]:
@@ -72,7 +118,7 @@ class Keystore:
                     state["token_key"] = _b64e(
                         self._seal(self._master, secrets.token_bytes(32), b"token-key")
                     )
-        self._state = self._read()
+        self._reload()
         self._token_key = self._open(self._master, _b64d(self._state["token_key"]), b"token-key")
 
     # -- the file ------------------------------------------------------------------------------
@@ -83,23 +129,59 @@ class Keystore:
         state: dict[str, Any] = json.loads(self.path.read_text())
         return state
 
+    def _stat(self) -> tuple[int, ...] | None:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        # every write replaces the file (a new inode while the old one still exists), so the
+        # inode alone tells a change; size and times guard file systems that reuse inodes
+        return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+    def _reload(self) -> None:
+        """Read the file (its signature first: a change racing the read is seen next time) and
+        forget the cached keys of subjects whose data key is gone."""
+        with self._lock:
+            signature = self._stat()
+            self._state = self._read()
+            self._signature = signature
+            self._prune()
+
+    def _prune(self) -> None:
+        for subject in [s for s in self._cache if s not in self._state["deks"]]:
+            self._cache.pop(subject, None)
+            self._fingerprint_keys.pop(subject, None)
+
+    def refresh(self, *, force: bool = False) -> None:
+        """Re-read the keystore if another process changed it (at most once per
+        ``refresh_seconds`` unless ``force``): forgotten subjects, rotations, new data keys."""
+        now = self._clock()
+        if not force and now - self._checked_at < self._refresh_seconds:
+            return
+        self._checked_at = now
+        if self._stat() != self._signature:
+            self._reload()
+
     @contextlib.contextmanager
     def _locked(self) -> Iterator[dict[str, Any]]:
         """The state under an exclusive lock, written back atomically (fsync, rename)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent)
         lock = self.path.with_suffix(".lock")
-        with lock.open("a") as handle:
+        fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with self._lock, os.fdopen(fd, "a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             state = self._read()
             yield state
             tmp = self.path.with_suffix(".tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as out:
+            out_fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(out_fd, "w") as out:
                 out.write(json.dumps(state, indent=1, sort_keys=True))
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(tmp, self.path)
-        self._state = state
+            self._state = state
+            self._signature = self._stat()  # our own write: nothing to re-read
+            self._prune()
 
     @staticmethod
     def _seal(key: bytes, plaintext: bytes, aad: bytes) -> bytes:
@@ -129,40 +211,49 @@ class Keystore:
 
     # -- data keys -------------------------------------------------------------------------------
 
+    def _shredded_error(self, subject: str, state: dict[str, Any]) -> KeyShredded:
+        return KeyShredded(f"the data key of {subject} was destroyed on {state['shredded'][subject]}")
+
     def _data_key(self, subject: str, *, create: bool) -> bytes:
-        if subject in self._cache:
-            return self._cache[subject]
-        entry = self._state["deks"].get(subject)
-        if entry is None and subject in self._state["shredded"]:
-            raise KeyShredded(
-                f"the data key of {subject} was destroyed on {self._state['shredded'][subject]}"
-            )
+        self.refresh()
+        cached = self._cache.get(subject)
+        if cached is not None:
+            return cached
+        state = self._state
+        entry = state["deks"].get(subject)
+        if entry is None and subject in state["shredded"]:
+            raise self._shredded_error(subject, state)
+        if entry is None and not create:
+            self.refresh(force=True)  # created by another process a moment ago?
+            state = self._state
+            entry = state["deks"].get(subject)
+            if entry is None and subject in state["shredded"]:
+                raise self._shredded_error(subject, state)
         if entry is None:
             if not create:
                 raise KeystoreError(f"no data key for {subject}")
-            with self._locked() as state:
-                if subject in state["shredded"]:
-                    raise KeyShredded(
-                        f"the data key of {subject} was destroyed on {state['shredded'][subject]}"
-                    )
-                if subject not in state["deks"]:
-                    kid = state["keks"][-1]["kid"]
-                    dek = AESGCM.generate_key(bit_length=256)
-                    state["deks"][subject] = {
-                        "kek": kid,
-                        "wrapped": _b64e(aes_key_wrap(self._kek(state, kid), dek)),
-                    }
-            entry = self._state["deks"][subject]
+            self.ensure({subject})
+            state = self._state
+            entry = state["deks"][subject]
         try:
-            dek = aes_key_unwrap(self._kek(self._state, entry["kek"]), _b64d(entry["wrapped"]))
+            dek = aes_key_unwrap(self._kek(state, entry["kek"]), _b64d(entry["wrapped"]))
         except InvalidUnwrap as exc:
             raise KeystoreError(f"the data key of {subject} does not unwrap: keystore damaged") from exc
-        self._cache[subject] = dek
+        with self._lock:
+            if subject in self._state["deks"]:  # not forgotten while we unwrapped it
+                self._cache[subject] = dek
         return dek
 
     def ensure(self, subjects: set[str]) -> None:
-        """Create the data keys of ``subjects`` that do not exist yet, in one write."""
+        """Create the data keys of ``subjects`` that do not exist yet, in one write. Refuses
+        forgotten subjects, as the keystore file says now (not as this process last saw it)."""
+        self.refresh(force=True)
         missing = {s for s in subjects if s not in self._state["deks"]}
+        shredded = sorted(s for s in subjects if s in self._state["shredded"])
+        if shredded:
+            raise KeyShredded(
+                f"data keys of {shredded[:5]} were destroyed: their data may not be written again"
+            )
         if not missing:
             return
         with self._locked() as state:
@@ -177,38 +268,85 @@ class Keystore:
                 dek = AESGCM.generate_key(bit_length=256)
                 state["deks"][subject] = {"kek": kid, "wrapped": _b64e(aes_key_wrap(kek, dek))}
 
+    def shredded(self, subjects: set[str]) -> set[str]:
+        """Which of ``subjects`` were forgotten (as the keystore file says now)."""
+        self.refresh(force=True)
+        return {s for s in subjects if s in self._state["shredded"]}
+
+    # -- values ----------------------------------------------------------------------------------
+
+    def seal(self, subject: str, field: str, data: bytes) -> str:
+        """``data`` encrypted under ``subject``'s data key, bound to ``subject`` and ``field``."""
+        if subject != DEAD_LETTER_SUBJECT:
+            problem = subject_problem(subject)
+            if problem:
+                raise KeystoreError(f"{problem}: {subject!r:.60}")
+        if not field or ":" in field:
+            raise KeystoreError("fields may not be empty or contain ':'")
+        aad = f"{subject}:{field}".encode()
+        sealed = self._seal(self._data_key(subject, create=True), data, aad)
+        return f"{PREFIX}{subject}:{field}:{_b64e(sealed)}"
+
+    def open(self, value: str) -> bytes:
+        """The bytes ``seal`` sealed; raises KeyShredded once the subject is forgotten."""
+        if not value.startswith(PREFIX) or value.count(":") < 4:
+            raise KeystoreError("not a value this keystore encrypted")
+        subject, field, payload = value[len(PREFIX) :].split(":", 2)
+        try:
+            sealed = _b64d(payload)
+        except ValueError as exc:
+            raise KeystoreError(f"a {field} value of {subject} is not base64: tampered") from exc
+        key = self._data_key(subject, create=False)
+        try:
+            return self._open(key, sealed, f"{subject}:{field}".encode())
+        except KeystoreError as exc:
+            raise KeystoreError(
+                f"a {field} value of {subject} does not decrypt: tampered, or moved from another row"
+            ) from exc
+
     def encrypt(self, subject: str, field: str, value: str | None) -> str | None:
         if value is None:
             return None
-        if ":" in subject or ":" in field:
-            raise KeystoreError("subjects and fields may not contain ':'")
-        aad = f"{subject}:{field}".encode()
-        sealed = self._seal(self._data_key(subject, create=True), value.encode(), aad)
-        return f"{PREFIX}{subject}:{field}:{_b64e(sealed)}"
+        return self.seal(subject, field, value.encode())
 
     def decrypt(self, value: str | None) -> str | None:
         """The plaintext; raises KeyShredded once the subject is forgotten."""
         if value is None:
             return None
-        if not value.startswith(PREFIX):
-            raise KeystoreError("not a value this keystore encrypted")
-        subject, field, payload = value[len(PREFIX) :].split(":", 2)
+        return self.open(value).decode()
+
+    def check(self, value: str) -> str | None:
+        """Why ``value`` is not a ciphertext this keystore made and can still open (None if it
+        is). The reason never quotes the value: a look-alike may be plaintext."""
+        if not value.startswith(PREFIX) or value.count(":") < 4:
+            return "not a pii:v1 ciphertext"
         try:
-            return self._open(
-                self._data_key(subject, create=False), _b64d(payload), f"{subject}:{field}".encode()
-            ).decode()
-        except KeystoreError as exc:
-            if isinstance(exc, KeyShredded):
-                raise
-            raise KeystoreError(
-                f"a {field} value of {subject} does not decrypt: tampered, or moved from another row"
-            ) from exc
+            self.open(value)
+        except KeyShredded:
+            return "its subject was forgotten"
+        except (KeystoreError, ValueError, UnicodeError):
+            return "it does not open with this keystore's keys (forged, tampered, or another keystore's)"
+        return None
 
     def token(self, value: str | None) -> str | None:
         """A keyed, deterministic token of an already normalised value (for joins, dedup)."""
         if value is None:
             return None
         return hmac.new(self._token_key, value.encode(), hashlib.sha256).hexdigest()
+
+    def fingerprint(self, subject: str, values: Sequence[str | None]) -> str:
+        """A keyed HMAC-SHA256 of ``values`` (normalised), keyed by a key derived from the
+        subject's own data key: equal for equal values of one subject, unrelated across subjects,
+        and gone with the subject's key."""
+        dek = self._data_key(subject, create=True)  # refuses a forgotten subject
+        key = self._fingerprint_keys.get(subject)
+        if key is None:
+            key = HKDF(
+                algorithm=hashes.SHA256(), length=32, salt=None, info=b"lakehouse pii fingerprint v1"
+            ).derive(dek)
+            self._fingerprint_keys[subject] = key
+        message = json.dumps(list(values), separators=(",", ":"), ensure_ascii=False).encode()
+        return hmac.new(key, message, hashlib.sha256).hexdigest()
 
     # -- key operations --------------------------------------------------------------------------
 
@@ -228,13 +366,13 @@ class Keystore:
         with self._locked() as state:
             existed = state["deks"].pop(subject, None) is not None
             state["shredded"][subject] = _now()
-        self._cache.pop(subject, None)
         return existed
 
     def forgotten(self, subject: str) -> bool:
         return subject in self._read()["shredded"]
 
     def status(self) -> dict[str, Any]:
+        self.refresh()
         return {
             "kek": self._state["keks"][-1]["kid"],
             "data_keys": len(self._state["deks"]),
@@ -250,12 +388,60 @@ def master_key_from(secret: str) -> bytes:
     return key
 
 
-# --- the platform's keystore, and personal data in and out ------------------------------------
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def create_master_key(path: Path) -> bytes:
+    """The local master key at ``path``, generated if missing: exactly one ever exists.
+
+    A new key is written whole to a private temporary file, then published with ``link()``, which
+    fails if the name exists: of processes racing to create it, one wins and every other one
+    reads the winner's key (never a half-written file: the name appears complete or not at all).
+    """
+    if not path.exists():
+        private_dir(path.parent)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(6)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as out:
+                out.write(base64.b64encode(secrets.token_bytes(32)).decode())
+                out.flush()
+                os.fsync(out.fileno())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass  # another process published its key first: use that one
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+                    raise
+                _publish_under_lock(tmp, path)  # a file system without hard links
+            _fsync_dir(path.parent)
+        finally:
+            tmp.unlink(missing_ok=True)
+    key = master_key_from(path.read_text())
+    if len(key) != 32:
+        raise KeystoreError(f"{path} does not hold a 32-byte master key: restore it from your backup")
+    return key
+
+
+def _publish_under_lock(tmp: Path, path: Path) -> None:
+    fd = os.open(path.with_name(f"{path.name}.lock"), os.O_WRONLY | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not path.exists():
+            os.replace(tmp, path)
+
+
+# --- the platform's keystore ------------------------------------------------------------------
 
 
 def open_keystore(settings: Any) -> Keystore:
     """The keystore the settings describe. The cluster profile requires a master key secret."""
-    from ._process import write_private
     from .errors import ConfigurationError
 
     keys = settings.keys
@@ -264,40 +450,15 @@ def open_keystore(settings: Any) -> Keystore:
         return Keystore(path, master_key_from(keys.master_key.get_secret_value()))
     if settings.profile == "cluster":
         raise ConfigurationError("the cluster profile needs keys.master_key (a Kubernetes Secret or KMS)")
-    master_file = settings.state_dir / "keys" / "master.key"
-    if not master_file.exists():
-        write_private(master_file, base64.b64encode(secrets.token_bytes(32)).decode())
-    return Keystore(path, master_key_from(master_file.read_text()))
+    from ._private import private_home
+
+    private_home(settings)
+    return Keystore(path, create_master_key(settings.state_dir / "keys" / "master.key"))
 
 
-_NORMALISE = {
-    "trim": lambda v: v.strip(),
-    "lower_trim": lambda v: v.strip().lower(),
-    "digits": lambda v: "".join(ch for ch in v if ch.isdigit()),
-}
+def environment_keystore() -> Keystore:
+    """The keystore of the settings in this process's environment (``Settings.load()``): for
+    services started as ``lakehouse ...`` commands, whose settings are exactly those."""
+    from ._settings import Settings
 
-
-def protect(data: Any, contract: Any, keystore: Keystore) -> Any:
-    """Rows as producers sent them -> rows as stored: personal data normalised and encrypted
-    under each row's subject, token columns added. Non-personal columns pass unchanged."""
-    import pyarrow as pa
-
-    subjects = data.column(contract.pii_subject).to_pylist()
-    keystore.ensure({str(s) for s in subjects})
-    columns: dict[str, Any] = {}
-    for name in data.column_names:
-        if name not in contract.pii:
-            columns[name] = data.column(name)
-            continue
-        normalise = _NORMALISE.get(contract.pii_normalize.get(name, ""), lambda v: v)
-        plain = [
-            None if v is None else normalise(v.isoformat() if hasattr(v, "isoformat") else str(v))
-            for v in data.column(name).to_pylist()
-        ]
-        plain = [v or None for v in plain]  # a value that normalises to nothing is no value
-        columns[name] = pa.array(
-            [keystore.encrypt(str(s), name, v) for s, v in zip(subjects, plain, strict=True)], pa.string()
-        )
-        if name in contract.pii_tokens:
-            columns[f"{name}_token"] = pa.array([keystore.token(v) for v in plain], pa.string())
-    return pa.table(columns).select(contract.stored_arrow_schema().names).cast(contract.stored_arrow_schema())
+    return open_keystore(Settings.load())

@@ -34,7 +34,8 @@ from pyiceberg.table.snapshots import ancestors_of
 
 from ._catalog import LAYERS
 from ._contracts import Contract, contract_for, evolve_to_contract
-from ._keystore import Keystore, protect
+from ._ingest import as_stored
+from ._keystore import Keystore
 from .errors import LakehouseError, LoadError, NoSuchTableError, SchemaMismatchError
 
 logger = logging.getLogger(__name__)
@@ -586,10 +587,7 @@ def load_files(
             fmt=file_fmt,
             table=identifier,
         )
-        if personal is not None and keystore is not None:
-            data = conform(
-                protect(data, personal, keystore), target, source=str(path), fmt=file_fmt, table=identifier
-            )
+        data = as_stored(data, personal, keystore, target=target, source=str(path))
         batches.append(_Batch(path, bid, data))
         if progress:
             progress(f"validated {path.name}", data.num_rows)
