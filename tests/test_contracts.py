@@ -38,7 +38,12 @@ def test_contract_gives_schema_keys_and_partitioning() -> None:
     assert isinstance(field.transform, MonthTransform)
     assert schema.find_field(field.source_id).name == "order_ts"
     customers = load_contracts()["bronze.customers"]
-    assert customers.pii == ["full_name", "email", "phone", "birth_date"]
+    assert customers.pii == ["full_name", "email", "phone", "birth_date", "street", "city", "postal_code"]
+    assert customers.pii_fingerprints == {"address_fingerprint": ["street", "city", "postal_code"]}
+    stored = {c.name: c for c in customers.stored_columns}
+    assert all(stored[c].description.startswith("encrypted") for c in customers.pii)
+    assert {"email_token", "phone_token", "address_fingerprint"} <= stored.keys()
+    assert "address_fingerprint" not in customers.arrow_schema().names  # the platform computes it
     assert customers.table_properties()["lakehouse.rls.store"] == "home_store_id"
 
 
@@ -54,6 +59,16 @@ def test_contract_gives_schema_keys_and_partitioning() -> None:
         (
             "primary_key: [a]\n    pii: [b]\n    columns: [{name: a, type: string, required: true}]",
             "pii names unknown",
+        ),
+        (
+            "primary_key: [a]\n    pii: [b]\n    pii_subject: a\n    pii_fingerprints: {fp: [a]}\n"
+            "    columns: [{name: a, type: string, required: true}, {name: b, type: string}]",
+            "pii_fingerprints name non-pii",
+        ),
+        (
+            "primary_key: [a]\n    pii: [b]\n    pii_subject: a\n    pii_fingerprints: {a: [b]}\n"
+            "    columns: [{name: a, type: string, required: true}, {name: b, type: string}]",
+            "clash with declared columns",
         ),
     ],
 )

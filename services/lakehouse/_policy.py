@@ -251,10 +251,17 @@ def load_policy(directory: Path | None = None, schemas: dict[str, list[str]] | N
                     err(tables, table, f"sensitive column {table}.{column} has no mask in {clearance}.masks")
                 elif masks[column] == "token":
                     known_column(tables, table, table, f"{column}_token")
+        # same names, another meaning (a store's city): declared, so the name check spares them
+        not_personal = spec.get("not_personal") or {}
+        for table, cols in not_personal.items():
+            if known_table(not_personal, table, table):
+                for column in cols:
+                    known_column(not_personal, table, table, column)
         sensitive[str(clearance)] = {
             "masks": masks,
             "encrypted": encrypted,
             "tables": {t: list(c) for t, c in tables.items()},
+            "not_personal": {t: list(c) for t, c in not_personal.items()},
         }
 
     # principals.yml: roles, groups, users
@@ -350,7 +357,8 @@ def _unmasked_personal_data(policy: Policy, schemas: dict[str, list[str]], acces
     for clearance, spec in policy.sensitive.items():
         names = set(spec["masks"])
         for table, columns in sorted(schemas.items()):
-            undeclared = sorted((names & set(columns)) - set(spec["tables"].get(table, [])))
+            declared = set(spec["tables"].get(table, [])) | set(spec["not_personal"].get(table, []))
+            undeclared = sorted((names & set(columns)) - declared)
             if not undeclared:
                 continue
             exposed = sorted(

@@ -1,6 +1,8 @@
 -- SCD2 history of customers, tracking address and home store. Personal data arrives normalised
--- and encrypted per customer (bronze contract: pii); it passes through untouched, and the email
--- and phone tokens (keyed hashes of the normalised values) match the same person without it.
+-- and encrypted per customer (bronze contract: pii), the address included; it passes through
+-- untouched. Ciphertexts differ on every write (random nonces), so changes are found on
+-- address_fingerprint (a keyed hash per customer of the normalised street, city and postal
+-- code) and the email and phone tokens match the same person, all without the plaintext.
 -- A new version opens only when a tracked attribute changes; re-sent rows collapse.
 with
 
@@ -17,9 +19,10 @@ normalised as (
         birth_date,
         email_token,
         phone_token,
-        trim(street) as street,
-        trim(city) as city,
-        trim(postal_code) as postal_code,
+        street,
+        city,
+        postal_code,
+        address_fingerprint,
         upper(trim(home_store_id)) as home_store_id,
         updated_at
     from source
@@ -28,18 +31,18 @@ normalised as (
 deduplicated as (
     select
         *,
-        row_number() over (partition by customer_id, updated_at order by street) as copy_number
+        row_number() over (
+            partition by customer_id, updated_at order by address_fingerprint, email_token
+        ) as copy_number
     from normalised
 ),
 
 changes as (
     select
         *,
-        lag(coalesce(street, '') || '|' || coalesce(city, '') || '|' || coalesce(postal_code, '') || '|'
-            || coalesce(home_store_id, ''))
+        lag(coalesce(address_fingerprint, '') || '|' || coalesce(home_store_id, ''))
             over (partition by customer_id order by updated_at) as previous_tracked,
-        coalesce(street, '') || '|' || coalesce(city, '') || '|' || coalesce(postal_code, '') || '|'
-            || coalesce(home_store_id, '') as tracked
+        coalesce(address_fingerprint, '') || '|' || coalesce(home_store_id, '') as tracked
     from deduplicated
     where copy_number = 1
 ),
@@ -62,6 +65,7 @@ final as (
         street,
         city,
         postal_code,
+        address_fingerprint,
         home_store_id,
         updated_at as valid_from,
         lead(updated_at) over (partition by customer_id order by updated_at) as valid_to,
