@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 
@@ -91,6 +92,34 @@ def test_scd2_history_is_contiguous_with_one_current_version(built: Lakehouse) -
     assert moved.column("n")[0].as_py() > 0
 
 
+def test_scd2_versions_follow_address_changes_not_ciphertexts(built: Lakehouse) -> None:
+    # the address is encrypted with a fresh nonce each time; versions open on its fingerprint
+    versions = built.sql(
+        """
+        select customer_id, street, city, postal_code, address_fingerprint, home_store_id
+        from silver.stg_customers_history order by customer_id, valid_from
+        """
+    ).to_pylist()
+    assert all(v[c].startswith("pii:v1:") for v in versions for c in ("street", "city", "postal_code"))
+    keystore = built.keystore
+    moves = 0
+    for before, after in itertools.pairwise(versions):
+        if before["customer_id"] != after["customer_id"]:
+            continue
+        moves += 1
+        tracked = [
+            (*(keystore.decrypt(v[c]) for c in ("street", "city", "postal_code")), v["home_store_id"])
+            for v in (before, after)
+        ]
+        assert tracked[0] != tracked[1]  # every new version is a real change...
+        assert (before["address_fingerprint"] == after["address_fingerprint"]) == (
+            tracked[0][:3] == tracked[1][:3]
+        )
+    assert moves > 0
+    bronze = built.sql("select count(*) as n from bronze.customers").column("n")[0].as_py()
+    assert len(versions) <= bronze
+
+
 def test_sales_use_the_price_version_valid_when_sold(built: Lakehouse) -> None:
     wrong = built.sql(
         """
@@ -172,3 +201,58 @@ def test_dbt_sources_and_models_follow_the_layout() -> None:
         assert sql.with_suffix(".yml").exists(), f"{sql} has no YAML next to it"
         text = sql.read_text()
         assert "select * from final" in text, f"{sql} does not end with `select * from final`"
+
+
+def _private_files(root: Path) -> list[str]:
+    """Paths under ``root`` that another user could read or enter."""
+    return [
+        f"{p.relative_to(root)} {oct(p.stat().st_mode & 0o777)}"
+        for p in [root, *root.rglob("*")]
+        if not p.is_symlink() and p.stat().st_mode & 0o077
+    ]
+
+
+def test_no_staging_copy_of_a_model_outlives_the_build(built_home: Path) -> None:
+    staging = built_home / "state" / "dbt-staging"
+    assert staging.stat().st_mode & 0o777 == 0o700
+    assert [p for p in staging.rglob("*")] == []  # no Parquet copy of any model, no run directory
+
+
+def test_dbt_refuses_a_model_with_plaintext_in_a_personal_column(built_home: Path, tmp_path: Path) -> None:
+    import shutil
+
+    home, project = tmp_path / "home", tmp_path / "dbt"
+    shutil.copytree(built_home, home)
+    shutil.copytree(REPO / "dbt", project, ignore=shutil.ignore_patterns("target", "logs"))
+    model = project / "models" / "gold" / "dim_customer.sql"
+    text = model.read_text()
+    # a look-alike: the customer id dressed as a ciphertext of this keystore
+    forged = "'pii:v1:' || customer_id || ':email:' || to_base64(encode(customer_id)) as email,"
+    assert "        email,\n" in text
+    model.write_text(text.replace("        email,\n", f"        {forged}\n", 1))
+    with Lakehouse(Settings(home=home)) as lh:
+        before = lh.table("gold.dim_customer").current_snapshot().snapshot_id
+    result = run_cli(
+        "dbt", "run", "--select", "dim_customer", home=home, env={"LAKEHOUSE_DBT_PROJECT_DIR": str(project)}
+    )
+    assert result.returncode != 0
+    assert "gold.dim_customer.email row 1 is not this keystore's ciphertext" in result.stdout, result.stdout[
+        -3000:
+    ]
+    with Lakehouse(Settings(home=home)) as lh:
+        assert lh.table("gold.dim_customer").current_snapshot().snapshot_id == before  # nothing committed
+    assert list((home / "state" / "dbt-staging").rglob("*")) == []  # the staged copy went too
+
+
+def test_state_under_the_home_is_private_after_loads_and_a_build(
+    home: Path, reference_files: dict[str, Path]
+) -> None:
+    for name in ("customers", "stores", "regions"):
+        result = run_cli("load", f"bronze.{name}", str(reference_files[name]), home=home)
+        assert result.returncode == 0, result.stderr
+    result = run_cli("dbt", "build", "--select", "stg_customers_history", home=home)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert (home / "catalog.db").exists() and (home / "state" / "keys" / "master.key").exists()
+    assert (home / "dbt" / "local" / "target").is_dir() and (home / "duckdb").is_dir()
+    assert list((home / "warehouse" / "silver").rglob("*.parquet"))
+    assert _private_files(home) == []

@@ -3,6 +3,9 @@
 
   DuckDB: the model's rows go to a staging Parquet file, the lakehouse dbt plugin commits them to
   the catalog (an atomic overwrite), and the relation becomes a view over the committed snapshot.
+  The plugin removes the staging file as soon as it has read it, whether the commit then succeeds
+  or not (and DuckDB removes a file whose copy failed); `lakehouse dbt` stages each run in a
+  private (0700) directory that it removes when dbt exits.
   Trino: the Iceberg connector writes the table itself, so dbt-trino's `table` materialization.
 -#}
 {% materialization iceberg_table, adapter='duckdb' %}

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ._private import PRIVATE_UMASK, private_dir, private_home, scratch_dir
 from ._settings import Settings
 from .errors import ConfigurationError
 
@@ -43,10 +44,18 @@ def dbt_command(args: list[str]) -> list[str]:
 
 
 def run_dbt(settings: Settings, args: list[str], *, target: str | None = None) -> int:
-    """Run dbt with the platform's project and settings; returns dbt's exit code."""
+    """Run dbt with the platform's project and settings; returns dbt's exit code.
+
+    dbt runs with umask 077 (its target, logs and staging files are its owner's only), and
+    stages models in a private directory of this run that is removed when dbt exits, even when
+    it fails; one left by a killed run goes the next time dbt runs."""
     if target is None:
         target = "trino" if settings.engine.type == "trino" else "local"
         if "--target" in args:
             target = args[args.index("--target") + 1]
-    (settings.state_dir / "dbt-staging").mkdir(parents=True, exist_ok=True)
-    return subprocess.call(dbt_command(args), env=dbt_env(settings, target))
+    private_home(settings)
+    private_dir(settings.home / "dbt")
+    with scratch_dir(settings.state_dir / "dbt-staging", "run-") as staging:
+        env = dbt_env(settings, target)
+        env["LAKEHOUSE_DBT_STAGING"] = str(staging)
+        return subprocess.call(dbt_command(args), env=env, umask=PRIVATE_UMASK)

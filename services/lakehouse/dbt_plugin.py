@@ -5,12 +5,20 @@ and a view for every catalog table (so sources and earlier models resolve). The 
 materialization (dbt/macros/materializations.sql) writes a model's rows to a staging Parquet
 file and calls ``store``, which commits them to the catalog in one overwrite and reports the new
 metadata location back so the model's relation can be re-bound to the committed snapshot.
+
+The staging file is read into memory and removed before the commit, whatever happens next: no
+copy of a governed table outlives the step outside Iceberg (``lakehouse dbt`` also gives each
+run a private staging directory that it removes when dbt exits). A model whose personal columns
+(its contract's ``pii``, or the policies' encrypted columns for that table) hold anything but
+this keystore's ciphertext or NULL is refused before anything is written.
 """
 
 from __future__ import annotations
 
 import logging
 import warnings
+from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -22,7 +30,10 @@ from pyiceberg.table import Table
 
 from ._catalog import load_catalog
 from ._engine import bind_tables, configure_storage, install_extensions
+from ._ingest import check_personal, personal_columns
+from ._keystore import Keystore
 from ._load import normalize_schema
+from ._private import private_dir
 from ._settings import Settings
 from ._stack import apply_stack_state
 
@@ -35,18 +46,44 @@ class Plugin(BasePlugin):
         self.settings = apply_stack_state(settings) if settings.profile == "stack" else settings
         self.catalog = load_catalog(self.settings)
 
+    def update_connection_config(self, creds: Any, config: dict[str, Any]) -> None:
+        if creds.external_root:  # dbt run directly, not through `lakehouse dbt`: still private
+            private_dir(Path(creds.external_root))
+
     def configure_connection(self, conn: duckdb.DuckDBPyConnection) -> None:
         install_extensions(conn)
         configure_storage(conn, self.settings)
         bind_tables(conn, self.catalog)
 
+    @cached_property
+    def keystore(self) -> Keystore:
+        from ._keystore import open_keystore
+
+        return open_keystore(self.settings)
+
+    def _personal_columns(self, identifier: str) -> set[str]:
+        cache: dict[str, set[str]] = self.__dict__.setdefault("_personal", {})
+        if identifier not in cache:
+            cache[identifier] = personal_columns(
+                identifier, self.settings.contracts_file, self.settings.policies_dir
+            )
+        return cache[identifier]
+
     def store(self, target_config: TargetConfig) -> None:
         relation = target_config.relation
         result: dict[str, Any] = target_config.config
         assert target_config.location is not None
-        data = pq.read_table(target_config.location.path)
+        staging = Path(target_config.location.path)
+        try:
+            data = pq.read_table(staging)
+        finally:
+            staging.unlink(missing_ok=True)  # the rows live on in memory, then in Iceberg only
         data = data.cast(normalize_schema(data.schema))
         ident = (str(relation.schema), str(relation.identifier))
+        identifier = ".".join(ident)
+        personal = self._personal_columns(identifier)
+        if personal & set(data.column_names):
+            check_personal(data, personal, self.keystore, identifier)
         properties = {
             "lakehouse.dbt-model": str(result.get("unique_id", "")),
             "lakehouse.dbt-invocation": str(result.get("invocation_id", "")),
