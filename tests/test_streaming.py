@@ -310,3 +310,28 @@ def test_broker_restart_keeps_the_log_on_s3(stack_home: Path) -> None:
         stop_broker(settings)
     with Lakehouse(Settings(profile="stack", home=stack_home)) as lh:
         assert lh.sql("select count(distinct return_id) from bronze.returns").column(0)[0].as_py() == 700
+
+
+def test_the_customers_topic_lands_encrypted_never_in_clear(home: Path, broker: str) -> None:
+    from .test_ingest import assert_no_plaintext, customer
+    from .test_ingest import envelope as customer_envelope
+
+    messages = [(f"C{i:06d}".encode(), customer_envelope(customer(i))) for i in range(300)]
+    messages.insert(150, (b"C000999", customer_envelope(customer(999, birth_date="1999-99-99"))))
+    send_raw(broker, "customers", messages)
+    summary = sink_once(home, "customers")  # commits in the sink's committer process
+    assert summary["rows"] == {"bronze.customers": 300}
+    assert summary["dead_letters"] == {"customers": 1}
+    with Lakehouse(Settings(home=home)) as lh:
+        rows = lh.table("bronze.customers").scan().to_arrow().to_pylist()
+        assert all(r[c].startswith(f"pii:v1:{r['customer_id']}:") for r in rows for c in ("email", "street"))
+        ava = next(r for r in rows if r["customer_id"] == "C000007")
+        assert lh.keystore.decrypt(ava["email"]) == "ava.quinn7@example.com"
+        assert ava["email_token"] == lh.keystore.token("ava.quinn7@example.com")
+        (letter,) = lh.table("bronze.dead_letters").scan().to_arrow().to_pylist()
+        assert letter["pii_subject"] == "C000999" and "'birth_date'" in letter["reason"]
+        assert lh.keystore.open(letter["payload"].decode()) == messages[150][1]
+        assert_no_plaintext(letter["reason"])
+    for table in ("customers", "dead_letters"):
+        for path in (home / "warehouse" / "bronze" / table).rglob("*.parquet"):
+            assert_no_plaintext(path.read_bytes())

@@ -7,6 +7,10 @@ back from the table's snapshot lineage, are the truth: on assignment the consume
 retries after a conflicting writer, rows below the table's marks are dropped. Dead letters go to
 ``bronze.dead_letters`` first, with their own marks, then the rows and marks go to the topic's
 table, so a crash between the two commits replays the batch without doubling either.
+
+Rows become stored rows through ``_ingest.as_stored``, the step every ingest route takes: a
+topic whose contract declares personal data lands encrypted, and its dead letters hold no
+plaintext. The keystore is opened the first time a batch needs it.
 """
 
 from __future__ import annotations
@@ -34,7 +38,8 @@ import pyarrow.json as pajson
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 
-from ._contracts import Contract, load_contracts
+from ._contracts import Contract, contract_for, load_contracts
+from ._ingest import Keys, KeystoreSource, as_stored, dead_letter, refused_rows
 from ._load import (
     OFFSETS,
     commit_idempotently,
@@ -274,6 +279,7 @@ class Sink:
         idle_exit: float | None = None,
         contracts_file: Path | None = None,
         settings: Settings | None = None,
+        keystore: KeystoreSource = None,
     ) -> None:
         """A batch is committed when it reaches ``batch_max_records`` or ``batch_max_bytes``, when
         it is ``batch_max_seconds`` old, or as soon as the consumer has caught up with the topics
@@ -281,7 +287,9 @@ class Sink:
         would only add latency).
 
         With ``settings``, commits run in a separate process (its own interpreter lock, so
-        decoding records and committing them use both cores); without, in a thread."""
+        decoding records and committing them use both cores) that opens the settings' keystore;
+        without, in a thread, with ``keystore`` (default: the keystore of the environment's
+        settings, opened when a topic with personal data first needs it)."""
         self.catalog = catalog
         self.bootstrap = bootstrap
         self.topics = topics
@@ -308,7 +316,11 @@ class Sink:
         self._worker_error: BaseException | None = None
         self._worker: threading.Thread | None = None
         self._process = _CommitterProcess(settings) if settings is not None else None
-        self._committer = Committer(catalog, contracts_file, self.stats) if self._process is None else None
+        self._committer = (
+            Committer(catalog, contracts_file, self.stats, keystore=keystore)
+            if self._process is None
+            else None
+        )
 
     def stop(self, *_: object) -> None:
         self._stop.set()
@@ -483,12 +495,35 @@ class Sink:
 
 
 class Committer:
-    """Commits batches of consumer records to their bronze tables and dead letters, exactly once."""
+    """Commits batches of consumer records to their bronze tables and dead letters, exactly once.
 
-    def __init__(self, catalog: Catalog, contracts_file: Path | None, stats: SinkStats) -> None:
+    ``keystore``: a keystore, or a function that opens one (called once, the first time personal
+    data is met); default: the keystore of the environment's settings (``Settings.load()``), as
+    in a process started as a ``lakehouse`` command."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        contracts_file: Path | None,
+        stats: SinkStats,
+        *,
+        keystore: KeystoreSource = None,
+    ) -> None:
+        from ._keystore import environment_keystore
+
         self.catalog = catalog
         self.contracts_file = contracts_file
         self.stats = stats
+        self.keys = Keys(keystore if keystore is not None else environment_keystore)
+
+    def as_stored(self, identifier: str, rows: pa.Table, table: Table) -> pa.Table:
+        """``rows`` as received (validated against ``received_schema``) -> as ``table`` stores
+        them: personal data encrypted. Other routes that commit themselves (the gateway) call it
+        before they write."""
+        contract = contract_for(identifier, self.contracts_file)
+        if contract is None or not contract.pii:
+            return rows
+        return as_stored(rows, contract, self.keys.get(), target=target_arrow_schema(table), source="upload")
 
     def commit_batch(self, pending: dict[tuple[str, int], list[Any]]) -> dict[tuple[str, int], int]:
         """Commit records (anything with offset, key, value) per (topic, partition); returns the
@@ -522,12 +557,13 @@ class Committer:
             )
             raise
         target = target_arrow_schema(table)
-        row_partitions = [p for p, rs in partitions.items() for _ in rs]
-        row_offsets = [r.offset for rs in partitions.values() for r in rs]
-        data = _fast_path([r.value for rs in partitions.values() for r in rs], contract, target)
+        # personal data is validated as producers send it (plaintext), then stored encrypted
+        received = contract.arrow_schema() if contract.pii else target
+        flat = [(p, r) for p, rs in partitions.items() for r in rs]
+        data = _fast_path([r.value for _, r in flat], contract, received)
         dead: list[Dead] = []
+        rows_from = flat  # the message of each row of data
         if data is None:  # a dirty batch: check message by message, isolating the bad ones
-            flat = [(p, r) for p, rs in partitions.items() for r in rs]
             records, kept_rows = [], []
             for i, (p, r) in enumerate(flat):
                 why_not, body = self._envelope(r.value, contract)
@@ -536,10 +572,21 @@ class Committer:
                 else:
                     records.append(body)
                     kept_rows.append(i)
-            data, kept, bad = validate(records, target, identifier)
+            data, kept, bad = validate(records, received, identifier)
             dead += [Dead(message(*flat[kept_rows[i]]), why, identifier) for i, why in sorted(bad.items())]
-            row_partitions = [row_partitions[kept_rows[i]] for i in kept]
-            row_offsets = [row_offsets[kept_rows[i]] for i in kept]
+            rows_from = [flat[kept_rows[i]] for i in kept]
+        if contract.pii:
+            keystore = self.keys.get()
+            assert keystore is not None
+            refused = refused_rows(data, contract, keystore)  # no subject, or a forgotten one
+            if refused:
+                dead += [Dead(message(*rows_from[i]), why, identifier) for i, why in sorted(refused.items())]
+                keep = [i for i in range(data.num_rows) if i not in refused]
+                data = data.take(pa.array(keep, pa.int64()))
+                rows_from = [rows_from[i] for i in keep]
+            data = as_stored(data, contract, keystore, target=target, source="message")
+        row_partitions = [p for p, _ in rows_from]
+        row_offsets = [r.offset for _, r in rows_from]
         self.commit_dead(dead)
         self._commit_rows(table, identifier, topic, data, row_partitions, row_offsets, ends)
 
@@ -603,6 +650,7 @@ class Committer:
         for d in dead:
             ends[d.message.tp] = max(ends.get(d.message.tp, 0), d.message.offset + 1)
         fresh: list[Dead] = []
+        stored = {id(d): self._dead_letter_row(d) for d in dead}  # sealed once, not per retry
 
         def plan(current: Table) -> tuple[pa.Table, dict[str, str]] | None:
             marks = table_marks(current, set(ends))
@@ -610,19 +658,7 @@ class Committer:
             if not fresh:
                 return None
             rows = pa.Table.from_pylist(
-                [
-                    {
-                        "source": d.message.topic,
-                        "source_partition": d.message.partition,
-                        "source_offset": d.message.offset,
-                        "message_key": d.message.key.decode("utf-8", "replace") if d.message.key else None,
-                        "payload": d.message.value,
-                        "reason": d.reason[:2000],
-                        "target_table": d.target,
-                        "received_at": now,
-                    }
-                    for d in fresh
-                ],
+                [{**stored[id(d)], "received_at": now} for d in fresh],
                 schema=target,
             )
             return rows, {OFFSETS: _marks_json(ends, marks)}
@@ -631,7 +667,27 @@ class Committer:
             return
         for d in fresh:
             self.stats.dead_letters[d.message.topic] += 1
-        logger.warning("%s message(s) sent to %s, e.g. %s", len(fresh), DEAD_LETTERS, fresh[0].reason)
+        logger.warning(
+            "%s message(s) sent to %s, e.g. %s", len(fresh), DEAD_LETTERS, stored[id(fresh[0])]["reason"]
+        )
+
+    def _dead_letter_row(self, d: Dead) -> dict[str, Any]:
+        """A dead letter as stored: of a contract with personal data, sealed (``_ingest``)."""
+        contract = contract_for(d.target, self.contracts_file) if d.target else None
+        keystore = self.keys.get() if contract is not None and contract.pii else None
+        key, payload, reason, subject = dead_letter(
+            contract, keystore, d.message.key, d.message.value, d.reason
+        )
+        return {
+            "source": d.message.topic,
+            "source_partition": d.message.partition,
+            "source_offset": d.message.offset,
+            "message_key": key,
+            "payload": payload,
+            "reason": reason[:2000],
+            "target_table": d.target,
+            "pii_subject": subject,
+        }
 
 
 def _marks_json(ends: dict[str, int], marks: dict[str, int]) -> str:
@@ -685,8 +741,12 @@ def _committer_main(conn: Any, settings: Settings, contracts_file: Path | None) 
     from ._catalog import load_catalog
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    from ._keystore import open_keystore
+
     stats = SinkStats()
-    committer = Committer(load_catalog(settings), contracts_file, stats)
+    committer = Committer(
+        load_catalog(settings), contracts_file, stats, keystore=lambda: open_keystore(settings)
+    )
     while True:
         try:
             batch = conn.recv()

@@ -1,0 +1,273 @@
+"""Personal data on every ingest route, as an attacker would try it: rows as received become rows
+as stored through one function (files, the Kafka sink's committer, the edge gateway's lander),
+producers cannot supply what the platform computes, and dead letters hold no plaintext."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pytest
+
+from lakehouse import Lakehouse, Settings
+from lakehouse._contracts import load_contracts, parse_contracts
+from lakehouse._ingest import as_stored, check_personal
+from lakehouse._keystore import DEAD_LETTER_SUBJECT, Keystore
+from lakehouse._sink import Committer, SinkStats, _Record
+from lakehouse.errors import LakehouseError, LoadError, SchemaMismatchError
+
+CUSTOMERS = load_contracts()["bronze.customers"]
+
+
+def customer(i: int, **overrides: Any) -> dict[str, Any]:
+    return {
+        "customer_id": f"C{i:06d}",
+        "full_name": f"  Ava Quinn{i} ",
+        "email": f"  AVA.QUINN{i}@Example.COM ",
+        "phone": f"+1 (512) 555-{i:04d}",
+        "birth_date": "1980-02-29",
+        "street": f" {i} Secret Garden Lane ",
+        "city": " Zanzibar City",
+        "postal_code": f"7{i:04d} ",
+        "home_store_id": "S001",
+        "updated_at": "2026-03-02T10:00:00",
+        **overrides,
+    }
+
+
+def envelope(data: dict[str, Any], schema: str = "bronze.customers") -> bytes:
+    return orjson.dumps({"schema": schema, "version": 1, "data": data})
+
+
+PLAINTEXT_MARKERS = ("quinn", "QUINN", "Secret Garden", "Zanzibar", "555-", "example.com")
+
+
+def assert_no_plaintext(blob: bytes | str) -> None:
+    text = blob if isinstance(blob, str) else blob.decode("utf-8", "replace")
+    leaked = [m for m in PLAINTEXT_MARKERS if m.lower() in text.lower()]
+    assert leaked == [], leaked
+
+
+@pytest.fixture
+def lh(home: Path) -> Iterator[Lakehouse]:
+    with Lakehouse(Settings(home=home)) as lakehouse:
+        yield lakehouse
+
+
+# --- the one function -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "forged",
+    [
+        {"email_token": "0" * 64},  # a token chosen by the producer would join with anyone's
+        {"phone_token": "f" * 64},
+        {"address_fingerprint": "0" * 64},  # would hide or fake an address change
+        {"EMAIL_TOKEN": "x"},
+        {"email_token": None},
+        {"colour": "red"},
+    ],
+)
+def test_producers_cannot_supply_what_the_platform_computes(lh: Lakehouse, forged: dict[str, Any]) -> None:
+    rows = pa.Table.from_pylist([{**customer(1), **forged}])
+    with pytest.raises(SchemaMismatchError, match=r"not sent to bronze\.customers"):
+        as_stored(rows, CUSTOMERS, lh.keystore)
+
+
+def test_without_a_keystore_personal_data_is_refused_not_written_in_clear() -> None:
+    rows = pa.Table.from_pylist([customer(1)])
+    with pytest.raises(LoadError, match="holds personal data"):
+        as_stored(rows, CUSTOMERS, None)
+
+
+@pytest.mark.parametrize(
+    "subject",
+    ["", "C1:email", DEAD_LETTER_SUBJECT, "#C1", "C1\x00", "C1\n", "C1\x1b[31m", "C" * 201],
+)
+def test_subjects_that_cannot_name_a_key_are_refused(lh: Lakehouse, subject: str) -> None:
+    rows = pa.Table.from_pylist([customer(1), customer(2, customer_id=subject)])
+    with pytest.raises(SchemaMismatchError, match="row 2: the data subject"):
+        as_stored(rows, CUSTOMERS, lh.keystore)
+
+
+def test_stored_rows_hold_normalised_ciphertext_tokens_and_fingerprints(lh: Lakehouse) -> None:
+    keystore = lh.keystore
+    rows = pa.Table.from_pylist(
+        [customer(1), customer(1, street="1 Secret Garden Lane", updated_at="2026-04-01")]
+    )
+    stored = as_stored(rows, CUSTOMERS, keystore)
+    assert stored.schema.names == CUSTOMERS.stored_arrow_schema().names
+    first, again = stored.to_pylist()
+    assert all(first[c].startswith("pii:v1:C000001:") for c in CUSTOMERS.pii)
+    assert_no_plaintext(json.dumps(stored.to_pylist(), default=str))
+    assert keystore.decrypt(first["email"]) == "ava.quinn1@example.com"
+    assert keystore.decrypt(first["phone"]) == "15125550001"
+    assert keystore.decrypt(first["street"]) == "1 Secret Garden Lane"  # trimmed
+    assert keystore.decrypt(first["postal_code"]) == "70001"
+    assert first["email_token"] == keystore.token("ava.quinn1@example.com")
+    assert first["street"] != again["street"]  # a fresh nonce every time...
+    assert first["address_fingerprint"] == again["address_fingerprint"]  # ...the same address
+    check_personal(stored, set(CUSTOMERS.pii), keystore, "bronze.customers")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "ava@example.com",
+        "pii:v1:ava@example.com",
+        "pii:v1:C000001:email:YXZhQGV4YW1wbGUuY29t",  # base64 of the plaintext, dressed up
+        "PII:V1:C000001:email:AAAA",
+        "",
+    ],
+)
+def test_a_model_with_a_look_alike_in_a_personal_column_is_refused(lh: Lakehouse, value: str) -> None:
+    stored = as_stored(pa.Table.from_pylist([customer(1)]), CUSTOMERS, lh.keystore)
+    forged = stored.set_column(stored.schema.get_field_index("email"), "email", pa.array([value]))
+    with pytest.raises(
+        LakehouseError, match=r"gold.dim_customer.email row 1 is not this keystore's ciphertext"
+    ) as info:
+        check_personal(forged, {"email", "full_name"}, lh.keystore, "gold.dim_customer")
+    assert value == "" or value not in str(info.value)  # the refusal never quotes the value
+
+
+# --- the Kafka route: the sink's committer ------------------------------------------------------
+
+
+def _batch(messages: list[tuple[bytes | None, bytes | None]]) -> dict[tuple[str, int], list[Any]]:
+    pending: dict[tuple[str, int], list[Any]] = {}
+    for offset, (key, value) in enumerate(messages):
+        pending.setdefault(("customers", offset % 2), []).append(_Record(offset, key, value))
+    return pending
+
+
+def test_the_sink_lands_customers_encrypted_and_seals_their_dead_letters(lh: Lakehouse) -> None:
+    keystore = lh.keystore
+    keystore.ensure({"C900001"})
+    keystore.forget("C900001")
+    good = [(f"C{i:06d}".encode(), envelope(customer(i))) for i in range(40)]
+    poison = {
+        b"bad-date": envelope(customer(900, birth_date="1980-13-45")),
+        b"forged-token": envelope({**customer(901), "email_token": "0" * 64}),
+        b"not-json": b'{"email": "ava.quinn902@example.com", Secret Garden',
+        b"bad-subject": envelope(customer(903, customer_id="C9:x")),
+        b"forgotten": envelope(customer(900001)),
+    }
+    committer = Committer(lh.catalog, None, SinkStats(), keystore=keystore)
+    committer.commit_batch(_batch(good[:20] + list(poison.items()) + good[20:]))
+
+    rows = lh.table("bronze.customers").scan().to_arrow()
+    assert rows.num_rows == 40
+    assert_no_plaintext(json.dumps(rows.to_pylist(), default=str))
+    sample = rows.to_pylist()[0]
+    assert keystore.decrypt(sample["city"]) == "Zanzibar City"
+    dead = {r["source_offset"]: r for r in lh.table("bronze.dead_letters").scan().to_arrow().to_pylist()}
+    by_key = {k: dead[20 + i] for i, k in enumerate(poison)}
+    assert len(dead) == 5
+    for name, letter in by_key.items():
+        assert_no_plaintext(letter["reason"])
+        assert_no_plaintext(letter["payload"] or b"")
+        assert_no_plaintext(letter["message_key"] or "")
+        assert letter["target_table"] == "bronze.customers", name
+    assert "'birth_date'" in by_key[b"bad-date"]["reason"]  # the reason stays readable...
+    assert "<personal data>" in by_key[b"bad-date"]["reason"]  # ...without the values
+    assert "email_token" in by_key[b"forged-token"]["reason"]
+    assert "not JSON" in by_key[b"not-json"]["reason"]
+    assert "forgotten" in by_key[b"forgotten"]["reason"]
+    # sealed under the subject when the message names one, else under the dedicated key
+    assert by_key[b"bad-date"]["pii_subject"] == "C000900"
+    assert keystore.open(by_key[b"bad-date"]["payload"].decode()) == poison[b"bad-date"]
+    assert keystore.decrypt(by_key[b"bad-date"]["message_key"]) == "bad-date"
+    for unattributed in (b"not-json", b"bad-subject"):
+        assert by_key[unattributed]["pii_subject"] == DEAD_LETTER_SUBJECT
+        assert keystore.open(by_key[unattributed]["payload"].decode()) == poison[unattributed]
+    assert by_key[b"forgotten"]["payload"] is None and by_key[b"forgotten"]["message_key"] is None
+    for table in ("customers", "dead_letters"):  # and nothing in clear in any data file
+        for path in (lh.settings.home / "warehouse" / "bronze" / table).rglob("*.parquet"):
+            assert_no_plaintext(path.read_bytes())
+
+
+def test_gdpr_forget_covers_dead_letters(lh: Lakehouse) -> None:
+    from lakehouse._gdpr import forget
+
+    committer = Committer(lh.catalog, None, SinkStats(), keystore=lh.keystore)
+    committer.commit_batch(
+        _batch([(b"k", envelope(customer(7))), (b"k", envelope(customer(8, birth_date="x")))])
+    )
+    report = forget(lh.catalog, lh.keystore, "C000008").as_dict()
+    checks = {t["table"]: t for t in report["tables"]}
+    assert report["erased"]
+    assert checks["bronze.dead_letters"]["values_checked"] == 2  # its sealed key and payload...
+    assert checks["bronze.dead_letters"]["values_decryptable"] == 0  # ...no longer open
+    assert checks["bronze.dead_letters"]["rows_now"] == 0
+    assert lh.table("bronze.customers").scan().to_arrow().num_rows == 1
+
+
+# --- the edge route: the gateway's lander -------------------------------------------------------
+
+DRIVERS = """
+  driver_logs:
+    description: A user contract with personal data, uploaded by edge devices.
+    primary_key: [log_id]
+    pii: [driver_name, phone]
+    pii_subject: driver_id
+    pii_normalize: {driver_name: trim, phone: digits}
+    pii_tokens: [phone]
+    columns:
+      - {name: log_id, type: string, required: true}
+      - {name: driver_id, type: string, required: true}
+      - {name: driver_name, type: string}
+      - {name: phone, type: string}
+      - {name: store_id, type: string}
+"""
+
+
+@pytest.fixture
+def drivers_contracts(tmp_path: Path) -> Path:
+    packaged = (Path(__file__).resolve().parents[1] / "services/lakehouse/contracts/bronze.yml").read_text()
+    path = tmp_path / "bronze.yml"
+    path.write_text(packaged.replace("tables:\n", "tables:\n" + DRIVERS, 1))
+    parse_contracts(path.read_text(), source=str(path))  # valid
+    return path
+
+
+def test_the_gateway_lands_a_personal_data_contract_encrypted(lh: Lakehouse, drivers_contracts: Path) -> None:
+    from lakehouse._sink import validate
+    from lakehouse.gateway._land import Lander
+
+    lander = Lander(lh.catalog, drivers_contracts, linger=0).start()  # its keystore: the environment's
+    try:
+        target = lander.target("bronze.driver_logs")
+        assert "phone_token" not in target.names  # devices send plaintext, never tokens
+        readings = [
+            {
+                "log_id": f"L{i}",
+                "driver_id": f"D{i % 3}",
+                "driver_name": f" Zed Quinn{i} ",
+                "phone": "555-0101",
+            }
+            for i in range(6)
+        ]
+        forged = [{**readings[0], "phone_token": "0" * 64}]
+        _, _, bad = validate(forged, target, "bronze.driver_logs")
+        assert bad and "phone_token" in bad[0]
+        rows, _, bad = validate(readings, target, "bronze.driver_logs")
+        assert not bad
+        outcome = lander.submit("bronze.driver_logs", "dev-1", 1, rows).result(timeout=60)
+        assert getattr(outcome, "status", outcome) == "landed"
+        lander.dead_letter("bronze.driver_logs", "dev-1", 2, orjson.dumps(readings), "a forged unit")
+    finally:
+        lander.stop()
+    landed = lh.catalog.load_table(("bronze", "driver_logs")).scan().to_arrow().to_pylist()
+    assert len(landed) == 6
+    assert_no_plaintext(json.dumps(landed))
+    keystore = Keystore(lh.keystore.path, lh.keystore._master)
+    assert sorted(keystore.decrypt(r["driver_name"]) or "" for r in landed)[0] == "Zed Quinn0"
+    assert landed[0]["phone_token"] == keystore.token("5550101")
+    (letter,) = lh.catalog.load_table(("bronze", "dead_letters")).scan().to_arrow().to_pylist()
+    assert letter["pii_subject"] == DEAD_LETTER_SUBJECT and letter["reason"] == "a forged unit"
+    assert_no_plaintext(letter["payload"])
+    assert json.loads(keystore.open(letter["payload"].decode()))[0]["driver_name"] == " Zed Quinn0 "
