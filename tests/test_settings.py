@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from lakehouse import ConfigurationError, Settings
+
+from .conftest import run_cli
 
 
 def test_local_profile_keeps_all_state_under_home(tmp_path: Path) -> None:
@@ -86,3 +89,76 @@ def test_the_cluster_profile_never_generates_a_master_key(
     monkeypatch.setenv("LAKEHOUSE_SECRETS_DIR", str(tmp_path / "none"))
     with pytest.raises(ConfigurationError, match=r"keys\.master_key"):
         open_keystore(Settings.load(profile="cluster", home=tmp_path / "home"))
+
+
+def _password_variants() -> list[tuple[str, str]]:
+    """(setting value, the secret in it): schemes x users x passwords with the characters that
+    break naive parsing, in the userinfo, in query strings and in libpq key=value strings."""
+    import random
+    import string
+    from urllib.parse import quote
+
+    rng = random.Random(9)
+    schemes = ["postgresql", "postgresql+psycopg", "mysql+pymysql", "https", "s3", "redis", "kafka+sasl", ""]
+    users = ["u", "svc.lakehouse", "u%40corp", "", "ünï"]
+    specials = ["@", ":", "/", "?", "#", "%40", "&", "=", "!", "ü", "'", "@@", "/:?#@"]
+    variants = []
+    for i in range(60):
+        core = "".join(rng.choice(string.ascii_letters + string.digits) for _ in range(10))
+        secret = rng.choice(specials) + core + rng.choice(specials)
+        scheme = rng.choice(schemes)
+        start = f"{scheme}://" if scheme else "//"
+        user = rng.choice(users)
+        host = rng.choice(["db.internal:5432/lakehouse", "127.0.0.1/x", "[::1]:6379", "h"])
+        kind = i % 4
+        if kind == 0:
+            variants.append((f"{start}{user}:{secret}@{host}", secret))
+        elif kind == 1:  # percent-encoded, as a careful user writes it
+            variants.append((f"{start}{user}:{quote(secret, safe='')}@{host}?sslmode=require", secret))
+        elif kind == 2:
+            name = rng.choice(["password", "sslpassword", "Password", "token", "secret", "api_key"])
+            sep = rng.choice(["?", "&", ";"])
+            variants.append((f"{start}{host}?x=1{sep if sep != '?' else '&'}{name}={core}&y=2", core))
+        else:  # libpq key=value
+            variants.append((f"host=h user={user or 'u'} password='{core} {core}' dbname=x", core))
+    return variants
+
+
+@pytest.mark.parametrize(("value", "secret"), _password_variants())
+def test_no_password_is_printed_from_settings(
+    monkeypatch: pytest.MonkeyPatch, value: str, secret: str
+) -> None:
+    from urllib.parse import quote
+
+    monkeypatch.setenv("LAKEHOUSE_CATALOG__URI", value)
+    monkeypatch.setenv("LAKEHOUSE_STORAGE__ENDPOINT", value)
+    settings = Settings.load()
+    shown = [json.dumps(settings.display()), repr(settings), str(settings)]
+    forms = {secret, quote(secret, safe=""), secret.strip("@:/?#&='!")}
+    for text in shown:
+        leaked = [f for f in forms if len(f) >= 4 and f in text]
+        assert leaked == [], text
+        assert "***" in text
+    # in a sentence (an error message, a log line) too
+    from lakehouse._settings import mask_secrets
+
+    sentence = f"could not reach the catalog at {value}: connection refused"
+    assert all(f not in mask_secrets(sentence, settings.secret_values()) for f in forms if len(f) >= 4)
+
+
+def test_lakehouse_settings_and_its_errors_mask_passwords(tmp_path: Path) -> None:
+    secret = "Zq8!pw@ss/word"
+    url = f"postgresql://lake:{secret}@db.internal:5432/lakehouse?sslpassword=Kx9secondpw"
+    result = run_cli("settings", home=tmp_path / "home", env={"LAKEHOUSE_CATALOG__URI": url})
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)
+    assert shown["catalog"]["uri"] == "postgresql://lake:***@db.internal:5432/lakehouse?sslpassword=***"
+    # a catalog URL that fails: the error quotes the URL, never the password
+    broken = {
+        "LAKEHOUSE_CATALOG__TYPE": "rest",
+        "LAKEHOUSE_CATALOG__URI": f"postgresql://lake:{secret}@h:1/db",
+    }
+    result = run_cli("tables", home=tmp_path / "home", env=broken)
+    assert result.returncode == 1
+    assert secret not in result.stdout + result.stderr and "Kx9secondpw" not in result.stdout
+    assert "lake:***@" in result.stderr

@@ -7,9 +7,13 @@ Constructing ``Settings()`` does no I/O; profile defaults are derived, not read.
 
 from __future__ import annotations
 
+import logging
 import os
+import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import unquote
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import (
@@ -26,6 +30,92 @@ Profile = Literal["local", "stack", "cluster"]
 # Values that must never protect anything outside a developer's machine.
 WEAK_SECRETS = frozenset({"", "admin", "password", "changeme", "minioadmin", "secret", "lakehouse"})
 DEFAULT_SECRETS_DIR = Path("/var/run/secrets/lakehouse")
+
+# --- secrets never printed ----------------------------------------------------------------------
+
+MASK = "***"
+_SENSITIVE_NAME = (  # names of settings, parameters and fields that hold secrets
+    r"[\w.-]*(?:pass(?:word|wd|phrase)?|pwd|secret|token|credential|api[_-]?key|access[_-]?key"
+    r"|private[_-]?key|master[_-]?key|signature|authorization)[\w.-]*"
+)
+_SECRET_KEY = re.compile(rf"^{_SENSITIVE_NAME}$", re.IGNORECASE)
+# name=value in a query string, a libpq DSN or a sentence; quoted values whole
+_SECRET_PARAM = re.compile(
+    rf"(?P<lead>^|[?&;,\s(])(?P<name>{_SENSITIVE_NAME})(?P<eq>\s*=\s*)(?P<value>'[^']*'|\"[^\"]*\"|[^&;#,\s)]*)",
+    re.IGNORECASE,
+)
+_SCHEME = re.compile(r"(?:[A-Za-z][A-Za-z0-9+.\-]*:)?//")  # a URL's start, or a scheme-less //
+_USER = re.compile(r"[^:/?#@\s]*:")
+
+
+def _mask_url_userinfo(text: str, *, whole: bool) -> str:
+    """``scheme://user:password@host`` -> ``scheme://user:***@host``. The password runs to the
+    last ``@`` of the URL, so one with unencoded ``@ / ? # :`` is masked whole (when the ``@``
+    is in the query instead, more is masked than needed: never less)."""
+    out, at = [], 0
+    for match in _SCHEME.finditer(text):
+        if match.start() < at:
+            continue
+        start = match.end()
+        end = (
+            len(text) if whole else next((i for i in range(start, len(text)) if text[i].isspace()), len(text))
+        )
+        segment = text[start:end]
+        user = _USER.match(segment)
+        last_at = segment.rfind("@")
+        if user is not None and last_at > user.end() - 1:
+            out += [text[at:start], segment[: user.end()], MASK, segment[last_at:]]
+            at = end
+    out.append(text[at:])
+    return "".join(out)
+
+
+def mask_secrets(text: str, known: Iterable[str] = (), *, whole: bool = False) -> str:
+    """``text`` with passwords in URLs, secret-named parameters (``?password=``, ``token=``)
+    and the ``known`` secret values (also percent-decoded) replaced by ``***``. ``whole``: the
+    text is one value (a setting), so a URL in it does not end at a space."""
+    masked = _mask_url_userinfo(text, whole=whole)
+    masked = _SECRET_PARAM.sub(lambda m: f"{m['lead']}{m['name']}{m['eq']}{MASK}", masked)
+    for secret in sorted(
+        {s for value in known if value for s in (value, unquote(value))}, key=len, reverse=True
+    ):
+        if len(secret) >= 4:
+            masked = masked.replace(secret, MASK)
+    return masked
+
+
+def _masked(value: Any, key: str = "") -> Any:
+    if isinstance(value, dict):
+        return {k: _masked(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_masked(v, key) for v in value]
+    if isinstance(value, str):
+        if _SECRET_KEY.match(key) and value:
+            return MASK
+        return mask_secrets(value, whole=True)
+    return value
+
+
+class MaskingFormatter(logging.Formatter):
+    """Log lines with secrets masked (passwords in URLs, secret-named parameters)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return mask_secrets(super().format(record))
+
+
+
+
+def _url_passwords(value: str) -> list[str]:
+    """The passwords a URL-like value carries (userinfo, secret-named parameters)."""
+    found = []
+    for match in _SCHEME.finditer(value):
+        segment = value[match.end() :]
+        user = _USER.match(segment)
+        last_at = segment.rfind("@")
+        if user is not None and last_at > user.end() - 1:
+            found.append(segment[user.end() : last_at])
+    found += [m["value"].strip("'\"") for m in _SECRET_PARAM.finditer(value)]
+    return found
 
 
 class CatalogSettings(BaseModel):
@@ -186,6 +276,37 @@ class Settings(BaseSettings):
                     f"{name} is a well-known default; the {self.profile} profile refuses it. "
                     "Set a generated secret through the environment or the secrets directory."
                 )
+
+    def secret_values(self) -> list[str]:
+        """Every secret this configuration holds (for masking text that might quote one)."""
+        found: list[str] = []
+
+        def walk(model: BaseModel) -> None:
+            for name in type(model).model_fields:
+                value = getattr(model, name)
+                if isinstance(value, SecretStr):
+                    found.append(value.get_secret_value())
+                elif isinstance(value, BaseModel):
+                    walk(value)
+                elif isinstance(value, str) and _SECRET_KEY.match(name):
+                    found.append(value)
+                elif isinstance(value, str):
+                    found.extend(_url_passwords(value))
+
+        walk(self)
+        return [f for f in found if f]
+
+    def display(self) -> dict[str, Any]:
+        """The settings as JSON-ready data with every secret masked: ``SecretStr`` fields,
+        secret-named fields, passwords in URLs and secret query parameters."""
+        dumped: dict[str, Any] = _masked(self.model_dump(mode="json"))
+        return dumped
+
+    def __repr__(self) -> str:
+        return mask_secrets(super().__repr__(), self.secret_values())
+
+    def __str__(self) -> str:
+        return mask_secrets(super().__str__(), self.secret_values())
 
     @property
     def state_dir(self) -> Path:
