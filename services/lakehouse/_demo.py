@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -12,6 +13,7 @@ from rich.table import Table as RichTable
 
 from ._api import Lakehouse
 from ._dbt import run_dbt
+from ._private import scratch_dir
 from ._reference import DAYS, START, generate, write_files
 from ._settings import Settings
 from .errors import LakehouseError
@@ -211,24 +213,38 @@ def _governed_view(settings: Settings) -> RichTable:
     return governed
 
 
+def _load_reference(settings: Settings, lh: Lakehouse, *, scale: float, seed: int, console: Console) -> None:
+    """Steps 1 and 2: generate the reference domain and load it into bronze.
+
+    The files hold personal data in clear, so they live in a private (0700) directory that is
+    removed once they are loaded, or the load failed: no plaintext copy outlives the load. The
+    same scale and seed give the same bytes, so a rerun's files are recognised as loaded (batch
+    ids are content hashes) and nothing doubles."""
+    t = _step(console, f"1. Generate the reference domain (scale {scale}, seed {seed})")
+    legacy = settings.home / "reference"  # where earlier versions kept them, for good
+    if legacy.is_dir():
+        shutil.rmtree(legacy)
+    with scratch_dir(settings.state_dir / "reference", "demo-") as data_dir:
+        files = write_files(generate(scale, seed), data_dir)
+        console.print(
+            f"   {len(files)} files in a private directory, removed after loading "
+            f"({time.perf_counter() - t:.1f}s)"
+        )
+
+        t = _step(console, "2. Load bronze (atomic, idempotent: files already loaded are skipped)")
+        for name, path in sorted(files.items()):
+            result = lh.load(f"bronze.{name}", [Path(path)])
+            state = f"{result.rows:>9,} rows" if result.files_loaded else "  already loaded"
+            console.print(f"   bronze.{name:<22}{state}")
+    console.print(f"   ({time.perf_counter() - t:.1f}s)")
+
+
 def run_demo(settings: Settings, *, scale: float, seed: int, console: Console) -> None:
     started = time.perf_counter()
     lh = Lakehouse(settings)
     console.print(f"[bold]Lakehouse demo[/bold]: profile {settings.profile}, state in {settings.home}")
 
-    t = _step(console, f"1. Generate the reference domain (scale {scale}, seed {seed})")
-    data_dir = settings.home / "reference" / f"scale-{scale:g}-seed-{seed}"
-    files = {p.stem: p for p in data_dir.glob("*.parquet")}
-    if len(files) < 12:
-        files = write_files(generate(scale, seed), data_dir)
-    console.print(f"   {len(files)} files in {data_dir} ({time.perf_counter() - t:.1f}s)")
-
-    t = _step(console, "2. Load bronze (atomic, idempotent: files already loaded are skipped)")
-    for name, path in sorted(files.items()):
-        result = lh.load(f"bronze.{name}", [Path(path)])
-        state = f"{result.rows:>9,} rows" if result.files_loaded else "  already loaded"
-        console.print(f"   bronze.{name:<22}{state}")
-    console.print(f"   ({time.perf_counter() - t:.1f}s)")
+    _load_reference(settings, lh, scale=scale, seed=seed, console=console)
 
     t = _step(console, f"3. Stream a slice through Kafka: {STREAMED:,} orders and their lines, exactly once")
     streamed = _stream_slice(settings, lh, scale=scale, seed=seed)
