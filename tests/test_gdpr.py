@@ -134,3 +134,56 @@ def test_personal_data_is_never_stored_in_clear(pii_home: Path) -> None:
             lh.sql("select email from bronze.customers where email is not null limit 1").column(0)[0].as_py()
         )
         assert sample and sample.encode() not in raw
+
+
+def _personal_values(lh: Lakehouse, identifier: str, customer: str, columns: list[str]) -> list[str]:
+    """Every non-null value of ``columns`` of ``customer`` in every snapshot of the table."""
+    from pyiceberg.expressions import EqualTo
+
+    table = lh.table(identifier)
+    values = []
+    for snapshot in table.metadata.snapshots:
+        rows = table.scan(snapshot_id=snapshot.snapshot_id, row_filter=EqualTo("customer_id", customer))
+        arrow = rows.to_arrow()
+        values += [v for c in columns for v in arrow.column(c).to_pylist() if v is not None]
+    return values
+
+
+def test_forget_covers_the_address_in_old_snapshots(pii_home: Path) -> None:
+    address = ["street", "city", "postal_code"]
+    contact = ["full_name", "email", "phone", "birth_date"]
+    with Lakehouse(Settings(home=pii_home)) as lh:
+        moved = lh.sql(
+            "select customer_id from bronze.customers group by 1 having count(distinct updated_at) > 1 "
+            "order by 1 limit 1"
+        )
+        customer = moved.column(0)[0].as_py()
+        bronze = lh.table("bronze.customers")
+        bronze.manage_snapshots().create_tag(bronze.current_snapshot().snapshot_id, "before_move").commit()
+        old_addresses = _personal_values(lh, "bronze.customers", customer, address)
+        assert len(old_addresses) >= 6  # two versions, three fields each...
+        plain = [lh.keystore.decrypt(v) for v in old_addresses]
+        assert all(v.startswith("pii:v1:") for v in old_addresses)  # ...encrypted...
+        assert all(p and not p.startswith("pii:") for p in plain)  # ...and readable until forgotten
+        expected = {
+            "bronze.customers": len(old_addresses)
+            + len(_personal_values(lh, "bronze.customers", customer, contact)),
+            "gold.mart_customer_360": len(
+                _personal_values(lh, "gold.mart_customer_360", customer, ["full_name", "email", "city"])
+            ),
+        }
+        cities = _personal_values(lh, "gold.mart_customer_360", customer, ["city"])
+        assert cities
+
+    result = run_cli("gdpr", "forget", customer, "-o", "json", home=pii_home)
+    assert result.returncode == 0, result.stderr
+    report = {t["table"]: t for t in json.loads(result.stdout)["tables"]}
+    for table, values in expected.items():  # the address values are among those checked
+        assert report[table]["values_checked"] == values, table
+        assert report[table]["values_decryptable"] == 0
+    for table in ("silver.stg_customers_history", "gold.dim_customer"):
+        assert report[table]["values_checked"] >= len(old_addresses)  # the address among them
+    with Lakehouse(Settings(home=pii_home)) as lh:
+        for value in old_addresses + cities:
+            with pytest.raises(KeyShredded):
+                lh.keystore.decrypt(value)
