@@ -139,10 +139,7 @@ def as_stored(
         if name not in contract.pii:
             columns[name] = data.column(name)
             continue
-        columns[name] = pa.array(
-            [keystore.encrypt(s, name, v) for s, v in zip(subjects, plain[name], strict=True)],  # type: ignore[arg-type]
-            pa.string(),
-        )
+        columns[name] = pa.array(keystore.encrypt_column(subjects, name, plain[name]), pa.string())  # type: ignore[arg-type]
     for name in contract.pii_tokens:
         columns[f"{name}_token"] = pa.array([keystore.token(v) for v in plain[name]], pa.string())
     for name, covered in contract.pii_fingerprints.items():

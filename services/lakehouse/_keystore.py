@@ -33,6 +33,7 @@ import hmac
 import json
 import math
 import os
+import re
 import secrets
 import threading
 import time
@@ -55,6 +56,7 @@ PREFIX = "pii:v1:"
 DEAD_LETTER_SUBJECT = "#dead-letters"
 REFRESH_SECONDS = 1.0
 MAX_SUBJECT = 200
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class KeystoreError(LakehouseError):
@@ -85,7 +87,7 @@ def subject_problem(subject: object) -> str | None:
         return f"the data subject is longer than {MAX_SUBJECT} characters"
     if ":" in subject or subject.startswith("#"):
         return "the data subject may not contain ':' or start with '#'"
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in subject):
+    if _CONTROL.search(subject):
         return "the data subject contains control characters"
     return None
 
@@ -109,6 +111,7 @@ class Keystore:
         self._lock = threading.RLock()
         self._cache: dict[str, bytes] = {}  # subject -> unwrapped DEK, for this process
         self._fingerprint_keys: dict[str, bytes] = {}
+        self._ciphers: dict[str, AESGCM] = {}  # subject -> AES-GCM with its DEK (cached with it)
         self._signature: tuple[int, ...] | None = None
         self._checked_at = -math.inf
         if not path.exists():
@@ -151,6 +154,7 @@ class Keystore:
         for subject in [s for s in self._cache if s not in self._state["deks"]]:
             self._cache.pop(subject, None)
             self._fingerprint_keys.pop(subject, None)
+            self._ciphers.pop(subject, None)
 
     def refresh(self, *, force: bool = False) -> None:
         """Re-read the keystore if another process changed it (at most once per
@@ -247,6 +251,10 @@ class Keystore:
     def ensure(self, subjects: set[str]) -> None:
         """Create the data keys of ``subjects`` that do not exist yet, in one write. Refuses
         forgotten subjects, as the keystore file says now (not as this process last saw it)."""
+        for subject in subjects:
+            problem = subject_problem(subject) if subject != DEAD_LETTER_SUBJECT else None
+            if problem:
+                raise KeystoreError(f"{problem}: {subject!r:.60}")
         self.refresh(force=True)
         missing = {s for s in subjects if s not in self._state["deks"]}
         shredded = sorted(s for s in subjects if s in self._state["shredded"])
@@ -275,17 +283,55 @@ class Keystore:
 
     # -- values ----------------------------------------------------------------------------------
 
+    def _cipher(self, subject: str, *, create: bool) -> AESGCM:
+        dek = self._data_key(subject, create=create)  # checks for a forget first
+        cipher = self._ciphers.get(subject)
+        if cipher is None:
+            cipher = AESGCM(dek)
+            if subject in self._cache:
+                self._ciphers[subject] = cipher
+        return cipher
+
     def seal(self, subject: str, field: str, data: bytes) -> str:
         """``data`` encrypted under ``subject``'s data key, bound to ``subject`` and ``field``."""
-        if subject != DEAD_LETTER_SUBJECT:
-            problem = subject_problem(subject)
+        if subject not in self._state["deks"] and subject != DEAD_LETTER_SUBJECT:
+            problem = subject_problem(subject)  # subjects with a data key passed ensure()
             if problem:
                 raise KeystoreError(f"{problem}: {subject!r:.60}")
         if not field or ":" in field:
             raise KeystoreError("fields may not be empty or contain ':'")
-        aad = f"{subject}:{field}".encode()
-        sealed = self._seal(self._data_key(subject, create=True), data, aad)
-        return f"{PREFIX}{subject}:{field}:{_b64e(sealed)}"
+        nonce = os.urandom(12)
+        sealed = self._cipher(subject, create=True).encrypt(nonce, data, f"{subject}:{field}".encode())
+        return f"{PREFIX}{subject}:{field}:{_b64e(nonce + sealed)}"
+
+    def encrypt_column(
+        self, subjects: Sequence[str], field: str, values: Sequence[str | None]
+    ) -> list[str | None]:
+        """``encrypt`` for a column: the same values, one call (nonces drawn in one read)."""
+        if not field or ":" in field:
+            raise KeystoreError("fields may not be empty or contain ':'")
+        self.ensure(set(subjects))  # validates them, refuses forgotten ones
+        nonces = os.urandom(12 * len(values))
+        out: list[str | None] = []
+        encode = base64.urlsafe_b64encode
+        ciphers: dict[str, tuple[AESGCM, bytes, str]] = {}
+        for i, (subject, value) in enumerate(zip(subjects, values, strict=True)):
+            if value is None:
+                out.append(None)
+                continue
+            found = ciphers.get(subject)
+            if found is None:
+                head = f"{PREFIX}{subject}:{field}:"
+                found = ciphers[subject] = (
+                    self._cipher(subject, create=True),
+                    f"{subject}:{field}".encode(),
+                    head,
+                )
+            cipher, aad, head = found
+            nonce = nonces[12 * i : 12 * i + 12]
+            sealed = nonce + cipher.encrypt(nonce, value.encode(), aad)
+            out.append(head + encode(sealed).rstrip(b"=").decode())
+        return out
 
     def open(self, value: str) -> bytes:
         """The bytes ``seal`` sealed; raises KeyShredded once the subject is forgotten."""
@@ -296,10 +342,10 @@ class Keystore:
             sealed = _b64d(payload)
         except ValueError as exc:
             raise KeystoreError(f"a {field} value of {subject} is not base64: tampered") from exc
-        key = self._data_key(subject, create=False)
+        cipher = self._cipher(subject, create=False)
         try:
-            return self._open(key, sealed, f"{subject}:{field}".encode())
-        except KeystoreError as exc:
+            return cipher.decrypt(sealed[:12], sealed[12:], f"{subject}:{field}".encode())
+        except InvalidTag as exc:
             raise KeystoreError(
                 f"a {field} value of {subject} does not decrypt: tampered, or moved from another row"
             ) from exc
