@@ -186,6 +186,25 @@ class GatewaySettings(BaseModel):
     rate_burst: int = Field(default=40, ge=1)
     commit_interval: float = Field(default=0.01, ge=0)  # group commit: extra wait for more batches
     schemas: list[str] = ["bronze.sensor_readings"]  # what devices may upload
+    # which stores exist and which refrigeration units (readings' device_id) each one owns
+    stores_table: str = "bronze.stores"
+    stores_id_column: str = "store_id"
+    units_table: str = "bronze.devices"
+    units_id_column: str = "device_id"
+    units_store_column: str = "store_id"
+    reference_refresh: float = Field(default=5.0, ge=0)  # reference tables re-checked at most this often
+    # bounds on what an unauthenticated client can make the gateway hold or parse
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024)  # request line and headers together
+    max_token_bytes: int = Field(default=4096, ge=256)  # the Authorization header
+    max_json_bytes: int = Field(default=16 * 1024, ge=1024)  # enrollment and token requests
+    max_json_depth: int = Field(default=8, ge=2, le=64)  # nesting of any JSON the gateway parses
+    rate_per_address: float = Field(default=50.0, gt=0)  # requests/s per client address, before auth
+    address_burst: int = Field(default=200, ge=1)
+    trusted_proxies: list[str] = []  # addresses whose X-Forwarded-For names the client
+    max_connections: int = Field(default=1024, ge=1)
+    header_timeout: float = Field(default=10.0, gt=0)  # to receive a request's line and headers
+    body_timeout: float = Field(default=30.0, gt=0)  # to receive a request's body
+    idle_timeout: int = Field(default=5, ge=1)  # keep-alive: idle connections closed after this
 
 
 class KeysSettings(BaseModel):

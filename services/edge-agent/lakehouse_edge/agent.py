@@ -4,6 +4,19 @@ Exactly once end to end: a batch gets its sequence number when it is sealed and 
 leaves the queue only when the gateway has answered that (device, seq) is in bronze, whether it
 landed now or on an earlier try. A crash or power cut in between means one more upload of the
 same batch, which the gateway recognises and does not land twice.
+
+The gateway lands a batch only as the device's next seq and answers anything else 409 with the
+seq it expects. The agent then never drops a batch silently:
+
+- expected below the oldest queued batch: the seqs in between are not on the device any more
+  (dropped from the full queue, or refused for good and kept in the rejected table). The agent
+  declares them skipped (``/v1/batches/skip``, which leaves a record in ``bronze.dead_letters``,
+  counted here as ``declared_skipped``) and uploads the batch again;
+- expected above it: the gateway has used this seq, and those up to the expected one, for
+  batches of an earlier state of this device (e.g. a restored SD card). Those queued batches
+  cannot land under their seqs and cannot be re-sealed (the queue holds ciphertext only): they
+  move to the rejected table, kept and logged as an error, and new batches are numbered from
+  the expected seq on.
 """
 
 from __future__ import annotations
@@ -25,7 +38,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from .client import GatewayClient, GatewayRejected, GatewayUnavailable
 from .envelope import IngestKey, b64e, client_assertion, seal
-from .queue import QueueFull, UploadQueue
+from .queue import QueuedBatch, QueueFull, UploadQueue
 
 logger = logging.getLogger("lakehouse_edge")
 
@@ -154,6 +167,7 @@ class Agent:
         self.stop_event = threading.Event()
         self.source_done = threading.Event()
         self._queued = threading.Condition()
+        self._numbering = threading.Lock()  # sealing takes the next seq; a 409 may move it on
         self._token: str | None = None
         self._token_expires = 0.0
         self._client = self.identity.client()
@@ -165,19 +179,20 @@ class Agent:
     def seal_and_queue(self, readings: list[dict[str, Any]]) -> None:
         if not readings:
             return
-        seq = self.queue.next_seq()
-        sealed = seal(
-            readings,
-            device_id=self.identity.device_id,
-            seq=seq,
-            schema=SCHEMA,
-            schema_version=SCHEMA_VERSION,
-            ingest_key=self.identity.ingest_key,
-        )
-        try:
-            self.queue.put(seq, SCHEMA, len(readings), sealed)
-        except QueueFull as exc:
-            logger.warning("%s", exc)
+        with self._numbering:
+            seq = self.queue.next_seq()
+            sealed = seal(
+                readings,
+                device_id=self.identity.device_id,
+                seq=seq,
+                schema=SCHEMA,
+                schema_version=SCHEMA_VERSION,
+                ingest_key=self.identity.ingest_key,
+            )
+            try:
+                self.queue.put(seq, SCHEMA, len(readings), sealed)
+            except QueueFull as exc:
+                logger.warning("%s", exc)
         with self._queued:
             self._queued.notify_all()
 
@@ -247,6 +262,10 @@ class Agent:
                 raise AgentError(f"this device was revoked: {exc.problem.get('detail')}") from exc
             if exc.status == 429:
                 raise
+            expected = exc.problem.get("expected_seq")
+            if exc.status == 409 and isinstance(expected, int) and expected != batch.seq:
+                self._out_of_order(batch, expected, exc)
+                return True
             self.queue.reject(batch, exc.status, json.dumps(exc.problem))
             logger.error(
                 "gateway rejected batch seq=%s for good, kept in the rejected table: %s", batch.seq, exc
@@ -262,6 +281,35 @@ class Agent:
             1000 * (time.monotonic() - started),
         )
         return True
+
+    def _out_of_order(self, batch: QueuedBatch, expected: int, exc: GatewayRejected) -> None:
+        if expected < batch.seq:  # seqs expected..batch.seq-1 are no longer on this device
+            last = batch.seq - 1
+            reason = self.queue.missing_reason(expected, last)
+            self._client.post_json(
+                "/v1/batches/skip",
+                {"schema": batch.schema, "from_seq": expected, "to_seq": last, "reason": reason},
+                token=self._access_token(),
+            )
+            logger.warning(
+                "gateway expected seq %s, the oldest queued is %s: declared seqs %s-%s skipped (%s)",
+                expected,
+                batch.seq,
+                expected,
+                last,
+                reason,
+            )
+            return
+        with self._numbering:  # these seqs are used at the gateway: keep the batches, number anew
+            moved = self.queue.renumber_from(expected, exc.status, json.dumps(exc.problem))
+        logger.error(
+            "gateway already used seqs up to %s (this device's state went back?): %s queued batch(es) "
+            "from seq %s kept in the rejected table, new batches numbered from %s",
+            expected - 1,
+            moved,
+            batch.seq,
+            expected,
+        )
 
     def run(self, source: Iterator[dict[str, Any]] | None, *, exit_when_drained: bool = False) -> None:
         """Collect in a thread and upload here until stopped (or, with ``exit_when_drained``,

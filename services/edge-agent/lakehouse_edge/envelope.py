@@ -139,6 +139,11 @@ def parse_header(body: bytes) -> dict[str, Any]:
         sealed = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise EnvelopeError(f"the body is not JSON: {exc}") from exc
+    return check_header(sealed)
+
+
+def check_header(sealed: Any) -> dict[str, Any]:
+    """A parsed sealed batch with its header fields checked (the gateway parses with bounds)."""
     if not isinstance(sealed, dict):
         raise EnvelopeError("the body is not a JSON object")
     expected = {
@@ -165,7 +170,18 @@ def parse_header(body: bytes) -> dict[str, Any]:
 
 
 def open_sealed(sealed: dict[str, Any], private_key: X25519PrivateKey, *, max_bytes: int) -> list[Any]:
-    """Decrypt and decompress a parsed sealed batch; raises EnvelopeError on any tampering."""
+    """Decrypt, decompress and parse a sealed batch; raises EnvelopeError on any tampering."""
+    try:
+        readings = json.loads(open_plain(sealed, private_key, max_bytes=max_bytes))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise EnvelopeError(f"the decrypted batch is not JSON: {exc}") from exc
+    if not isinstance(readings, list):
+        raise EnvelopeError("the decrypted batch is not a JSON array of readings")
+    return readings
+
+
+def open_plain(sealed: dict[str, Any], private_key: X25519PrivateKey, *, max_bytes: int) -> bytes:
+    """Decrypt and decompress a parsed sealed batch to its JSON text (not parsed)."""
     epk, wrapped, nonce = b64d(sealed["epk"]), b64d(sealed["wrapped_key"]), b64d(sealed["nonce"])
     if len(epk) != 32 or len(nonce) != 12:
         raise EnvelopeError("malformed ephemeral key or nonce")
@@ -187,13 +203,7 @@ def open_sealed(sealed: dict[str, Any], private_key: X25519PrivateKey, *, max_by
         if inflater.unconsumed_tail or len(plain) >= max_bytes:
             raise BombError(f"the batch decompresses beyond {max_bytes} bytes")
         raise EnvelopeError("the compressed batch is truncated")
-    try:
-        readings = json.loads(plain)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise EnvelopeError(f"the decrypted batch is not JSON: {exc}") from exc
-    if not isinstance(readings, list):
-        raise EnvelopeError("the decrypted batch is not a JSON array of readings")
-    return readings
+    return plain
 
 
 # --- the device's proof of possession ---------------------------------------------------------

@@ -148,6 +148,37 @@ class UploadQueue:
             )
             self._db.execute("delete from pending where seq = ?", (batch.seq,))
 
+    def renumber_from(self, next_seq: int, status: int, problem: str) -> int:
+        """The gateway has used every seq below ``next_seq``: pending batches numbered below it
+        move to the rejected table (kept, never uploaded), new ones are numbered from it on.
+        Returns how many batches moved."""
+        with self._transaction():
+            moved = self._db.execute(
+                "insert or replace into rejected select seq, schema, readings, sealed, ?, ?, ? "
+                "from pending where seq < ?",
+                (status, problem, time.time(), next_seq),
+            ).rowcount
+            self._db.execute("delete from pending where seq < ?", (next_seq,))
+            behind = next_seq - 1 - self._meta("last_seq")
+            if behind > 0:
+                self._bump("last_seq", behind)
+        return int(moved)
+
+    def missing_reason(self, first: int, last: int) -> str:
+        """Why seqs ``first``..``last`` are not queued: rejected, dropped, or both (a declared
+        skip names it); records the declaration."""
+        with self._transaction():
+            rejected = int(
+                self._db.execute(
+                    "select count(*) from rejected where seq between ? and ?", (first, last)
+                ).fetchone()[0]
+            )
+            dropped = self._meta("dropped_batches") > 0 and rejected < last - first + 1
+            self._bump("declared_skipped", last - first + 1)
+        if rejected and dropped:
+            return "dropped-and-rejected"
+        return "rejected" if rejected else "dropped" if dropped else "unknown"
+
     def pending_count(self) -> int:
         return int(self._one("select count(*) from pending")[0])
 
@@ -163,4 +194,5 @@ class UploadQueue:
             "last_seq": self._meta("last_seq"),
             "dropped_batches": self._meta("dropped_batches"),
             "dropped_readings": self._meta("dropped_readings"),
+            "declared_skipped": self._meta("declared_skipped"),
         }

@@ -9,8 +9,20 @@ device could only be answered "queued", not "in bronze".
 
 Commits are grouped: requests that arrive while a commit runs land together in the next one, so
 one Iceberg commit (tens of milliseconds) serves every device that uploaded meanwhile.
-Sequences must grow per device (the agent uploads in order); a sequence below the device's mark
-is answered "duplicate" and never lands again.
+
+Sequences, per device and table, never let a batch be dropped silently:
+
+- sequence numbers run from 1 to ``MAX_SEQ`` (2^53 - 1, exact in every JSON reader);
+- a batch lands only if its seq is the device's next one (the ledger's mark);
+- the seq just below the mark is a retry of the last accepted batch: answered ``duplicate``;
+- any other seq is refused with 409 naming the expected one: nothing is answered ``duplicate``
+  that was not accepted, and a gap never moves the mark past batches that did not arrive;
+- a device that lost batches (dropped from its full queue, refused for good) says so: it
+  declares the range skipped (``submit_skip``), which moves the mark in the ledger and leaves a
+  record in ``bronze.dead_letters``, so the gap is explicit and visible.
+
+Only landings and declared skips move the mark; a batch sent to dead letters does not (its retry
+is answered the same way, and the device then declares it skipped).
 """
 
 from __future__ import annotations
@@ -30,12 +42,19 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 
 from .._load import DEVICE_BATCHES, commit_idempotently, open_table, table_marks, target_arrow_schema
-from .._sink import Committer, Dead, Message, SinkStats
+from .._sink import DEAD_LETTERS, Committer, Dead, Message, SinkStats
 
 logger = logging.getLogger(__name__)
 
-LANDED, DUPLICATE = "landed", "duplicate"
+LANDED, DUPLICATE, SKIPPED, OUT_OF_ORDER = "landed", "duplicate", "skipped", "out-of-order"
 MAX_ROWS_PER_COMMIT = 500_000
+MAX_SEQ = 2**53 - 1
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str  # landed | duplicate | skipped | out-of-order
+    expected: int  # the device's next seq after this answer
 
 
 @dataclass
@@ -43,8 +62,9 @@ class _Upload:
     identifier: str
     device_id: str
     seq: int
-    rows: pa.Table
-    done: Future[str] = field(default_factory=Future)
+    rows: pa.Table  # empty for a declared skip
+    skip_to: int | None = None  # a declared gap: seq .. skip_to will never arrive
+    done: Future[Outcome] = field(default_factory=Future)
 
 
 class Lander:
@@ -53,8 +73,6 @@ class Lander:
         self._queue: queue.Queue[_Upload | None] = queue.Queue()
         self._tables: dict[str, Table] = {}
         self._targets: dict[tuple[str, int], pa.Schema] = {}
-        # table -> device -> next seq, as of this gateway's last commit (for early answers only)
-        self._marks: dict[str, dict[str, int]] = defaultdict(dict)
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="gateway-lander")
         self._dead = Committer(catalog, contracts_file, SinkStats())
@@ -85,20 +103,34 @@ class Lander:
                 self._targets[key] = target_arrow_schema(table)
             return self._targets[key]
 
-    def landed(self, identifier: str, device_id: str, seq: int) -> bool:
-        """True if this gateway already knows (device, seq) is in bronze (a cheap early answer)."""
+    def next_seq(self, identifier: str, device_id: str) -> int:
+        """The device's next seq as the table says now (read afresh: for rare answers only)."""
+        table = self.catalog.load_table(self.table(identifier).name())
         with self._lock:
-            return seq < self._marks[identifier].get(device_id, 0)
+            self._tables[identifier] = table
+        return table_marks(table, key=DEVICE_BATCHES).get(device_id, 1)
 
-    def submit(self, identifier: str, device_id: str, seq: int, rows: pa.Table) -> Future[str]:
+    def submit(self, identifier: str, device_id: str, seq: int, rows: pa.Table) -> Future[Outcome]:
         upload = _Upload(identifier, device_id, seq, rows)
         self._queue.put(upload)
         return upload.done
 
-    def dead_letter(self, identifier: str, device_id: str, seq: int, body: bytes, reason: str) -> None:
-        """Keep a batch that decrypted but does not fit its contract, with the reason."""
+    def submit_skip(self, identifier: str, device_id: str, first: int, last: int) -> Future[Outcome]:
+        """Declare seqs ``first``..``last`` of the device lost: recorded in the ledger."""
+        skip = _Upload(identifier, device_id, first, self.target(identifier).empty_table(), skip_to=last)
+        self._queue.put(skip)
+        return skip.done
+
+    def dead_letter(self, identifier: str, device_id: str, seq: int, body: bytes | None, reason: str) -> bool:
+        """Keep a batch that decrypted but does not fit its contract, with the reason (or, with no
+        body, the record of seqs the device declared skipped). One per (device, seq): False when
+        the device already has one at this seq (or a later one), and this one is not kept."""
         message = Message(f"edge:{device_id}", 0, seq, None, body)
+        dead, _ = open_table(self.catalog, DEAD_LETTERS, contracts_file=self.contracts_file)
+        if seq < table_marks(dead, {message.tp}).get(message.tp, 0):
+            return False
         self._dead.commit_dead([Dead(message, reason, identifier)])
+        return True
 
     # -- the commit thread ---------------------------------------------------------------------
 
@@ -133,35 +165,52 @@ class Lander:
                 for upload, outcome in zip(uploads, outcomes, strict=True):
                     upload.done.set_result(outcome)
 
-    def _commit(self, identifier: str, uploads: list[_Upload]) -> list[str]:
+    def _commit(self, identifier: str, uploads: list[_Upload]) -> list[Outcome]:
         table = self.table(identifier)
-        outcomes: list[str] = []
+        outcomes: list[Outcome] = []
         new_marks: dict[str, int] = {}
 
         def plan(current: Table) -> tuple[pa.Table, dict[str, str]] | None:
             marks = table_marks(current, key=DEVICE_BATCHES)  # the table's ledger: one property
-            seen: set[tuple[str, int]] = set()
             kept: list[pa.Table] = []
             outcomes.clear()
             new_marks.clear()
-            for u in uploads:
-                if u.seq < marks.get(u.device_id, 0) or (u.device_id, u.seq) in seen:
-                    outcomes.append(DUPLICATE)
-                    continue
-                seen.add((u.device_id, u.seq))
-                kept.append(u.rows)
-                outcomes.append(LANDED)
-                new_marks[u.device_id] = max(new_marks.get(u.device_id, 0), u.seq + 1)
-            if not kept:
+            for u in uploads:  # in arrival order: one device's requests apply one after the other
+                expected = new_marks.get(u.device_id) or marks.get(u.device_id, 1)
+                outcome = _decide(u, expected)
+                outcomes.append(outcome)
+                if outcome.expected != expected:
+                    new_marks[u.device_id] = outcome.expected
+                    kept.append(u.rows)
+            if not new_marks:
                 return None
-            summary = {d: max(n, marks.get(d, 0)) for d, n in sorted(new_marks.items())}
-            return pa.concat_tables(kept), {DEVICE_BATCHES: json.dumps(summary)}
+            return pa.concat_tables(kept), {DEVICE_BATCHES: json.dumps(dict(sorted(new_marks.items())))}
 
-        outcome = commit_idempotently(self.catalog, table, plan)
-        if outcome is not None:
-            committed, _ = outcome
+        committed = commit_idempotently(self.catalog, table, plan)
+        if committed is None and any(o.status in (DUPLICATE, OUT_OF_ORDER) for o in outcomes):
+            # nothing was written, so nothing checked the cached table against the catalog: an
+            # answer that lands nothing is given from the table as it is now (another replica)
+            table = self.catalog.load_table(table.name())
+            committed = commit_idempotently(self.catalog, table, plan)
             with self._lock:
-                self._tables[identifier] = committed
-                self._marks[identifier].update(new_marks)
+                self._tables[identifier] = table
+        if committed is not None:
+            with self._lock:
+                self._tables[identifier] = committed[0]
             self.commits += 1
         return outcomes
+
+
+def _decide(u: _Upload, expected: int) -> Outcome:
+    """What a batch (or a declared skip) does, given the device's next seq."""
+    if u.skip_to is not None:
+        if u.seq == expected:
+            return Outcome(SKIPPED, u.skip_to + 1)
+        if expected == u.skip_to + 1:  # the same declaration again (its answer was lost)
+            return Outcome(SKIPPED, expected)
+        return Outcome(OUT_OF_ORDER, expected)
+    if u.seq == expected:
+        return Outcome(LANDED, expected + 1)
+    if u.seq == expected - 1:  # a retry of the last accepted batch
+        return Outcome(DUPLICATE, expected)
+    return Outcome(OUT_OF_ORDER, expected)

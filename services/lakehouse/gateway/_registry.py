@@ -3,6 +3,10 @@
 SQLAlchemy Core over any URL: SQLite under the platform's state locally, PostgreSQL in a cluster.
 Enrollment tokens are stored as SHA-256 hashes only, and consumed with one conditional UPDATE,
 so two devices racing with the same token cannot both enroll.
+
+Every path that issues a token or enrolls a device (the CLI, the gateway, Python callers) goes
+through here, so the checks live here: the store must be in the reference data, the device
+name must be printable text, the public key must be one a private key stands behind.
 """
 
 from __future__ import annotations
@@ -11,15 +15,21 @@ import hashlib
 import re
 import secrets
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from ..errors import LakehouseError
+from ._device_keys import WeakDeviceKey, check_device_key
+from ._text import shown
 
-STORE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
+STORE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")
+UNIT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
+MAX_NAME = 128
 TOKEN_PREFIX = "lhe_"  # noqa: S105 (marks enrollment tokens so scanners can find leaked ones)
 
 metadata = sa.MetaData()
@@ -44,6 +54,13 @@ enrollment_tokens = sa.Table(
     sa.Column("used_at", sa.Float),
     sa.Column("device_id", sa.String(64)),
 )
+registered_units = sa.Table(  # refrigeration units not (yet) in the reference data, registered for a store
+    "units",
+    metadata,
+    sa.Column("unit_id", sa.String(64), primary_key=True),
+    sa.Column("store_id", sa.String(32), nullable=False),
+    sa.Column("registered_at", sa.Float, nullable=False),
+)
 assertion_ids = sa.Table(
     "assertion_ids",
     metadata,
@@ -55,6 +72,36 @@ assertion_ids = sa.Table(
 
 class RegistryError(LakehouseError):
     """A registry operation was refused (unknown or used token, bad store id, unknown device)."""
+
+
+class EnrollmentRefused(RegistryError):
+    """The enrollment token is unknown, expired or already used."""
+
+
+class InvalidEnrollment(RegistryError):
+    """What was asked for cannot be enrolled: an unknown store, a bad name, a weak key."""
+
+
+class Reference(Protocol):
+    """What the registry asks of the reference data (``Ownership`` answers it)."""
+
+    def check_store(self, store_id: str) -> None: ...
+
+    def owner_of(self, unit: str) -> str | None: ...
+
+
+def check_name(name: str | None) -> None:
+    """A device name is shown to operators: printable text only, at most 128 characters."""
+    if name is None:
+        return
+    for position, char in enumerate(name[: MAX_NAME + 1]):
+        if not (char.isprintable() or char == " "):
+            raise InvalidEnrollment(
+                f"name: character U+{ord(char):04X} at position {position} is not printable "
+                "(control and invisible characters are refused)"
+            )
+    if not name.strip() or len(name) > MAX_NAME:
+        raise InvalidEnrollment(f"name must be 1 to {MAX_NAME} printable characters, not only spaces")
 
 
 @dataclass(frozen=True)
@@ -77,7 +124,8 @@ def _hash(token: str) -> str:
 
 
 class Registry:
-    def __init__(self, url: str):
+    def __init__(self, url: str, *, reference: Reference):
+        self.reference = reference
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self.engine = sa.create_engine(url, pool_pre_ping=True)
@@ -89,13 +137,25 @@ class Registry:
     def close(self) -> None:
         self.engine.dispose()
 
-    def issue_enrollment_token(self, store_id: str, ttl: float) -> tuple[str, float]:
-        """A one-time token for one device of ``store_id``; only its hash is kept."""
-        if not STORE_ID.match(store_id):
-            raise RegistryError(f"store id {store_id!r} must be 1-32 letters, digits, '-' or '_'")
+    def check_store(self, store_id: str) -> None:
+        if not STORE_ID.fullmatch(store_id):
+            raise InvalidEnrollment(f"store id {shown(store_id)} must be 1-32 letters, digits, '-' or '_'")
+        self.reference.check_store(store_id)
+
+    def issue_enrollment_token(
+        self, store_id: str, ttl: float, *, units: Iterable[str] = ()
+    ) -> tuple[str, float]:
+        """A one-time token for one device of ``store_id``, a store of the reference data; only
+        its hash is kept. ``units``: units of the store the reference data does not list yet."""
+        self.check_store(store_id)
+        wanted = self._check_units(store_id, units)
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         now = time.time()
         with self.engine.begin() as conn:
+            for unit in wanted:
+                conn.execute(
+                    registered_units.insert().values(unit_id=unit, store_id=store_id, registered_at=now)
+                )
             conn.execute(
                 enrollment_tokens.insert().values(
                     token_hash=_hash(token), store_id=store_id, created_at=now, expires_at=now + ttl
@@ -103,8 +163,34 @@ class Registry:
             )
         return token, now + ttl
 
+    def _check_units(self, store_id: str, wanted: Iterable[str]) -> list[str]:
+        """The units to register (those not registered yet); refuses another store's units."""
+        known = self.units()
+        fresh = []
+        for unit in dict.fromkeys(wanted):
+            if not UNIT_ID.fullmatch(unit):
+                raise InvalidEnrollment(f"unit id {shown(unit)} must be 1-64 letters, digits, '-_.:'")
+            owner = self.reference.owner_of(unit) or known.get(unit)
+            if owner is not None and owner != store_id:
+                raise InvalidEnrollment(f"unit {unit} belongs to store {owner}, not to {store_id}")
+            if owner is None:
+                fresh.append(unit)
+        return fresh
+
+    def units(self) -> dict[str, str]:
+        """Units registered here (unit -> store)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(registered_units.c.unit_id, registered_units.c.store_id)).all()
+        return {r.unit_id: r.store_id for r in rows}
+
     def enroll(self, token: str, public_key: bytes, name: str | None) -> Device:
-        """Consume ``token`` and register a device with ``public_key`` in one transaction."""
+        """Consume ``token`` and register a device with ``public_key`` in one transaction.
+        The name and key are checked first, so a refused one does not spend the token."""
+        check_name(name)
+        try:
+            check_device_key(public_key)
+        except WeakDeviceKey as exc:
+            raise InvalidEnrollment(str(exc)) from exc
         now = time.time()
         hashed = _hash(token)
         with self.engine.begin() as conn:
@@ -122,10 +208,9 @@ class Registry:
                 .values(used_at=now, device_id=device_id)
             )
             if row is None or consumed.rowcount != 1:
-                raise RegistryError("the enrollment token is unknown, expired or already used")
-            device = Device(
-                device_id, row.store_id, (name or "")[:128] or None, "active", public_key, now, None
-            )
+                raise EnrollmentRefused("the enrollment token is unknown, expired or already used")
+            self.reference.check_store(row.store_id)  # the store may have left the reference data
+            device = Device(device_id, row.store_id, name, "active", public_key, now, None)
             conn.execute(
                 devices.insert().values(
                     device_id=device.device_id,
