@@ -15,11 +15,12 @@ import signal
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import uuid
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +48,19 @@ class Gateway:
     port: int
     env: dict[str, str]
     process: subprocess.Popen[str] | None = None
+    output: list[str] = field(default_factory=list)  # its stdout (access log) and stderr
+    readers: list[threading.Thread] = field(default_factory=list)
 
     def start(self) -> None:
         self.process = start_cli("gateway", "serve", "--port", str(self.port), home=self.home, env=self.env)
+        self.output = []
+        # drained while it runs: a full pipe would block the gateway's logging
+        self.readers = [
+            threading.Thread(target=self.output.extend, args=(stream,), daemon=True)
+            for stream in (self.process.stdout, self.process.stderr)
+        ]
+        for reader in self.readers:
+            reader.start()
         wait_for_port("127.0.0.1", self.port, 60, pid=self.process.pid, log="gateway stderr")
         self.wait_healthy()
 
@@ -65,15 +76,18 @@ class Gateway:
         raise AssertionError("the gateway did not become healthy")
 
     def stop(self) -> str:
+        """Stop it; returns what it wrote (log and access log)."""
         assert self.process is not None
         self.process.send_signal(signal.SIGTERM)
         try:
-            _, stderr = self.process.communicate(timeout=30)
+            self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.process.kill()
-            _, stderr = self.process.communicate()
+            self.process.wait()
+        for reader in self.readers:
+            reader.join(10)
         self.process = None
-        return stderr
+        return "".join(self.output)
 
     def enrollment_token(self, store: str = "S001") -> str:
         result = run_cli("devices", "enroll", "--store", store, "-o", "json", home=self.home, env=self.env)
@@ -99,7 +113,30 @@ def request(
         conn.close()
 
 
+STORES = [f"S{i:03d}" for i in range(1, 10)]
+
+
+def seed_reference(home: Path, stores: list[str] = STORES, units_per_store: int = 3) -> None:
+    """The reference data the gateway checks against: bronze.stores (S001-S009) and
+    bronze.devices (refrigeration units D-S001-1 .. D-S009-3, each owned by its store)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = home.parent / "reference"
+    folder.mkdir(parents=True, exist_ok=True)
+    units = [(f"D-{s}-{n}", s) for s in stores for n in range(1, units_per_store + 1)]
+    pq.write_table(pa.table({"store_id": stores}), folder / "stores.parquet")
+    pq.write_table(
+        pa.table({"device_id": [u for u, _ in units], "store_id": [s for _, s in units]}),
+        folder / "devices.parquet",
+    )
+    with Lakehouse(Settings(home=home)) as lh:
+        lh.load("bronze.stores", [folder / "stores.parquet"])
+        lh.load("bronze.devices", [folder / "devices.parquet"])
+
+
 def start_gateway(home: Path, **settings: str) -> Gateway:
+    seed_reference(home)
     env = {f"LAKEHOUSE_GATEWAY__{k.upper()}": v for k, v in settings.items()}
     tls = run_cli("gateway", "tls", "-o", "json", home=home, env=env)
     assert tls.returncode == 0, tls.stderr
@@ -290,6 +327,22 @@ def enroll_direct(gw: Gateway, store: str = "S001") -> Device:
     return Device(body["device_id"], key, IngestKey.from_json(body["ingest_key"]), body["assertion_audience"])
 
 
+def public_key() -> bytes:
+    return Ed25519PrivateKey.generate().public_key().public_bytes_raw()
+
+
+def skip(gw: Gateway, token: str, first: int, last: int, schema: str = SCHEMA) -> tuple[int, Any]:
+    """Declare seqs first..last lost, as an agent does after a 409; (status, next_seq or problem)."""
+    status, _, body = request(
+        gw,
+        "POST",
+        "/v1/batches/skip",
+        json.dumps({"schema": schema, "from_seq": first, "to_seq": last, "reason": "rejected"}).encode(),
+        {"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+    )
+    return status, body.get("next_seq", body)
+
+
 def token_request(assertion: str) -> bytes:
     return json.dumps(
         {
@@ -451,7 +504,7 @@ def test_attack_battery_lands_nothing_and_never_answers_500(battery_gateway: Gat
         gw,
         "POST",
         "/v1/devices/enroll",
-        json.dumps({"enrollment_token": reused_token, "public_key": b64e(b"k" * 32)}).encode(),
+        json.dumps({"enrollment_token": reused_token, "public_key": b64e(public_key())}).encode(),
         {"Content-Type": "application/json"},
     )
     assert first_use[0] == 201
@@ -513,20 +566,11 @@ def test_attack_battery_lands_nothing_and_never_answers_500(battery_gateway: Gat
     batch_case("decompression bomb", token, bomb(device, 3), 413)
     batch_case("malformed JSON", token, b'{"v": 1, "device_id": ', 400)
     batch_case("not an object", token, b"[1, 2, 3]", 400)
-    batch_case("wrong schema (table)", token, sealed_for(device, 4, schema="bronze.orders"), 422)
-    batch_case("wrong schema (newer version)", token, sealed_for(device, 4, schema_version=99), 422)
-    batch_case(
-        "wrong schema (readings)",
-        token,
-        sealed_for(device, 5, rows=[{"device_id": "D-S001-1", "reading_ts": "not a time", "extra": 1}]),
-        422,
-    )
-    batch_case(
-        "another store's readings",
-        token,
-        sealed_for(device, 6, rows=[{**sample(1)[0], "store_id": "S002"}]),
-        422,
-    )
+    batch_case("wrong schema (table)", token, sealed_for(device, 2, schema="bronze.orders"), 422)
+    batch_case("wrong schema (newer version)", token, sealed_for(device, 2, schema_version=99), 422)
+    batch_case("a gap in the seqs", token, sealed_for(device, 4), 409)
+    batch_case("a seq far ahead", token, sealed_for(device, 2**40), 409)
+    batch_case("seq 0 (below the range)", token, sealed_for(device, 0), 422)
     batch_case("unknown ingest key", token, change_header(good, ingest_kid="ingest-nope"), 400)
     cases["replayed client assertion"] = (
         "POST",
@@ -565,7 +609,7 @@ def test_attack_battery_lands_nothing_and_never_answers_500(battery_gateway: Gat
     cases["reused enrollment token"] = (
         "POST",
         "/v1/devices/enroll",
-        json.dumps({"enrollment_token": reused_token, "public_key": b64e(b"j" * 32)}).encode(),
+        json.dumps({"enrollment_token": reused_token, "public_key": b64e(public_key())}).encode(),
         {"Content-Type": "application/json"},
         401,
     )
@@ -574,7 +618,7 @@ def test_attack_battery_lands_nothing_and_never_answers_500(battery_gateway: Gat
         "/v1/devices/enroll",
         b"{not json",
         {"Content-Type": "application/json"},
-        422,
+        400,
     )
 
     failures = []
@@ -588,21 +632,33 @@ def test_attack_battery_lands_nothing_and_never_answers_500(battery_gateway: Gat
     assert not failures, "\n".join(failures)
 
     assert readings(gw.home) == before, "the battery landed rows"
+    # contract violations, each as the device's next seq, are kept with their reason in dead
+    # letters; the device then declares the seq skipped and goes on
+    violations = {
+        2: [{"device_id": "D-S001-1", "reading_ts": "not a time", "extra": 1}],
+        3: [{**sample(1)[0], "store_id": "S002"}],
+    }
+    for seq, rows in violations.items():
+        status, _, problem = upload(gw, token, sealed_for(device, seq, rows=rows))
+        assert (status, problem["code"]) == (422, "wrong-schema"), problem
+        assert "kept in bronze.dead_letters" in problem["detail"]
+        status, _, problem = upload(gw, token, sealed_for(device, seq + 1))
+        assert (status, problem["expected_seq"]) == (409, seq), problem
+        assert skip(gw, token, seq, seq) == (200, seq + 1)
     # within the clock-skew tolerance a device's token is accepted
     skewed = forged(gw, device, iat=now + 30, nbf=now + 30, exp=now + 600)
-    status, _, body = upload(gw, skewed, sealed_for(device, 7, rows=sample(2, day=7)))
+    status, _, body = upload(gw, skewed, sealed_for(device, 4, rows=sample(2, day=7)))
     assert (status, body.get("status")) == (201, "landed"), body
     before = readings(gw.home)
-    # the contract violations were kept, with their reason, in dead letters
     with Lakehouse(Settings(home=gw.home)) as lh:
         dead = lh.sql(
             "select source, source_offset, reason from bronze.dead_letters order by source_offset"
         ).to_pylist()
-    assert [d["source_offset"] for d in dead] == [5, 6]
+    assert [d["source_offset"] for d in dead] == [2, 3]
     assert all(d["source"] == f"edge:{device.device_id}" for d in dead)
     assert "store_id 'S002'" in dead[1]["reason"]
     # a legitimate retry of the landed batch is answered, not landed twice
-    status, _, body = upload(gw, token, sealed_for(device, 1))
+    status, _, body = upload(gw, token, sealed_for(device, 4, rows=sample(2, day=7)))
     assert (status, body["status"]) == (200, "duplicate")
     assert readings(gw.home) == before
 
@@ -755,19 +811,35 @@ def test_sealed_batches_hide_readings_and_bind_their_header() -> None:
     body = seal(rows, device_id="dev-1", seq=7, schema=SCHEMA, schema_version=1, ingest_key=ingest)
     assert b"D-S001-1" not in body and b"temperature" not in body
     assert open_sealed(parse_header(body), private, max_bytes=1 << 20) == rows
-    for field, value in (
+    for name, value in (
         ("device_id", "dev-2"),
         ("seq", 8),
         ("schema", "bronze.orders"),
         ("schema_version", 2),
     ):
         with pytest.raises(EnvelopeError, match="does not decrypt"):
-            open_sealed(parse_header(change_header(body, **{field: value})), private, max_bytes=1 << 20)
+            open_sealed(parse_header(change_header(body, **{name: value})), private, max_bytes=1 << 20)
     with pytest.raises(EnvelopeError, match="does not decrypt"):
         open_sealed(parse_header(body), X25519PrivateKey.generate(), max_bytes=1 << 20)
 
 
 # --- the registry in a real PostgreSQL (the cluster profile's database) -----------------------
+
+
+class StaticReference:
+    """Reference data for a registry used on its own: these stores, no units."""
+
+    def __init__(self, stores: set[str]):
+        self.stores = stores
+
+    def check_store(self, store_id: str) -> None:
+        from lakehouse.gateway import UnknownStore
+
+        if store_id not in self.stores:
+            raise UnknownStore(f"store {store_id!r} is not known")
+
+    def owner_of(self, unit: str) -> str | None:
+        return None
 
 
 @pytest.fixture(scope="module")
@@ -788,13 +860,14 @@ def test_registry_on_postgresql(postgres_url: str, home: Path) -> None:
 
     from lakehouse.gateway import Registry, RegistryError
 
-    registry = Registry(postgres_url)
+    registry = Registry(postgres_url, reference=StaticReference({"S007"}))
     assert registry.engine.dialect.name == "postgresql"
     token, _ = registry.issue_enrollment_token("S007", 60)
+    keys = [public_key() for _ in range(8)]
 
     def attempt(i: int) -> str:
         try:
-            return registry.enroll(token, bytes([i]) * 32, f"pi-{i}").device_id
+            return registry.enroll(token, keys[i], f"pi-{i}").device_id
         except RegistryError:
             return "refused"
 
