@@ -133,8 +133,12 @@ def bench_edge(work: Path, *, devices: int = 8, batches: int = 25, readings: int
         LAKEHOUSE_HOME=str(home),
         LAKEHOUSE_GATEWAY__RATE_PER_DEVICE="10000",
         LAKEHOUSE_GATEWAY__RATE_BURST="10000",
+        LAKEHOUSE_GATEWAY__RATE_PER_ADDRESS="10000",  # every benchmark device uploads from loopback
+        LAKEHOUSE_GATEWAY__ADDRESS_BURST="10000",
     )
     settings = Settings(home=home)
+    stores = [f"S{d + 1:03d}" for d in range(devices)]
+    _reference(settings, work / "edge-reference", stores)
     ca, cert, key = tls_files(settings)
     assert ca is not None
     context = ssl.create_default_context(cafile=str(ca))
@@ -173,8 +177,7 @@ def bench_edge(work: Path, *, devices: int = 8, batches: int = 25, readings: int
         time.sleep(1.0)
         work_items: list[tuple[str, list[bytes]]] = []
         reg = registry(settings)
-        for d in range(devices):
-            store = f"S{d + 1:03d}"
+        for store in stores:
             token, _ = reg.issue_enrollment_token(store, 600)
             device_key = Ed25519PrivateKey.generate()
             enrolled = _request(
@@ -237,6 +240,23 @@ def bench_edge(work: Path, *, devices: int = 8, batches: int = 25, readings: int
         "bare_p95_ms": 1000 * _p95(bare_latencies),
         **crypto_costs(readings),
     }
+
+
+def _reference(settings: Settings, folder: Path, stores: list[str]) -> None:
+    """The stores and refrigeration units the gateway checks uploads against."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from lakehouse import Lakehouse
+
+    folder.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"store_id": stores}), folder / "stores.parquet")
+    pq.write_table(
+        pa.table({"device_id": [f"D-{s}-1" for s in stores], "store_id": stores}), folder / "devices.parquet"
+    )
+    with Lakehouse(settings) as lh:
+        lh.load("bronze.stores", [folder / "stores.parquet"])
+        lh.load("bronze.devices", [folder / "devices.parquet"])
 
 
 def crypto_costs(readings: int, runs: int = 300) -> dict[str, float]:
