@@ -195,7 +195,13 @@ def test_gdpr_forget_covers_dead_letters(lh: Lakehouse) -> None:
 
     committer = Committer(lh.catalog, None, SinkStats(), keystore=lh.keystore)
     committer.commit_batch(
-        _batch([(b"k", envelope(customer(7))), (b"k", envelope(customer(8, birth_date="x")))])
+        _batch(
+            [
+                (b"k", envelope(customer(7))),
+                (b"k", envelope(customer(8, birth_date="x"))),
+                (b"k", b"not json: ava.quinn9@example.com"),
+            ]
+        )
     )
     report = forget(lh.catalog, lh.keystore, "C000008").as_dict()
     checks = {t["table"]: t for t in report["tables"]}
@@ -204,6 +210,9 @@ def test_gdpr_forget_covers_dead_letters(lh: Lakehouse) -> None:
     assert checks["bronze.dead_letters"]["values_decryptable"] == 0  # ...no longer open
     assert checks["bronze.dead_letters"]["rows_now"] == 0
     assert lh.table("bronze.customers").scan().to_arrow().num_rows == 1
+    # dead letters no customer could be read from: shredded together under their dedicated key
+    unattributed = forget(lh.catalog, lh.keystore, DEAD_LETTER_SUBJECT).as_dict()
+    assert unattributed["erased"] and lh.table("bronze.dead_letters").scan().to_arrow().num_rows == 0
 
 
 # --- the edge route: the gateway's lander -------------------------------------------------------
