@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 import sqlglot
 
-from lakehouse import Lakehouse, Settings
+from lakehouse import AccessDenied, Lakehouse, Settings
+from lakehouse._governed import GovernedEngine
 from lakehouse._policy import Policy, PolicyError, load_policy
 from lakehouse._policy_compile import REGO_FILE, opa_data, rules_json, table_schemas, trino_decision_sql
-from lakehouse._secure import AccessDenied, SecureEngine
 
 from .conftest import REPO, run_cli
 
@@ -54,15 +54,15 @@ def _line_of(path: Path, needle: str) -> int:
     [
         (
             "access.yml",
-            "gold.mart_customer_360: [full_name, email]",
-            "gold.mart_customers_360: [full_name, email]",
+            "gold.mart_customer_360: [full_name, email, city]",
+            "gold.mart_customers_360: [full_name, email, city]",
             "gold.mart_customers_360",
             "unknown table 'gold.mart_customers_360'",
         ),
         (
             "access.yml",
-            "gold.mart_customer_360: [full_name, email]",
-            "gold.mart_customer_360: [full_name, e_mail]",
+            "gold.mart_customer_360: [full_name, email, city]",
+            "gold.mart_customer_360: [full_name, e_mail, city]",
             "gold.mart_customer_360",
             "unknown column 'e_mail' of gold.mart_customer_360",
         ),
@@ -89,10 +89,10 @@ def _line_of(path: Path, needle: str) -> int:
         ),
         (
             "access.yml",
-            "      gold.mart_customer_360: [full_name, email]\n",
+            "      gold.mart_customer_360: [full_name, email, city]\n",
             "",
             "    tables:",
-            "gold.mart_customer_360 has pii column(s) ['email', 'full_name'] not listed",
+            "gold.mart_customer_360 has pii column(s) ['city', 'email', 'full_name'] not listed",
         ),
         (
             "principals.yml",
@@ -103,9 +103,9 @@ def _line_of(path: Path, needle: str) -> int:
         ),
         (
             "access.yml",
-            "birth_date: redact}",
-            "birth_date: year}",
-            "masks:",
+            "birth_date: redact,",
+            "birth_date: year,",
+            "{full_name: redact",
             "birth_date is encrypted: its mask must be",
         ),
     ],
@@ -123,7 +123,7 @@ def test_invalid_policies_name_file_and_line(
 
 def test_policy_check_cli(tmp_path: Path) -> None:
     assert run_cli("policy", "check", home=tmp_path).returncode == 0
-    broken = _broken(tmp_path, "access.yml", "[full_name, email]", "[full_name, emial]")
+    broken = _broken(tmp_path, "access.yml", "[full_name, email, city]", "[full_name, emial, city]")
     result = run_cli("policy", "check", home=tmp_path, env={"LAKEHOUSE_POLICIES_DIR": str(broken)})
     assert result.returncode == 1
     assert "unknown column 'emial'" in result.stderr and "access.yml:" in result.stderr
@@ -135,12 +135,12 @@ def test_reference_policies(policy: Policy, schemas: dict[str, list[str]]) -> No
         "store_id IN (SELECT store_id FROM iceberg.gold.dim_store WHERE region_id = 'R4')"
     )
     assert trino_decision_sql(policy.decide("sam", "gold.fct_sales", fct))[0] == "store_id = 'S001'"
+    personal = ["full_name", "email", "phone", "birth_date", "street", "city", "postal_code"]
     dana = policy.decide("dana", "gold.dim_customer", schemas["gold.dim_customer"])
-    assert (
-        dana.allowed and not dana.filters and set(dana.masks) == {"full_name", "email", "phone", "birth_date"}
-    )
+    assert dana.allowed and not dana.filters and set(dana.masks) == set(personal)
     carol = policy.decide("carol", "gold.dim_customer", schemas["gold.dim_customer"]).masks
-    assert carol == dict.fromkeys(["full_name", "email", "phone", "birth_date"], "decrypt")
+    assert carol == dict.fromkeys(personal, "decrypt")
+    assert not policy.decide("dana", "gold.dim_store", schemas["gold.dim_store"]).masks  # a store's city
     assert [t for t in schemas if policy.decide("svc-ml", t, schemas[t]).allowed] == [
         t for t in schemas if t.startswith("platinum.")
     ]
@@ -269,7 +269,15 @@ def test_rules_json_matches_the_policy(policy: Policy, schemas: dict[str, list[s
     fct = next(r for r in sam if r["table"] == "fct_sales")
     assert fct["filter"] == "store_id = 'S001'" and fct["privileges"] == ["SELECT"]
     customer = next(r for r in sam if r["table"] == "dim_customer")
-    assert {c["name"] for c in customer["columns"]} == {"full_name", "email", "phone", "birth_date"}
+    assert {c["name"] for c in customer["columns"]} == {
+        "full_name",
+        "email",
+        "phone",
+        "birth_date",
+        "street",
+        "city",
+        "postal_code",
+    }
     assert rules["tables"][-1] == {"privileges": []}  # everything else: nothing
     for rule in rules["tables"][:-1]:  # every expression is valid Trino SQL
         for expression in [rule.get("filter"), *[c["mask"] for c in rule.get("columns", [])]]:
@@ -294,7 +302,7 @@ def engines(policy_home: Path, policy: Policy) -> Iterator[dict[str, Any]]:
     opened: dict[str, Any] = {"__raw__": lh}
     try:
         for user in USERS[:-1]:
-            opened[user] = SecureEngine(lh.settings, lh.catalog, policy, user)
+            opened[user] = GovernedEngine(lh.settings, lh.catalog, policy, user)
         yield opened
     finally:
         for engine in opened.values():
@@ -416,40 +424,6 @@ def test_filters_and_masks_show_in_results(engines: dict[str, Any]) -> None:
     assert raw.startswith("pii:v1:") and "@" not in raw  # stored encrypted
 
 
-BYPASSES = [
-    "select * from iceberg_scan('whatever')",
-    "select * from bronze.customers",
-    "select * from silver.stg_customers_history",
-    "select * from read_parquet('/etc/passwd')",
-    "select * from \"iceberg_scan\"('x')",
-    "select getenv('HOME')",
-    "select * from duckdb_views()",
-    "select * from information_schema.tables",
-    "select * from query('select * from bronze.customers')",
-    "select count(*) from gold.fct_sales; select * from bronze.customers",
-    "attach 'other.duckdb' as other",
-    "create view gold.mine as select * from bronze.customers",
-    "copy (select * from gold.fct_sales) to '/tmp/out.csv'",
-    "set enable_external_access = true",
-    "pragma database_list",
-    "select * from gold.fct_sales union all select * from bronze.orders",
-    "select * from gold.fct_sales where order_id in (select order_id from bronze.orders)",
-    "with x as (select * from bronze.customers) select * from x",
-    "select * from memory.gold.fct_sales",
-    'select * from gold."fct_sales"" union select * from bronze.""customers"',
-    "install httpfs",
-    "export database '/tmp/x'",
-    "select pii_decrypt(email) from gold.dim_customer",
-]
-
-
-@pytest.mark.dbt
-@pytest.mark.parametrize("query", BYPASSES)
-def test_bypass_attempts_are_refused(engines: dict[str, Any], query: str) -> None:
-    with pytest.raises(AccessDenied):
-        engines["sam"].sql(query)
-
-
 @pytest.mark.dbt
 def test_joins_and_aggregates_see_only_granted_rows(engines: dict[str, Any]) -> None:
     sam, raw = engines["sam"], engines["__raw__"]
@@ -495,7 +469,6 @@ def test_every_query_is_audited_and_the_log_is_under_policy(engines: dict[str, A
     rows = sam.sql(marker).num_rows
     with pytest.raises(AccessDenied):
         sam.sql("select * from bronze.customers -- audited_marker")
-    carol.refresh()  # a session reads the snapshots of when it was opened; Lakehouse.sql refreshes
     log = carol.sql(
         "select user_name, roles, tables, applied, rows_returned, outcome, reason, policy_version "
         "from audit.query_log where query like '%audited_marker%' order by queried_at"

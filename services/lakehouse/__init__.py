@@ -10,12 +10,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .errors import (
+    AccessDenied,
     ConfigurationError,
     ContractError,
     LakehouseError,
     LoadError,
     NoSuchTableError,
     QueryError,
+    QueryLimitExceeded,
     SchemaMismatchError,
     ServerError,
 )
@@ -52,6 +54,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "LAYERS",
+    "AccessDenied",
     "ConfigurationError",
     "Contract",
     "ContractError",
@@ -62,6 +65,7 @@ __all__ = [
     "LoadResult",
     "NoSuchTableError",
     "QueryError",
+    "QueryLimitExceeded",
     "SchemaMismatchError",
     "ServerError",
     "Settings",

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import getpass
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
@@ -19,7 +21,10 @@ from ._keystore import Keystore
 from ._load import LoadResult, ProgressCallback, load_files, parse_identifier
 from ._settings import Settings
 from ._stack import apply_stack_state
-from .errors import LakehouseError, NoSuchTableError
+from .errors import AccessDenied, LakehouseError, NoSuchTableError
+
+if TYPE_CHECKING:
+    from ._governed import GovernedEngine
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +33,7 @@ logger = logging.getLogger(__name__)
 class TableInfo:
     layer: str
     table: str
-    rows: int
+    rows: int | None  # None on a policy-bound handle
     snapshots: int
     last_commit: str | None  # ISO-8601 UTC
 
@@ -42,45 +47,77 @@ class Lakehouse:
     >>> lh = Lakehouse()
     >>> lh.sql("select count(*) from gold.fct_sales")
 
-    With ``user``, every query runs under the policies in ``policies/``: only the rows and the
-    masked columns that user is granted (``Lakehouse(user="sam")``).
+    With ``user``, the handle is policy-bound (``Lakehouse(user="sam")``): ``sql()`` runs in a
+    session holding only the rows and masked columns ``policies/`` grants that user, and
+    ``tables()`` lists only those tables. Everything that would reach around the policy (the
+    catalog, pyiceberg tables, the keystore, loads) is refused.
     """
 
     def __init__(self, settings: Settings | None = None, *, user: str | None = None) -> None:
         settings = settings or Settings.load()
         self.settings = apply_stack_state(settings) if settings.profile == "stack" else settings
         self.user = user
+        self._engine: Engine | GovernedEngine | None = None
+
+    def _operator_only(self, what: str) -> None:
+        if self.user is not None:
+            raise AccessDenied(
+                f"{what} is not available on a policy-bound handle (user {self.user}): "
+                "query through sql(), which applies the policy"
+            )
 
     @cached_property
-    def catalog(self) -> Catalog:
+    def _catalog(self) -> Catalog:
         return load_catalog(self.settings)
 
-    @cached_property
-    def engine(self) -> Engine:
-        if self.user is not None:
-            from ._policy import load_policy
-            from ._secure import SecureEngine
+    @property
+    def catalog(self) -> Catalog:
+        """The pyiceberg catalog itself (operator handles only)."""
+        self._operator_only("the catalog")
+        return self._catalog
 
-            return SecureEngine(
-                self.settings, self.catalog, load_policy(self.settings.policies_dir), self.user
-            )
-        return Engine(self.settings, self.catalog)
+    @property
+    def engine(self) -> Engine | GovernedEngine:
+        if self._engine is None:
+            if self.user is not None:
+                from ._governed import GovernedEngine
+                from ._policy import load_policy
+
+                self._engine = GovernedEngine(
+                    self.settings, self._catalog, load_policy(self.settings.policies_dir), self.user
+                )
+            else:
+                self._engine = Engine(self.settings, self._catalog)
+        return self._engine
 
     def table(self, identifier: str) -> Table:
+        """The pyiceberg table itself (operator handles only)."""
+        self._operator_only("table()")
         layer, name = parse_identifier(identifier)
-        if not self.catalog.table_exists((layer, name)):
+        if not self._catalog.table_exists((layer, name)):
             raise NoSuchTableError(f"no table {identifier}; tables that exist: {self._names()}")
-        return self.catalog.load_table((layer, name))
+        return self._catalog.load_table((layer, name))
 
     def _names(self) -> str:
-        return ", ".join(f"{n}.{t}" for n, t in list_tables(self.catalog)) or "(none)"
+        return ", ".join(f"{n}.{t}" for n, t in list_tables(self._catalog)) or "(none)"
 
     def tables(self) -> list[TableInfo]:
+        """Every table with rows, snapshots and last commit; a policy-bound handle lists only
+        the tables its user may read, without row counts (a table's total would reveal rows
+        outside the grant)."""
+        if self.user is not None:
+            from ._governed import GovernedEngine
+
+            engine = self.engine
+            assert isinstance(engine, GovernedEngine)
+            readable = set(engine.readable_tables())
         infos = []
-        for layer, name in list_tables(self.catalog):
-            table = self.catalog.load_table((layer, name))
+        for layer, name in list_tables(self._catalog):
+            if self.user is not None and f"{layer}.{name}" not in readable:
+                continue
+            table = self._catalog.load_table((layer, name))
             snapshot = table.current_snapshot()
-            rows = 0
+            rows: int | None = 0
             if snapshot and snapshot.summary:
                 rows = int(snapshot.summary.additional_properties.get("total-records", 0))
             last = (
@@ -90,55 +127,55 @@ class Lakehouse:
                 if snapshot
                 else None
             )
-            infos.append(TableInfo(layer, name, rows, len(table.metadata.snapshots), last))
+            infos.append(
+                TableInfo(layer, name, None if self.user else rows, len(table.metadata.snapshots), last)
+            )
         return infos
 
     def sql(self, query: str, *, schema: str | None = None) -> pa.Table:
         """Run SQL over every layer; tables are ``layer.table``; ``schema`` sets the default layer.
 
-        Every query is audited in ``audit.query_log``: a policy-bound session (``user``) before
-        it answers; the operator's unrestricted session in one commit when it closes."""
-        self.engine.refresh() if self.engine._conn is not None else None
-        if self.user is not None:
-            return self.engine.sql(query, schema=schema)
+        Every query is audited (``audit.query_log``): its record is journalled before it answers
+        and committed to the table in batches (see ``lakehouse._query_audit``)."""
+        engine = self.engine
+        if isinstance(engine, Engine):
+            return self._operator_sql(engine, query, schema)
+        return engine.sql(query, schema=schema)
+
+    def _operator_sql(self, engine: Engine, query: str, schema: str | None) -> pa.Table:
+        from ._query_audit import QueryRecord, journal_for, tables_in
+
+        if engine._conn is not None:
+            engine.refresh()
+        outcome: tuple[int | None, str, str | None] = (None, "error", "interrupted")
         try:
-            result = self.engine.sql(query, schema=schema)
+            result = engine.sql(query, schema=schema)
+            outcome = (result.num_rows, "ok", None)
+            return result
         except LakehouseError as exc:
-            self._operator_queries.append((query, None, "error", str(exc)))
+            outcome = (None, "error", str(exc))
             raise
-        self._operator_queries.append((query, result.num_rows, "ok", None))
-        return result
-
-    @cached_property
-    def _operator_queries(self) -> list[tuple[str, int | None, str, str | None]]:
-        return []
-
-    def _flush_operator_audit(self) -> None:
-        queries = self.__dict__.pop("_operator_queries", None)
-        if not queries:
-            return
-        import getpass
-
-        from ._query_audit import QueryRecord, record_many, tables_in
-
-        entries = [
-            QueryRecord(
-                f"operator:{getpass.getuser()}",
-                ["operator"],
-                query,
-                tables_in(query),
-                "unrestricted",
-                {},
-                rows,
-                outcome,
-                reason,
+        finally:
+            rows, status, reason = outcome
+            journal_for(self.settings).append(
+                QueryRecord(
+                    f"operator:{getpass.getuser()}",
+                    ["operator"],
+                    query,
+                    tables_in(query, engine._conn),
+                    "unrestricted",
+                    {},
+                    rows,
+                    status,
+                    reason,
+                )
             )
-            for query, rows, outcome, reason in queries
-        ]
-        try:
-            record_many(self.catalog, entries)
-        except Exception as exc:  # the results were already returned; say so loudly, do not hide them
-            logger.warning("could not append %s operator queries to audit.query_log: %s", len(entries), exc)
+
+    def flush_audit(self) -> int:
+        """Commit journalled query records to ``audit.query_log`` now; returns how many."""
+        from ._query_audit import journal_for
+
+        return journal_for(self.settings).flush(self._catalog)
 
     def load(
         self,
@@ -150,11 +187,12 @@ class Lakehouse:
         progress: ProgressCallback | None = None,
     ) -> LoadResult:
         """Append files to a table atomically and idempotently (see ``lakehouse.load_files``)."""
+        self._operator_only("load()")
         from ._contracts import contract_for
 
         contract = contract_for(identifier, self.settings.contracts_file)
         return load_files(
-            self.catalog,
+            self._catalog,
             identifier,
             files,
             fmt=fmt,
@@ -166,15 +204,26 @@ class Lakehouse:
 
     @cached_property
     def keystore(self) -> Keystore:
-        """Per-customer data keys for personal data (see ``lakehouse._keystore``)."""
+        """Per-customer data keys for personal data (see ``lakehouse._keystore``); operator only."""
+        self._operator_only("the keystore")
         from ._keystore import open_keystore
 
         return open_keystore(self.settings)
 
     def close(self) -> None:
-        self._flush_operator_audit()
-        if "engine" in self.__dict__:
-            self.engine.close()
+        """Close the engine and commit this process's journalled query records."""
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = None
+        from ._query_audit import journal_for
+
+        journal = journal_for(self.settings)
+        if not journal.pending():
+            return
+        try:
+            journal.flush(self._catalog)
+        except Exception as exc:  # the records stay journalled; the next flush commits them
+            logger.warning("audit records stay journalled under %s: %s", journal.directory, exc)
 
     def __enter__(self) -> Lakehouse:
         return self

@@ -125,3 +125,40 @@ def load_catalog(settings: Settings) -> Catalog:
                 if (layer,) not in catalog.list_namespaces():
                     raise
     return catalog
+
+
+def current_metadata_location(catalog: Catalog, identifier: tuple[str, str]) -> str | None:
+    """Where the table's current metadata is, without loading it; None if the catalog cannot
+    tell cheaply (then load the table). The SQL catalog keeps it in the JDBC catalog table of
+    the Iceberg spec: one indexed lookup instead of reading and parsing the metadata file."""
+    if not isinstance(catalog, SqlCatalog):
+        return None
+    from sqlalchemy import text
+
+    with catalog.engine.connect() as conn:
+        row = conn.execute(
+            text(
+                "select metadata_location from iceberg_tables where catalog_name = :c "
+                "and table_namespace = :n and table_name = :t"
+            ),
+            {"c": catalog.name, "n": identifier[0], "t": identifier[1]},
+        ).first()
+    return str(row[0]) if row and row[0] else None
+
+
+class TableCache:
+    """Loaded tables, reloaded only when their metadata location moved (a new commit)."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self._tables: dict[tuple[str, str], Any] = {}
+
+    def load(self, identifier: tuple[str, str]) -> Any:
+        """The table at its current snapshot (raises pyiceberg's NoSuchTableError)."""
+        cached = self._tables.get(identifier)
+        location = current_metadata_location(self.catalog, identifier)
+        if cached is not None and location is not None and cached.metadata_location == location:
+            return cached
+        table = self.catalog.load_table(identifier)
+        self._tables[identifier] = table
+        return table

@@ -187,23 +187,23 @@ def _edge_slice(settings: Settings, *, store_ids: list[str]) -> str:
 
 def _governed_view(settings: Settings) -> RichTable:
     """What five users of the reference policy see of the same gold tables."""
-    from ._secure import SecureEngine
+    from ._governed import GovernedEngine
 
     governed = RichTable("user", "role", "fct_sales rows", "stores", "a customer email")
     for user in ("carol", "dana", "alice", "sam", "svc-ml"):
         rows, stores, email = "denied", "-", "denied"
         with Lakehouse(settings, user=user) as as_user:
             engine = as_user.engine
-            assert isinstance(engine, SecureEngine)
-            engine.connect()
-            if "gold.fct_sales" in engine.granted:
+            assert isinstance(engine, GovernedEngine)
+            readable = engine.readable_tables()
+            if "gold.fct_sales" in readable:
                 count, distinct = (
                     as_user.sql("select count(*) as n, count(distinct store_id) as s from gold.fct_sales")
                     .to_pylist()[0]
                     .values()
                 )
                 rows, stores = f"{count:,}", str(distinct)
-            if "gold.dim_customer" in engine.granted:
+            if "gold.dim_customer" in readable:
                 query = (
                     "select email from gold.dim_customer where email is not null order by customer_sk limit 1"
                 )
@@ -270,7 +270,7 @@ def run_demo(settings: Settings, *, scale: float, seed: int, console: Console) -
     per_layer: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for info in lh.tables():
         per_layer[info.layer][0] += 1
-        per_layer[info.layer][1] += info.rows
+        per_layer[info.layer][1] += info.rows or 0
     table = RichTable("layer", "tables", "rows")
     for layer in ("bronze", "silver", "gold", "platinum"):
         tables, rows = per_layer.get(layer, [0, 0])

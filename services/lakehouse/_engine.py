@@ -50,20 +50,21 @@ def configure_storage(conn: duckdb.DuckDBPyConnection, settings: Settings) -> No
     storage = settings.storage
     if storage.type != "s3":
         return
+    # every value is quoted as a SQL literal: a secret holding a quote must not end the string
     parts = [
         "type s3",
-        f"region '{storage.region}'",
-        f"url_style '{'path' if storage.path_style else 'vhost'}'",
+        f"region {_sql_literal(storage.region)}",
+        f"url_style {_sql_literal('path' if storage.path_style else 'vhost')}",
     ]
     if storage.access_key_id and storage.secret_access_key:
         parts += [
-            f"key_id '{storage.access_key_id.get_secret_value()}'",
-            f"secret '{storage.secret_access_key.get_secret_value()}'",
+            f"key_id {_sql_literal(storage.access_key_id.get_secret_value())}",
+            f"secret {_sql_literal(storage.secret_access_key.get_secret_value())}",
         ]
     if storage.endpoint:
         endpoint = urlparse(storage.endpoint)
         parts += [
-            f"endpoint '{endpoint.netloc}'",
+            f"endpoint {_sql_literal(endpoint.netloc)}",
             f"use_ssl {'true' if endpoint.scheme == 'https' else 'false'}",
         ]
     conn.execute(f"create or replace temporary secret lakehouse_s3 ({', '.join(parts)})")
@@ -130,8 +131,26 @@ def bind_tables(conn: duckdb.DuckDBPyConnection, catalog: Catalog) -> list[Bound
 _MISSING_TABLE = re.compile(r"Table with name (\S+) does not exist", re.IGNORECASE)
 
 
+def new_source_connection(settings: Settings) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection that can read the warehouse: the bundled extensions and the object
+    store's credentials, nothing bound yet. Never hand it a policy-bound user's SQL."""
+    ext_dir = extension_directory(settings)
+    ext_dir.mkdir(parents=True, exist_ok=True)
+    conn = duckdb.connect(
+        config={
+            "extension_directory": str(ext_dir),
+            "autoinstall_known_extensions": False,
+            "threads": settings.engine.threads,
+            "memory_limit": settings.engine.memory_limit,
+        }
+    )
+    install_extensions(conn)
+    configure_storage(conn, settings)
+    return conn
+
+
 class Engine:
-    """A DuckDB connection with the whole catalog bound; one per session or request."""
+    """The operator's engine: a DuckDB connection with the whole catalog bound, unrestricted."""
 
     def __init__(self, settings: Settings, catalog: Catalog) -> None:
         self.settings = settings
@@ -140,21 +159,7 @@ class Engine:
         self.tables: list[BoundTable] = []
 
     def new_connection(self) -> duckdb.DuckDBPyConnection:
-        """A DuckDB connection with the bundled extensions and the object store's credentials,
-        nothing bound yet."""
-        ext_dir = extension_directory(self.settings)
-        ext_dir.mkdir(parents=True, exist_ok=True)
-        conn = duckdb.connect(
-            config={
-                "extension_directory": str(ext_dir),
-                "autoinstall_known_extensions": False,
-                "threads": self.settings.engine.threads,
-                "memory_limit": self.settings.engine.memory_limit,
-            }
-        )
-        install_extensions(conn)
-        configure_storage(conn, self.settings)
-        return conn
+        return new_source_connection(self.settings)
 
     def connect(self) -> duckdb.DuckDBPyConnection:
         if self._conn is None:

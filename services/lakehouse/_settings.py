@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NestedSecretsSettingsSource,
@@ -103,6 +103,26 @@ class MaskingFormatter(logging.Formatter):
         return mask_secrets(super().format(record))
 
 
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+}
+
+
+def parse_bytes(text: str) -> int:
+    """``512MB``, ``2GiB``, ``1000`` -> bytes (DuckDB's units: KB = 1000, KiB = 1024)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
+    unit = match[2].lower() if match else ""
+    if not match or unit not in _UNITS:
+        raise ConfigurationError(f"{text!r} is not a size: use a number with B, KB, MB, GB, KiB, MiB or GiB")
+    return int(float(match[1]) * _UNITS[unit])
 
 
 def _url_passwords(value: str) -> list[str]:
@@ -150,6 +170,19 @@ class EngineSettings(BaseModel):
     type: Literal["duckdb", "trino"] | None = None
     threads: int = Field(default=2, ge=1)
     memory_limit: str = "4GB"
+    # bounds of every policy-bound query (lakehouse sql --as, Lakehouse(user=...))
+    query_timeout: float = Field(default=300.0, gt=0)  # seconds of wall time
+    governed_memory_limit: str = "2GB"  # the user's session; nothing spills to disk
+    max_result_rows: int = Field(default=1_000_000, ge=1)
+    max_result_bytes: str = "512MB"
+    governed_cache_bytes: str = "512MB"  # small granted tables kept in memory between queries
+
+    @field_validator("max_result_bytes", "governed_cache_bytes", "governed_memory_limit")
+    @classmethod
+    def _a_size(cls, value: str) -> str:
+        parse_bytes(value)  # refused when the settings load, not at the first query
+        return value
+
     trino_host: str = "trino"
     trino_port: int = 8443
     trino_catalog: str = "iceberg"

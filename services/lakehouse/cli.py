@@ -578,12 +578,12 @@ def policy_export_duckdb(
 ) -> None:
     """Write USER's filtered, masked tables into a DuckDB file a BI tool opens read-only."""
     from ._api import Lakehouse
-    from ._secure import SecureEngine, export_duckdb
+    from ._governed import GovernedEngine, export_duckdb
 
     if out_file.exists():
         raise typer.BadParameter(f"{out_file} exists; remove it or choose another file")
     with Lakehouse(Settings.load(), user=user) as lh:
-        assert isinstance(lh.engine, SecureEngine)
+        assert isinstance(lh.engine, GovernedEngine)
         written = export_duckdb(lh.engine, out_file)
     out_file.chmod(0o600)
     for identifier, rows in written.items():

@@ -37,5 +37,13 @@ class QueryError(LakehouseError):
     """A query failed in the engine."""
 
 
+class AccessDenied(QueryError):
+    """A policy-bound query names something its user is not granted; nothing ran."""
+
+
+class QueryLimitExceeded(QueryError):
+    """A policy-bound query ran into one of its bounds (time, memory, result size)."""
+
+
 class ServerError(LakehouseError):
     """An embedded server (SeaweedFS, broker) failed to start or answer."""
