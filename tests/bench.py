@@ -12,8 +12,10 @@
    same server and TLS; the per-batch cost of token verification and of sealing and opening.
 6. Personal data: ingest with encryption against a plain load of the same file, and a query
    that decrypts against the same query masked (tests/bench_pii.py).
+7. Governed queries: the gold queries as policy-bound users against the same queries as the
+   operator, p50/p95, warm sessions and cold ones (tests/bench_governed.py).
 
-Usage: python -m tests.bench [--scale 4] [--repeat 3] [--only load,dbt,queries,streaming,edge] [--json FILE]
+Usage: python -m tests.bench [--scale 4] [--repeat 3] [--only load,dbt,queries,governed,streaming,edge,pii] [--json FILE]
 """
 
 from __future__ import annotations
@@ -249,7 +251,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000, help="events for the streaming benchmark")
     parser.add_argument("--devices", type=int, default=8, help="concurrent devices for the edge benchmark")
     parser.add_argument(
-        "--only", default="load,dbt,queries,streaming,edge,pii", help="comma-separated benchmarks"
+        "--only", default="load,dbt,queries,governed,streaming,edge,pii", help="comma-separated benchmarks"
     )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -257,20 +259,24 @@ def main() -> None:
     console = Console(width=170)
     with tempfile.TemporaryDirectory(prefix="lakehouse-bench-") as tmp:
         work = Path(tmp)
-        load = dbt = queries = streaming = edge = pii = None
-        if only & {"load", "dbt", "queries", "pii"}:
+        load = dbt = queries = streaming = edge = pii = governed = None
+        if only & {"load", "dbt", "queries", "governed", "pii"}:
             files = write_files(generate(args.scale, seed=42), work / "data")
             console.print(f"bench at scale {args.scale} in {work}")
         if "load" in only:
             load = bench_load(files, args.repeat, work)
-        if only & {"dbt", "queries", "pii"}:
+        if only & {"dbt", "queries", "governed", "pii"}:
             home = work / "built"
             with Lakehouse(Settings(home=home)) as lh:
                 for name, path in files.items():
                     lh.load(f"bronze.{name}", [path])
-                bronze_rows = sum(i.rows for i in lh.tables())
+                bronze_rows = sum(i.rows or 0 for i in lh.tables())
             dbt = bench_dbt(home, bronze_rows)
             queries = bench_queries(home, args.query_runs)
+            if "governed" in only:
+                from .bench_governed import bench_governed
+
+                governed = bench_governed(home, GOLD_QUERIES, runs=max(5, args.query_runs // 2))
             if "pii" in only:
                 from .bench_pii import bench_pii
 
@@ -297,6 +303,8 @@ def main() -> None:
         _streaming_rows(table, streaming)
     if edge:
         _edge_rows(table, edge)
+    if governed:
+        _governed_rows(table, governed)
     if pii:
         _pii_rows(table, pii)
     console.print(table)
@@ -308,6 +316,7 @@ def main() -> None:
             "streaming": streaming,
             "edge": edge,
             "pii": pii,
+            "governed": governed,
         }
         args.json.write_text(json.dumps(results, indent=2))
 
@@ -325,6 +334,24 @@ def _dbt_rows(table: Table, dbt: dict[str, Any], queries: dict[str, Any]) -> Non
         f"{queries['lakehouse_p50_ms']:.1f} / {queries['lakehouse_p95_ms']:.1f}",
         f"{queries['native_duckdb_p50_ms']:.1f} / {queries['native_duckdb_p95_ms']:.1f} (native DuckDB tables)",
         f"{queries['ratio_p50']:.2f}x (p50)",
+        "-",
+    )
+
+
+def _governed_rows(table: Table, governed: dict[str, Any]) -> None:
+    users = "/".join(governed["users"])
+    table.add_row(
+        f"governed gold query p50 / p95 ms ({users}, warm sessions)",
+        f"{governed['governed_p50_ms']:.1f} / {governed['governed_p95_ms']:.1f}",
+        f"{governed['operator_p50_ms']:.1f} / {governed['operator_p95_ms']:.1f} (operator, same queries and data)",
+        f"{governed['ratio_p50']:.2f}x / {governed['ratio_p95']:.2f}x",
+        "<= 1.5x",
+    )
+    table.add_row(
+        "governed first query of a new session p50 / p95 ms (cold)",
+        f"{governed['cold_p50_ms']:.0f} / {governed['cold_p95_ms']:.0f}",
+        "operator warm p50 above",
+        f"{governed['cold_p50_ms'] / governed['operator_p50_ms']:.1f}x (p50)",
         "-",
     )
 

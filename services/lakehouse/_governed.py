@@ -483,6 +483,7 @@ class GovernedEngine:
         return result
 
     def _run(self, query: str, schema: str | None) -> tuple[list[str], pa.Table]:
+        self._session.prestart()
         shape = self._shape(query)
         grants = self._resolve(shape, schema)
         self._deadline = time.monotonic() + self.limits.timeout_s

@@ -61,6 +61,7 @@ class SessionProcess:
         self._rfile: BinaryIO | None = None
         self._wfile: BinaryIO | None = None
         self.generation = 0  # bumps on every (re)start: copies held by an older one are gone
+        self._opening = False
 
     @property
     def running(self) -> bool:
@@ -83,7 +84,12 @@ class SessionProcess:
         self._wfile = parent.makefile("wb")
         self.generation += 1
         self._send({"op": "open", **self.config.__dict__})
-        self._answer(time.monotonic() + START_TIMEOUT_S)
+        self._opening = True  # its answer is read by the first request: start-up overlaps our work
+
+    def prestart(self) -> None:
+        """Start the process now, without waiting for it (the platform prepares meanwhile)."""
+        if not self.running:
+            self._start()
 
     def _send(self, header: dict[str, Any], body: pa.RecordBatchReader | None = None) -> None:
         assert self._wfile is not None
@@ -113,6 +119,9 @@ class SessionProcess:
         if not self.running:
             self._start()
         try:
+            if self._opening:
+                self._answer(max(deadline, time.monotonic() + START_TIMEOUT_S))
+                self._opening = False
             assert self._sock is not None
             self._sock.settimeout(max(0.001, deadline - time.monotonic()))
             self._send(header, body)
