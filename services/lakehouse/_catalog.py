@@ -49,10 +49,12 @@ def _sql_catalog(settings: Settings) -> Catalog:
         raise ConfigurationError(
             "the sql catalog needs LAKEHOUSE_CATALOG__URI and LAKEHOUSE_CATALOG__WAREHOUSE"
         )
-    if cfg.uri.startswith("sqlite:///"):
-        settings.home.mkdir(parents=True, exist_ok=True)
+    from ._private import private_dir, private_home
+
+    if cfg.uri.startswith("sqlite:///") or cfg.warehouse.startswith("file://"):
+        private_home(settings)  # the catalog and the warehouse's files are the owner's alone
     if cfg.warehouse.startswith("file://"):
-        (settings.home / "warehouse").mkdir(parents=True, exist_ok=True)
+        private_dir(settings.home / "warehouse")
     from sqlalchemy.exc import OperationalError
 
     uri, warehouse = cfg.uri, cfg.warehouse
