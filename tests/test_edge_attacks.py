@@ -124,6 +124,35 @@ def test_small_order_and_all_zero_keys_are_refused(small_order_keys: list[bytes]
             check_device_key(rng.randbytes(size))
 
 
+# --- the request head, measured before the parser sees it -----------------------------------
+
+
+def test_head_size_is_measured_across_any_split_of_the_bytes() -> None:
+    from types import SimpleNamespace
+
+    from lakehouse.gateway._server import GuardedProtocol
+
+    rng = random.Random(19)
+    limit = 1024
+    for _ in range(400):
+        head_len = rng.randint(limit - 40, limit + 40)
+        line = b"POST /v1/batches HTTP/1.1\r\nX-Pad: "
+        head = line + b"a" * (head_len - len(line) - 4) + b"\r\n\r\n"
+        assert len(head) == head_len
+        data = head + b"{}\r\n\r\n" * rng.randint(0, 3)  # a body (with CRLFs) may follow in the same read
+        cuts = sorted(rng.sample(range(1, len(data)), rng.randint(0, 6)))
+        state = SimpleNamespace(_head_bytes=0, _tail=b"", max_header_bytes=limit)
+        refused, consumed = False, 0
+        for start, end in zip([0, *cuts], [*cuts, len(data)], strict=True):
+            if consumed >= head_len:
+                break
+            refused = GuardedProtocol._head_too_large(state, data[start:end])  # type: ignore[arg-type]
+            consumed = end
+            if refused:
+                break
+        assert refused == (head_len > limit), (head_len, cuts)
+
+
 # --- JSON bounds -------------------------------------------------------------------------------
 
 
@@ -909,6 +938,11 @@ def test_slow_and_idle_clients_are_timed_out(gw: Gateway, token: str) -> None:
         b" " * 60,
         "401 then closed",
     )
+    variants["an early 401, its body, then silence"] = (
+        batch_head.replace(token.encode(), b"nope") + b" " * 60,
+        b"",
+        "401 then idle",
+    )
     results: dict[str, tuple[bytes, float, float]] = {}
 
     def run(name: str) -> None:
@@ -939,6 +973,8 @@ def test_slow_and_idle_clients_are_timed_out(gw: Gateway, token: str) -> None:
         took = closed - sent_at
         if expected == "401 then closed":
             ok = answer.startswith(b"HTTP/1.1 401") and 1.5 < took < 4.5
+        elif expected == "401 then idle":  # the idle timeout (1 s) closes it
+            ok = answer.startswith(b"HTTP/1.1 401") and 0.5 < took < 3.5
         else:
             status, problem = problem_of(answer) if answer.startswith(b"HTTP/1.1 408") else (0, {})
             limit = 1.5 if expected == "408 headers" else 2.0

@@ -122,8 +122,8 @@ def build_app(settings: Settings) -> FastAPI:
 
 
 def serve(settings: Settings, *, host: str | None = None, port: int | None = None) -> None:
-    """Serve until SIGTERM: h11 with bounded heads and read deadlines, TLS 1.3 (or 1.2 with
-    AEAD suites only), logs with control characters escaped."""
+    """Serve until SIGTERM: request heads bounded before they are parsed, read deadlines, TLS 1.3
+    (or 1.2 with AEAD suites only), logs with control characters escaped."""
     import logging
 
     import uvicorn
@@ -145,7 +145,6 @@ def serve(settings: Settings, *, host: str | None = None, port: int | None = Non
         server_header=False,
         timeout_graceful_shutdown=10,
         timeout_keep_alive=g.idle_timeout,
-        h11_max_incomplete_event_size=g.max_header_bytes,
         limit_concurrency=g.max_connections,
         proxy_headers=bool(g.trusted_proxies),  # else X-Forwarded-For from anyone would pick the client
         forwarded_allow_ips=g.trusted_proxies or None,

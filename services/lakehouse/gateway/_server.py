@@ -1,11 +1,13 @@
-"""The gateway's HTTP server: uvicorn with h11, bounded in bytes and time, TLS 1.3 or AEAD 1.2.
+"""The gateway's HTTP server: uvicorn, bounded in bytes and time, TLS 1.3 or AEAD-only 1.2.
 
-uvicorn bounds neither the time a client may take to send its request head nor its body: its
-keep-alive timer runs only between requests, and every byte received cancels it, so a client
-sending one byte every few seconds holds a connection (and its buffers) forever. h11 is used
-instead of httptools because it bounds the request head (``h11_max_incomplete_event_size``);
-``GuardedH11Protocol`` adds a deadline for the head from its first byte, one for the body from
-the end of the head, and one for idle connections, and answers 408 or 431 as problem+json.
+uvicorn bounds neither the size of a request head (httptools buffers a header of any size; h11
+checks only heads that arrive incomplete) nor the time a client may take to send its head or
+body: its keep-alive timer runs only between requests and every byte cancels it, so a client
+sending one byte every few seconds holds a connection and its buffers forever.
+``GuardedProtocol`` (uvicorn's httptools protocol, the fast C parser) measures each request head
+before the parser sees its bytes (431 problem+json beyond ``max_header_bytes``), gives the head
+``header_timeout`` seconds from its first byte and the body ``body_timeout`` seconds from the
+end of the head (408 problem+json), and closes idle connections.
 """
 
 from __future__ import annotations
@@ -19,9 +21,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import h11
 from uvicorn.config import LOGGING_CONFIG, Config
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from .._settings import GatewaySettings
@@ -32,7 +33,9 @@ logger = logging.getLogger(__name__)
 PROBLEM_BASE = "urn:lakehouse:problem:"
 # TLS 1.2 only with forward secrecy and AEAD; TLS 1.3 suites are all AEAD and preferred anyway
 TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+END_OF_HEAD = b"\r\n\r\n"
 
+Phase = Literal["idle", "head", "body", "app"]  # what the connection waits for from the client
 Waiting = Literal["headers", "body", "idle"]
 
 
@@ -58,34 +61,9 @@ def raw_problem(status: int, reason: str, code: str, detail: str) -> bytes:
     return head.encode() + body
 
 
-class _Connection(h11.Connection):
-    """h11's connection, with the request head bounded however it arrives, remembering why it
-    refused a request (431: the head is too large).
-
-    h11 bounds a head only while it is incomplete: one that arrives whole in a single read (up
-    to the transport's read size) passes its check, so a complete head is measured here."""
-
-    def __init__(self, max_head: int):
-        super().__init__(h11.SERVER, max_incomplete_event_size=max_head)
-        self.max_head = max_head
-        self.refused: h11.RemoteProtocolError | None = None
-
-    def next_event(self) -> Any:
-        try:
-            event = super().next_event()
-        except h11.RemoteProtocolError as exc:
-            self.refused = exc
-            raise
-        if isinstance(event, h11.Request):
-            size = len(event.method) + len(event.target) + sum(len(n) + len(v) + 4 for n, v in event.headers)
-            if size > self.max_head:
-                self.refused = h11.RemoteProtocolError("request head too large", error_status_hint=431)
-                raise self.refused
-        return event
-
-
-class GuardedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol with read deadlines. Subclassed per gateway by ``protocol``."""
+class GuardedProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a bounded head and read deadlines; subclassed per
+    gateway by ``protocol`` with its limits."""
 
     header_timeout = 10.0
     body_timeout = 30.0
@@ -99,9 +77,23 @@ class GuardedH11Protocol(H11Protocol):
         _loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
-        self.conn = _Connection(self.max_header_bytes)
+        self._phase: Phase = "idle"
+        self._head_bytes, self._tail = 0, b""  # of the head being received, before the parser
         self._deadline: asyncio.TimerHandle | None = None
         self._waiting: Waiting | None = None
+
+    # -- the head's size, measured before the parser buffers it ---------------------------------
+
+    def _head_too_large(self, data: bytes) -> bool:
+        window = self._tail + data
+        end = window.find(END_OF_HEAD)
+        if end < 0:
+            self._head_bytes += len(data)
+            self._tail = window[-3:]
+            return self._head_bytes > self.max_header_bytes
+        size = self._head_bytes + end + len(END_OF_HEAD) - len(self._tail)
+        self._head_bytes, self._tail = 0, b""
+        return size > self.max_header_bytes
 
     # -- the deadlines --------------------------------------------------------------------------
 
@@ -119,25 +111,25 @@ class GuardedH11Protocol(H11Protocol):
         self._deadline, self._waiting = None, None
 
     def _follow(self) -> None:
-        """Re-aim the deadline at what the connection is waiting for now."""
-        state = self.conn.their_state
-        if state is h11.SEND_BODY:
+        """Aim the deadline at what the connection waits for now."""
+        if self._phase == "body":
             if self._waiting != "body":
                 self._expect("body")
-        elif state is h11.IDLE:
-            if self.conn.trailing_data[0]:  # part of the next request head is here
-                if self._waiting != "headers":
-                    self._expect("headers")
-            elif self._waiting != "idle":
-                self._expect("idle")
-        else:  # the application has the whole request, or the connection is ending
+        elif self._phase == "head":
+            if self._waiting != "headers":
+                self._expect("headers")
+        elif self._phase == "app":  # the application has the whole request
             self._cancel()
+        elif self._waiting is None:
+            self._expect("idle")
 
     def _expired(self, waiting: Waiting) -> None:
         self._deadline, self._waiting = None, None
         if self.transport.is_closing():
             return
-        asked = waiting == "body" or bool(self.conn.trailing_data[0])
+        asked = waiting == "body" or (
+            waiting == "headers" and (self._phase == "head" or self._head_bytes > 0)
+        )
         cycle = self.cycle if waiting == "body" else None
         if asked and (cycle is None or not cycle.response_started):
             limit = self.body_timeout if waiting == "body" else self.header_timeout
@@ -155,47 +147,69 @@ class GuardedH11Protocol(H11Protocol):
             )
         self.transport.close()
 
+    def _refuse(self, status: int, reason: str, code: str, detail: str) -> None:
+        self._cancel()
+        self.transport.write(raw_problem(status, reason, code, detail))
+        self.transport.close()
+
     # -- uvicorn's hooks -----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._expect("headers")
+        self._expect("headers")  # a connection must send its first request in time
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._waiting in (None, "idle"):  # the first byte of a request starts its clock
+        if self.transport.is_closing():
+            return
+        if self._phase == "idle" and self._waiting != "headers":  # a request's first byte
             self._expect("headers")
-        super().data_received(data)
-        self._follow()
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        self._follow()
-
-    def send_400_response(self, msg: str) -> None:
-        refused = getattr(self.conn, "refused", None)
-        if refused is not None and refused.error_status_hint == 431:
-            answer = raw_problem(
+        if self._phase in ("idle", "head") and self._head_too_large(data):
+            limit = self.max_header_bytes
+            return self._refuse(
                 431,
                 "Request Header Fields Too Large",
                 "header-too-large",
-                f"the request line and headers exceed {self.max_header_bytes} bytes",
+                f"the request line and headers exceed {limit} bytes",
             )
+        super().data_received(data)
+        self._follow()
+
+    def send_400_response(self, msg: str) -> None:
+        self._refuse(400, "Bad Request", "bad-request", "the request is not valid HTTP/1.1")
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._phase = "head"
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        self._phase = "body"
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        if self.cycle.response_complete:  # answered before its body ended (a 401): nothing pending
+            self._phase, self._head_bytes, self._tail = "idle", 0, b""
         else:
-            answer = raw_problem(400, "Bad Request", "bad-request", "the request is not valid HTTP/1.1")
-        self._cancel()
-        self.transport.write(answer)
-        self.transport.close()
+            self._phase = "app"
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._phase == "app":
+            self._phase = "idle"
+            self._head_bytes, self._tail = 0, b""
+        if not self.transport.is_closing():
+            self._follow()
 
 
-def protocol(settings: GatewaySettings) -> type[GuardedH11Protocol]:
+def protocol(settings: GatewaySettings) -> type[GuardedProtocol]:
     """The protocol class with this gateway's limits."""
     return type(
-        "GatewayH11Protocol",
-        (GuardedH11Protocol,),
+        "GatewayProtocol",
+        (GuardedProtocol,),
         {
             "header_timeout": settings.header_timeout,
             "body_timeout": settings.body_timeout,
