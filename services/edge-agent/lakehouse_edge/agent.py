@@ -291,6 +291,7 @@ class Agent:
                 {"schema": batch.schema, "from_seq": expected, "to_seq": last, "reason": reason},
                 token=self._access_token(),
             )
+            self.queue.count_skipped(last - expected + 1)
             logger.warning(
                 "gateway expected seq %s, the oldest queued is %s: declared seqs %s-%s skipped (%s)",
                 expected,

@@ -166,18 +166,17 @@ class UploadQueue:
 
     def missing_reason(self, first: int, last: int) -> str:
         """Why seqs ``first``..``last`` are not queued: rejected, dropped, or both (a declared
-        skip names it); records the declaration."""
-        with self._transaction():
-            rejected = int(
-                self._db.execute(
-                    "select count(*) from rejected where seq between ? and ?", (first, last)
-                ).fetchone()[0]
-            )
-            dropped = self._meta("dropped_batches") > 0 and rejected < last - first + 1
-            self._bump("declared_skipped", last - first + 1)
+        skip names it)."""
+        rejected = int(self._one("select count(*) from rejected where seq between ? and ?", first, last)[0])
+        dropped = self._meta("dropped_batches") > 0 and rejected < last - first + 1
         if rejected and dropped:
             return "dropped-and-rejected"
         return "rejected" if rejected else "dropped" if dropped else "unknown"
+
+    def count_skipped(self, seqs: int) -> None:
+        """Record that the gateway accepted a declaration of ``seqs`` lost seqs."""
+        with self._transaction():
+            self._bump("declared_skipped", seqs)
 
     def pending_count(self) -> int:
         return int(self._one("select count(*) from pending")[0])
