@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import secrets
 import socket
 import ssl
 import threading
@@ -151,6 +152,65 @@ def test_head_size_is_measured_across_any_split_of_the_bytes() -> None:
             if refused:
                 break
         assert refused == (head_len > limit), (head_len, cuts)
+
+
+# --- ownership: the reference data, with an injected clock ---------------------------------
+
+
+def test_ownership_follows_the_reference_tables_within_the_refresh_period(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from lakehouse._catalog import load_catalog
+    from lakehouse._settings import GatewaySettings
+    from lakehouse.gateway import Ownership, UnknownStore, _ownership
+
+    home = tmp_path / "home"
+    settings = Settings(home=home)
+
+    def load(name: str, table: dict[str, list[str]]) -> None:
+        path = tmp_path / f"{name}-{secrets.token_hex(4)}.parquet"
+        pq.write_table(pa.table(table), path)
+        with Lakehouse(settings) as lh:
+            lh.load(f"bronze.{name}", [path])
+
+    now = [100.0]
+    scans = [0]
+    real_rows = _ownership._rows
+
+    def counted(*args: Any) -> Any:
+        scans[0] += 1
+        return real_rows(*args)
+
+    monkeypatch.setattr(_ownership, "_rows", counted)
+    ownership = Ownership(
+        lambda: load_catalog(settings), GatewaySettings(reference_refresh=5), clock=lambda: now[0]
+    )
+    with pytest.raises(UnknownStore, match="no store is known"):  # nothing loaded yet
+        ownership.check_store("S001")
+    load("stores", {"store_id": ["S001", "S002"]})
+    load("devices", {"device_id": ["D-S001-1", "D-S002-1"], "store_id": ["S001", "S002"]})
+    now[0] += 5
+    assert ownership.owner_of("D-S001-1") == "S001"
+    assert ownership.refusal("D-S002-1", "S001").code == "foreign-unit"  # type: ignore[union-attr]
+    assert ownership.refusal("D-S001-1", "S001") is None
+    load("devices", {"device_id": ["D-S001-2", "D-S002-1"], "store_id": ["S001", "S001"]})  # contested
+    scanned = scans[0]
+    now[0] += 4.9  # within the period: the previous map, nothing read
+    assert ownership.owner_of("D-S001-2") is None and scans[0] == scanned
+    now[0] += 0.2  # the snapshot changed: re-read
+    assert ownership.owner_of("D-S001-2") == "S001"
+    assert ownership.owner_of("D-S002-1") is None  # listed under two stores: nobody's
+    assert "several stores" in ownership.refusal("D-S002-1", "S002").detail  # type: ignore[union-attr]
+    scanned = scans[0]
+    for _ in range(5):  # unchanged snapshots are checked, never scanned again
+        now[0] += 6
+        assert ownership.owner_of("D-S001-1") == "S001"
+    assert scans[0] == scanned
+    with pytest.raises(UnknownStore, match="did you mean 'S002'"):
+        ownership.check_store("s002")
 
 
 # --- JSON bounds -------------------------------------------------------------------------------
@@ -378,6 +438,7 @@ def upload_sealed(gw: Gateway, token: str, body: bytes) -> tuple[int, dict[str, 
     return request(gw, "POST", "/v1/batches", body, {**SEALED, "Authorization": f"Bearer {token}"})
 
 
+@pytest.mark.slow
 def test_forged_units_go_to_dead_letters_and_land_nothing(
     gw: Gateway, device: Device, token: str, seqs: Seqs
 ) -> None:
@@ -430,6 +491,7 @@ def test_forged_units_go_to_dead_letters_and_land_nothing(
     assert all("skipped by the device" not in d["reason"] for d in dead)  # the dead letter explains them
 
 
+@pytest.mark.slow
 def test_a_foreign_unit_lands_once_the_reference_says_it_is_ours(
     gw: Gateway, device: Device, token: str, seqs: Seqs
 ) -> None:
@@ -479,6 +541,7 @@ def sealed_plain(device: Device, seq: int, plain: bytes, **header: Any) -> bytes
     )
 
 
+@pytest.mark.slow
 def test_crafted_batches_answer_4xx_and_land_nothing(
     gw: Gateway, device: Device, token: str, seqs: Seqs
 ) -> None:
@@ -576,6 +639,7 @@ def test_crafted_batches_answer_4xx_and_land_nothing(
     assert len(dead_letters(gw.home)) == dead_before, "a refused batch reached dead letters"
 
 
+@pytest.mark.slow
 def test_values_no_table_can_hold_go_to_dead_letters_not_500(
     gw: Gateway, device: Device, token: str, seqs: Seqs
 ) -> None:
@@ -602,6 +666,7 @@ def test_values_no_table_can_hold_go_to_dead_letters_not_500(
     assert readings(gw.home) == before
 
 
+@pytest.mark.slow
 def test_crafted_enrollment_and_token_bodies(gw: Gateway) -> None:
     json_headers = {"Content-Type": "application/json"}
     cases: list[tuple[str, str, bytes, int, str]] = []
@@ -630,6 +695,7 @@ def test_crafted_enrollment_and_token_bodies(gw: Gateway) -> None:
 # --- sequences: never a silent drop -----------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_sequences_follow_their_model_under_generated_gaps(gw: Gateway) -> None:
     """Random uploads and skips of one device against a model of the documented semantics:
     a batch lands only as the next seq, the previous seq is a duplicate, anything else is a
@@ -684,6 +750,7 @@ def test_sequences_follow_their_model_under_generated_gaps(gw: Gateway) -> None:
 # --- enrollment: known stores, printable names, keys that bind a private key -------------------
 
 
+@pytest.mark.slow
 def test_enrollment_only_for_known_stores(gw: Gateway) -> None:
     from lakehouse.gateway import InvalidEnrollment, registry
 
@@ -725,6 +792,7 @@ def test_enrollment_only_for_known_stores(gw: Gateway) -> None:
     assert '"event":"enrollment-token","outcome":"rejected"' in audit
 
 
+@pytest.mark.slow
 def test_a_unit_registered_for_a_store_lands_before_the_reference_knows_it(gw: Gateway) -> None:
     result = run_cli(
         "devices", "enroll", "--store", "S004", "--unit", "D-S004-8", "-o", "json", home=gw.home, env=gw.env
@@ -760,6 +828,7 @@ def _enroll(
     )
 
 
+@pytest.mark.slow
 def test_small_order_keys_never_enroll(gw: Gateway, small_order_keys: list[bytes]) -> None:
     token = gw.enrollment_token("S006")
     for key in small_order_keys:
@@ -769,6 +838,7 @@ def test_small_order_keys_never_enroll(gw: Gateway, small_order_keys: list[bytes
     assert_problem(_enroll(gw, token, Ed25519PrivateKey.generate().public_key().public_bytes_raw()), 401)
 
 
+@pytest.mark.slow
 def test_device_names_with_control_characters_are_refused_and_shown_escaped(gw: Gateway) -> None:
     rng = random.Random(4)
     token = gw.enrollment_token("S007")
@@ -848,6 +918,7 @@ def problem_of(answer: bytes) -> tuple[int, dict[str, Any]]:
     return int(lines[0].split()[1]), problem
 
 
+@pytest.mark.slow
 def test_header_floods_are_cut_at_the_head_limit_and_never_audited(gw: Gateway) -> None:
     audit = AuditLog(gw.home / "state/gateway/audit.jsonl")
     rng = random.Random(13)
@@ -917,6 +988,7 @@ def _slow_client(gw: Gateway, first: bytes, trickle: bytes, every: float) -> tup
     return answer + rest, sent_at, closed
 
 
+@pytest.mark.slow
 def test_slow_and_idle_clients_are_timed_out(gw: Gateway, token: str) -> None:
     """header_timeout 1.5 s, body_timeout 2 s, idle_timeout 1 s in this module's gateway."""
     rng = random.Random(17)
@@ -1012,6 +1084,7 @@ def _handshake(
         return f"refused: {exc}"
 
 
+@pytest.mark.slow
 def test_tls_1_3_preferred_and_1_2_only_with_aead(gw: Gateway) -> None:
     v12, v13 = ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3
     assert _handshake(gw, lowest=v12, highest=v13, ciphers="ALL")[0] == "TLSv1.3"  # type: ignore[index]
@@ -1042,6 +1115,7 @@ def test_tls_1_3_preferred_and_1_2_only_with_aead(gw: Gateway) -> None:
 # --- pre-authentication throttling -------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_unauthenticated_floods_are_throttled_per_address(tmp_path: Path) -> None:
     gw = start_gateway(tmp_path / "home", rate_per_address="2", address_burst="5")
     try:
@@ -1105,6 +1179,7 @@ def _landed(gw: Gateway, unit: str) -> list[str]:
     return sorted(t.isoformat() for t in got.to_pylist())
 
 
+@pytest.mark.slow
 def test_agent_declares_dropped_and_rejected_seqs_and_loses_nothing_silently(
     gw: Gateway, tmp_path: Path
 ) -> None:
@@ -1140,6 +1215,7 @@ def test_agent_declares_dropped_and_rejected_seqs_and_loses_nothing_silently(
     assert "belongs to store S009" in reasons[9]  # the refused batch, whole
 
 
+@pytest.mark.slow
 def test_agent_whose_state_went_back_keeps_its_batches_and_renumbers(gw: Gateway, tmp_path: Path) -> None:
     """An SD card restored from an older image: its queued seqs were used at the gateway since."""
     import shutil
@@ -1175,6 +1251,7 @@ def test_agent_whose_state_went_back_keeps_its_batches_and_renumbers(gw: Gateway
 # --- the gateway's own log ---------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_gateway_log_escapes_control_characters_and_never_500(gw: Gateway) -> None:
     """Last in the module: stops the gateway to read its whole output, then starts it again."""
     for path in ("/v1/%1b%5b2J%1b%5d0;pwned%07", "/%e2%80%ae/x", "/v1/%0d%0afake:%20line"):
