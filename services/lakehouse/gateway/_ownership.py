@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import difflib
 import logging
+import re
 import threading
 import time
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -90,10 +92,8 @@ class Ownership:
             raise UnknownStore(
                 f"no store is known: {table} is missing or empty (load the reference data first)"
             )
-        folded = {s.casefold(): s for s in stores}
-        close = [folded[store_id.casefold()]] if store_id.casefold() in folded else []
-        close = close or difflib.get_close_matches(store_id, sorted(stores), n=1, cutoff=0.6)
-        hint = f"; did you mean {close[0]!r}?" if close else f" ({len(stores)} stores are listed there)"
+        close = _closest(store_id, stores)
+        hint = f"; did you mean {close!r}?" if close else f" ({len(stores)} stores are listed there)"
         raise UnknownStore(f"store {shown(store_id)} is not in {table}{hint}")
 
     def owner_of(self, unit: str) -> str | None:
@@ -177,6 +177,20 @@ class Ownership:
             logger.warning("%s lists %s unit(s) under several stores: refused", g.units_table, len(contested))
         logger.info("reference data: %s stores, %s units", len(stores), len(owners))
         return _Map(versions, stores, owners, frozenset(contested), registered)
+
+
+def _closest(wanted: str, stores: frozenset[str]) -> str | None:
+    """The store an operator most likely meant: the same id in another case, width or with
+    invisible characters, else the most similar one."""
+    cleaned = re.sub(r"[^0-9a-z_-]", "", unicodedata.normalize("NFKC", wanted).casefold())
+    folded = {s.casefold(): s for s in stores}
+    if cleaned in folded:
+        return folded[cleaned]
+    prefixes = [s for s in folded if s and cleaned.startswith(s)]  # a store id with something after it
+    if prefixes:
+        return folded[max(prefixes, key=len)]
+    close = difflib.get_close_matches(cleaned, sorted(folded), n=1, cutoff=0.6)
+    return folded[close[0]] if close else None
 
 
 def _load(catalog: Catalog, identifier: str) -> Table | None:

@@ -138,9 +138,9 @@ class Registry:
         self.engine.dispose()
 
     def check_store(self, store_id: str) -> None:
+        self.reference.check_store(store_id)  # first: an unknown store is named with the closest one
         if not STORE_ID.fullmatch(store_id):
             raise InvalidEnrollment(f"store id {shown(store_id)} must be 1-32 letters, digits, '-' or '_'")
-        self.reference.check_store(store_id)
 
     def issue_enrollment_token(
         self, store_id: str, ttl: float, *, units: Iterable[str] = ()
