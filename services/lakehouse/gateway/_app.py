@@ -503,11 +503,19 @@ def create_app(gateway: Gateway) -> FastAPI:
                 return None, _contract_violation(
                     f"reading {i}: store_id {shown(reading['store_id'])} is not this device's store {store_id!r}"
                 )
-        for i, unit in enumerate(r.get("device_id") for r in readings):  # the refrigeration unit
+        units = [r.get("device_id") for r in readings]  # the refrigeration units
+        distinct = (
+            dict.fromkeys(units) if all(isinstance(u, str) for u in units) else units
+        )  # a few, in order
+        for unit in distinct:
             refused = gateway.ownership.refusal(unit, store_id)
             if refused is not None:
+                first = next(i for i, u in enumerate(units) if u is unit or u == unit)
                 return None, Problem(
-                    refused.status, refused.code, "Unit not this store's", f"reading {i}: {refused.detail}"
+                    refused.status,
+                    refused.code,
+                    "Unit not this store's",
+                    f"reading {first}: {refused.detail}",
                 )
         try:
             rows, _, bad = validate(readings, gateway.lander.target(identifier), identifier)

@@ -16,7 +16,6 @@ from typing import Any
 
 _ESCAPE = re.compile(rb"\\.", re.DOTALL)
 _NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'"[]{}')
-_EMPTY_PAIR = re.compile(rb"\[\]|\{\}")
 _LONE_SURROGATE_HINT = re.compile(rb"\\u[dD][89a-fA-F]")
 INT64 = 2**63
 
@@ -36,7 +35,8 @@ def depth_exceeds(data: bytes, limit: int) -> bool:
     for _ in range(limit):
         if not brackets:
             return False
-        reduced = _EMPTY_PAIR.sub(b"", brackets)
+        # one level: empty pairs become a marker first, so no pair formed by a removal goes too
+        reduced = brackets.replace(b"[]", b"x").replace(b"{}", b"x").replace(b"x", b"")
         if len(reduced) == len(brackets):  # unbalanced: the parser reports it, if shallow
             return len(reduced) > limit
         brackets = reduced
