@@ -1,9 +1,11 @@
 """Personal data on every ingest route, as an attacker would try it: rows as received become rows
 as stored through one function (files, the Kafka sink's committer, the edge gateway's lander),
-producers cannot supply what the platform computes, and dead letters hold no plaintext."""
+producers cannot supply what the platform computes (tokens, fingerprints, the ingest order), and
+dead letters hold no plaintext."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,16 +13,18 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
-from lakehouse import Lakehouse, Settings
+from lakehouse import Lakehouse, Settings, _ingest
 from lakehouse._contracts import load_contracts, parse_contracts
-from lakehouse._ingest import as_stored, check_personal
+from lakehouse._ingest import as_stored, check_personal, ingest_sequence, received_schema
 from lakehouse._keystore import DEAD_LETTER_SUBJECT, Keystore
 from lakehouse._sink import Committer, SinkStats, _Record
 from lakehouse.errors import LakehouseError, LoadError, SchemaMismatchError
 
 CUSTOMERS = load_contracts()["bronze.customers"]
+READINGS = load_contracts()["bronze.sensor_readings"]
 
 
 def customer(i: int, **overrides: Any) -> dict[str, Any]:
@@ -280,3 +284,52 @@ def test_the_gateway_lands_a_personal_data_contract_encrypted(lh: Lakehouse, dri
     assert letter["pii_subject"] == DEAD_LETTER_SUBJECT and letter["reason"] == "a forged unit"
     assert_no_plaintext(letter["payload"])
     assert json.loads(keystore.open(letter["payload"].decode()))[0]["driver_name"] == " Zed Quinn0 "
+
+
+# --- the ingest order: what "the latest copy wins" means downstream ------------------------------
+
+
+def reading(minute: int, temperature: float) -> dict[str, Any]:
+    return {
+        "device_id": "D-S001-1",
+        "store_id": "S001",
+        "reading_ts": dt.datetime(2026, 3, 2, 10, minute),
+        "temperature_c": temperature,
+        "door_open": False,
+    }
+
+
+def test_every_route_stamps_the_ingest_order(lh: Lakehouse, tmp_path: Path) -> None:
+    first, second, forged = (tmp_path / f"{n}.parquet" for n in ("first", "second", "forged"))
+    pq.write_table(pa.Table.from_pylist([reading(0, 3.0), reading(15, 3.1)]), first)
+    pq.write_table(pa.Table.from_pylist([reading(0, 9.0)]), second)
+    pq.write_table(pa.Table.from_pylist([{**reading(30, 3.2), "ingest_seq": 2**62}]), forged)
+    lh.load("bronze.sensor_readings", [first])
+    lh.load("bronze.sensor_readings", [second])
+    with pytest.raises(SchemaMismatchError, match=r"\['ingest_seq'\] are not"):
+        lh.load("bronze.sensor_readings", [forged])  # a file cannot choose its place in the order
+    committer = Committer(lh.catalog, None, SinkStats())  # the Kafka route
+    message = orjson.dumps({"schema": "bronze.sensor_readings", "version": 1, "data": reading(0, 4.0)})
+    committer.commit_batch({("sensor_readings", 0): [_Record(0, b"D-S001-1", message)]})
+    table = lh.table("bronze.sensor_readings")
+    rows = sorted(table.scan().to_arrow().to_pylist(), key=lambda r: r["ingest_seq"])
+    assert [r["temperature_c"] for r in rows] == [3.0, 3.1, 9.0, 4.0]  # files in row order, then Kafka
+    # the gateway validates uploads against rows as sent (no ingest_seq), then calls the same hook
+    sent = received_schema("bronze.sensor_readings")
+    assert sent is not None and "ingest_seq" not in sent.names
+    upload = committer.as_stored(
+        "bronze.sensor_readings", pa.Table.from_pylist([reading(45, 5.0)], sent), table
+    )
+    assert upload.column("ingest_seq").to_pylist()[0] > rows[-1]["ingest_seq"]
+
+
+def test_the_ingest_order_never_goes_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_ingest, "_last_sequence", 0)
+    now = iter([5_000_000_000, 4_000_000_000, 9_000_000_000])  # ns; the clock steps back once
+    first = ingest_sequence(3, clock=lambda: next(now)).to_pylist()
+    second = ingest_sequence(2, clock=lambda: next(now)).to_pylist()
+    third = ingest_sequence(1, clock=lambda: next(now)).to_pylist()
+    assert first == [5_000_000, 5_000_001, 5_000_002]  # microseconds, +1 per row
+    assert second == [5_000_003, 5_000_004]  # never below what was given
+    assert third == [9_000_000]
+    assert ingest_sequence(0).to_pylist() == []

@@ -111,6 +111,9 @@ class Contract(BaseModel, frozen=True):
     # from the subject's data key) of their normalised values, to detect changes without the
     # plaintext and without comparing ciphertexts (random nonces make every ciphertext differ)
     pii_fingerprints: dict[str, list[str]] = Field(default_factory=dict)
+    # a platform column (long) stamped on every write with the order rows reached the platform,
+    # for "latest received wins" downstream; producers never send it (_ingest.as_stored)
+    ingest_order: str | None = None
     rls: dict[Literal["region", "store"], str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -135,10 +138,14 @@ class Contract(BaseModel, frozen=True):
             raise ValueError(
                 f"pii_normalize, pii_tokens and pii_fingerprints name non-pii column(s) {outside}"
             )
-        derived = [*(f"{t}_token" for t in self.pii_tokens), *self.pii_fingerprints]
+        derived = self.platform_columns
         clashing = [c for c in derived if c in names]
         if clashing:
-            raise ValueError(f"token or fingerprint column(s) {clashing} clash with declared columns")
+            raise ValueError(
+                f"token, fingerprint or ingest order column(s) {clashing} clash with declared columns"
+            )
+        if len(set(derived)) != len(derived):
+            raise ValueError(f"token, fingerprint and ingest order columns {derived} repeat a name")
         not_required = [c.name for c in self.columns if c.name in self.primary_key and not c.required]
         if not_required:
             raise ValueError(f"primary key column(s) {not_required} must be required: true")
@@ -152,11 +159,25 @@ class Contract(BaseModel, frozen=True):
         return next(c for c in self.columns if c.name == name)
 
     @property
+    def platform_columns(self) -> list[str]:
+        """Columns the platform computes on every write (never sent by producers): personal
+        data's tokens and fingerprints, and the ingest order."""
+        return [
+            *(f"{t}_token" for t in self.pii_tokens),
+            *self.pii_fingerprints,
+            *([self.ingest_order] if self.ingest_order else []),
+        ]
+
+    @property
+    def transforms_rows(self) -> bool:
+        """Whether rows as stored differ from rows as sent (personal data, platform columns):
+        then producers send ``arrow_schema()`` and ``_ingest.as_stored`` makes the stored rows."""
+        return bool(self.pii or self.platform_columns)
+
+    @property
     def stored_columns(self) -> list[Column]:
         """The table's columns: as declared, except personal data stored as ciphertext text,
-        plus the token columns. ``columns`` is what producers send."""
-        if not self.pii:
-            return list(self.columns)
+        plus the token, fingerprint and ingest order columns. ``columns`` is what producers send."""
         stored = [
             Column(name=c.name, type="string", required=c.required, description="encrypted (pii:v1)")
             if c.name in self.pii
@@ -175,7 +196,20 @@ class Contract(BaseModel, frozen=True):
             )
             for name, covered in self.pii_fingerprints.items()
         ]
-        return stored + tokens + fingerprints
+        ingest_order = []
+        if self.ingest_order:
+            ingest_order.append(
+                Column(
+                    name=self.ingest_order,
+                    type="long",
+                    description=(
+                        "the order rows reached the platform, stamped on every write: microseconds "
+                        "since 1970 when the batch was stamped, +1 per row of the batch (NULL: written "
+                        "before the platform stamped it)"
+                    ),
+                )
+            )
+        return stored + tokens + fingerprints + ingest_order
 
     def stored_arrow_schema(self) -> pa.Schema:
         return pa.schema(

@@ -3,7 +3,9 @@
 File loads (``load_files``), Kafka (the sink's committer), the edge gateway (its lander) and
 dead letters all pass rows through here, so a new route cannot forget it: a contract's personal
 columns (``pii``) are normalised and encrypted under the data key of each row's subject, with
-their tokens and fingerprints computed by the platform (never accepted from a producer). dbt
+their tokens and fingerprints computed by the platform (never accepted from a producer), and a
+contract's ``ingest_order`` column is stamped with the order the rows reached the platform
+(what "the latest copy wins" means downstream, e.g. for conflicting sensor readings). dbt
 models, which the platform does not write row by row, are checked instead: ``check_personal``
 refuses a model whose personal columns hold anything but this keystore's ciphertext or NULL.
 
@@ -15,10 +17,13 @@ subject can be read from the message, else under the dedicated key ``#dead-lette
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -55,10 +60,27 @@ def personal_contract(identifier: str, contracts_file: Path | None = None) -> Co
 
 
 def received_schema(identifier: str, contracts_file: Path | None = None) -> pa.Schema | None:
-    """What producers send to a table with personal data (plaintext, no token or fingerprint
-    columns), or None if the table holds none (then producers send what is stored)."""
-    contract = personal_contract(identifier, contracts_file)
-    return contract.arrow_schema() if contract is not None else None
+    """What producers send to a table whose stored rows differ from the rows sent (personal data
+    in plaintext, no token, fingerprint or ingest order columns), or None if they do not differ
+    (then producers send what is stored)."""
+    contract = contract_for(identifier, contracts_file)
+    return contract.arrow_schema() if contract is not None and contract.transforms_rows else None
+
+
+_sequence_lock = threading.Lock()
+_last_sequence = 0
+
+
+def ingest_sequence(rows: int, clock: Callable[[], int] = time.time_ns) -> pa.Array:
+    """``rows`` numbers for the ingest order column, increasing in the order rows reach the
+    platform: the microseconds since 1970 when the batch is stamped, then +1 per row of the
+    batch, never at or below the last number this process gave (a batch of n rows uses n
+    microseconds of the sequence; a clock that steps back cannot reorder batches)."""
+    global _last_sequence
+    with _sequence_lock:
+        first = max(clock() // 1000, _last_sequence + 1)
+        _last_sequence = max(_last_sequence, first + rows - 1)
+    return pa.array(np.arange(first, first + rows, dtype=np.int64), pa.int64())
 
 
 def refused_rows(data: pa.Table, contract: Contract, keystore: Keystore) -> dict[int, str]:
@@ -97,12 +119,14 @@ def as_stored(
     source: str = "rows",
 ) -> pa.Table:
     """Rows as producers sent them -> rows as stored: personal data normalised and encrypted
-    under each row's subject, token and fingerprint columns computed, the result cast to
-    ``target`` (the table's schema) when given. Tables without personal data pass unchanged."""
-    if contract is None or not contract.pii:
+    under each row's subject, token and fingerprint columns computed, the ingest order stamped,
+    the result cast to ``target`` (the table's schema) when given. Rows of a contract without
+    personal data or platform columns pass unchanged. A column the platform computes is
+    refused if a producer sends it."""
+    if contract is None or not contract.transforms_rows:
         return data
     identifier = contract.identifier
-    if keystore is None:
+    if contract.pii and keystore is None:
         raise LoadError(
             f"{identifier} holds personal data ({', '.join(contract.pii)}): write it through the platform "
             "(lakehouse load, Lakehouse.load, the sink, the gateway), which encrypts it"
@@ -113,12 +137,28 @@ def as_stored(
     extra = [n for n in data.column_names if received.get_field_index(n) < 0]
     if extra:
         raise SchemaMismatchError(
-            f"{source}: column(s) {extra} are not sent to {identifier} (token and fingerprint columns "
-            f"are computed by the platform); send only {received.names}",
+            f"{source}: column(s) {extra} are not sent to {identifier} (token, fingerprint and ingest "
+            f"order columns are computed by the platform); send only {received.names}",
             source=source,
             column=extra[0],
         )
     data = conform(data, received, source=source, fmt="jsonl", table=identifier)
+    columns: dict[str, Any] = {name: data.column(name) for name in data.column_names}
+    if contract.pii:
+        assert keystore is not None
+        columns.update(_protected(data, contract, keystore, source))
+    if contract.ingest_order:
+        columns[contract.ingest_order] = ingest_sequence(data.num_rows)
+    stored_schema = contract.stored_arrow_schema()
+    stored = pa.table(columns).select(stored_schema.names).cast(stored_schema)
+    if target is not None:
+        stored = conform(stored, target, source=source, fmt="jsonl", table=identifier)
+    return stored
+
+
+def _protected(data: pa.Table, contract: Contract, keystore: Keystore, source: str) -> dict[str, Any]:
+    """The personal columns of ``data`` encrypted under each row's subject, with their token
+    and fingerprint columns."""
     assert contract.pii_subject is not None
     subjects = [None if s is None else str(s) for s in data.column(contract.pii_subject).to_pylist()]
     for row, subject in enumerate(subjects):
@@ -134,12 +174,10 @@ def as_stored(
     plain = {
         name: _plain(data.column(name).to_pylist(), contract.pii_normalize.get(name)) for name in contract.pii
     }
-    columns: dict[str, Any] = {}
-    for name in data.column_names:
-        if name not in contract.pii:
-            columns[name] = data.column(name)
-            continue
-        columns[name] = pa.array(keystore.encrypt_column(subjects, name, plain[name]), pa.string())  # type: ignore[arg-type]
+    columns: dict[str, Any] = {
+        name: pa.array(keystore.encrypt_column(subjects, name, plain[name]), pa.string())  # type: ignore[arg-type]
+        for name in contract.pii
+    }
     for name in contract.pii_tokens:
         columns[f"{name}_token"] = pa.array([keystore.token(v) for v in plain[name]], pa.string())
     for name, covered in contract.pii_fingerprints.items():
@@ -150,11 +188,7 @@ def as_stored(
             ],
             pa.string(),
         )
-    stored_schema = contract.stored_arrow_schema()
-    stored = pa.table(columns).select(stored_schema.names).cast(stored_schema)
-    if target is not None:
-        stored = conform(stored, target, source=source, fmt="jsonl", table=identifier)
-    return stored
+    return columns
 
 
 # --- dead letters ----------------------------------------------------------------------------

@@ -562,13 +562,14 @@ def load_files(
     target = target_arrow_schema(table)
     done = loaded_batch_ids(table)
     contract = contract_for(identifier, contracts_file)
-    personal = contract if contract is not None and contract.pii else None
-    if personal is not None and keystore is None:
+    if contract is not None and contract.pii and keystore is None:
         raise LoadError(
-            f"{identifier} holds personal data ({', '.join(personal.pii)}): load it through the platform "
+            f"{identifier} holds personal data ({', '.join(contract.pii)}): load it through the platform "
             "(lakehouse load, Lakehouse.load), which encrypts it"
         )
-    source_schema = personal.arrow_schema() if personal is not None else target
+    # rows as sent differ from rows as stored (personal data, platform columns): files hold the former
+    transformed = contract if contract is not None and contract.transforms_rows else None
+    source_schema = transformed.arrow_schema() if transformed is not None else target
 
     batches: list[_Batch] = []
     seen: set[str] = set()
@@ -587,7 +588,7 @@ def load_files(
             fmt=file_fmt,
             table=identifier,
         )
-        data = as_stored(data, personal, keystore, target=target, source=str(path))
+        data = as_stored(data, transformed, keystore, target=target, source=str(path))
         batches.append(_Batch(path, bid, data))
         if progress:
             progress(f"validated {path.name}", data.num_rows)

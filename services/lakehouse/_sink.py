@@ -518,12 +518,13 @@ class Committer:
 
     def as_stored(self, identifier: str, rows: pa.Table, table: Table) -> pa.Table:
         """``rows`` as received (validated against ``received_schema``) -> as ``table`` stores
-        them: personal data encrypted. Other routes that commit themselves (the gateway) call it
-        before they write."""
+        them: personal data encrypted, the ingest order stamped. Other routes that commit
+        themselves (the gateway) call it before they write."""
         contract = contract_for(identifier, self.contracts_file)
-        if contract is None or not contract.pii:
+        if contract is None or not contract.transforms_rows:
             return rows
-        return as_stored(rows, contract, self.keys.get(), target=target_arrow_schema(table), source="upload")
+        keystore = self.keys.get() if contract.pii else None  # no master key for tables without personal data
+        return as_stored(rows, contract, keystore, target=target_arrow_schema(table), source="upload")
 
     def commit_batch(self, pending: dict[tuple[str, int], list[Any]]) -> dict[tuple[str, int], int]:
         """Commit records (anything with offset, key, value) per (topic, partition); returns the
@@ -557,8 +558,9 @@ class Committer:
             )
             raise
         target = target_arrow_schema(table)
-        # personal data is validated as producers send it (plaintext), then stored encrypted
-        received = contract.arrow_schema() if contract.pii else target
+        # rows are validated as producers send them (personal data in plaintext, no platform
+        # columns), then made into stored rows (encrypted, stamped) by as_stored
+        received = contract.arrow_schema() if contract.transforms_rows else target
         flat = [(p, r) for p, rs in partitions.items() for r in rs]
         data = _fast_path([r.value for _, r in flat], contract, received)
         dead: list[Dead] = []
@@ -585,6 +587,8 @@ class Committer:
                 data = data.take(pa.array(keep, pa.int64()))
                 rows_from = [rows_from[i] for i in keep]
             data = as_stored(data, contract, keystore, target=target, source="message")
+        elif contract.transforms_rows:
+            data = as_stored(data, contract, None, target=target, source="message")
         row_partitions = [p for p, _ in rows_from]
         row_offsets = [r.offset for _, r in rows_from]
         self.commit_dead(dead)
