@@ -28,3 +28,28 @@
 {% macro digits_only(expr) %}{{ return(adapter.dispatch('digits_only', 'lakehouse')(expr)) }}{% endmacro %}
 {% macro default__digits_only(expr) %}regexp_replace({{ expr }}, '[^0-9]', '', 'g'){% endmacro %}
 {% macro trino__digits_only(expr) %}regexp_replace({{ expr }}, '[^0-9]', ''){% endmacro %}
+
+{#- The median of a numeric expression, as an aggregate. Trino has no exact median: its
+    approx_percentile (a t-digest; exact for a handful of distinct values, such as a sensor's
+    intervals) stands in. The argument must be double or bigint for Trino. -#}
+{% macro median(expr) %}{{ return(adapter.dispatch('median', 'lakehouse')(expr)) }}{% endmacro %}
+{% macro default__median(expr) %}median({{ expr }}){% endmacro %}
+{% macro trino__median(expr) %}approx_percentile({{ expr }}, 0.5){% endmacro %}
+
+{#- Every hour from `first_hour` to `last_hour` of `bounds` (a relation with one row whose two
+    columns are timestamps on the hour), both included, as rows of one column, `spine_hour`.
+    DuckDB generates the series directly; Trino's sequence() stops at 10,000 elements, so it
+    crosses days (up to 27 years) with the 24 hours of a day. -#}
+{% macro hour_spine(bounds) %}{{ return(adapter.dispatch('hour_spine', 'lakehouse')(bounds)) }}{% endmacro %}
+{% macro default__hour_spine(bounds) -%}
+    select unnest(generate_series(first_hour, last_hour, interval '1 hour')) as spine_hour
+    from {{ bounds }}
+{%- endmacro %}
+{% macro trino__hour_spine(bounds) -%}
+    select date_add('hour', spine_hours.hour_of_day, cast(spine_days.spine_day as timestamp(6))) as spine_hour
+    from {{ bounds }}
+    cross join unnest(sequence(cast(first_hour as date), cast(last_hour as date))) as spine_days (spine_day)
+    cross join unnest(sequence(0, 23)) as spine_hours (hour_of_day)
+    where date_add('hour', spine_hours.hour_of_day, cast(spine_days.spine_day as timestamp(6)))
+        between first_hour and last_hour
+{%- endmacro %}
