@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import itertools
 import re
+import shutil
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from pyiceberg.catalog.sql import SqlCatalog
@@ -33,13 +35,23 @@ GOLD = {
     "mart_cold_chain_compliance",
 }
 PLATINUM = {"feat_demand_daily", "feat_device_health_hourly"}
+INTERMEDIATE = {
+    "int_orders",
+    "int_order_lines",
+    "int_products_history",
+    "int_customers_history",
+    "int_sensor_readings",
+    "int_sensor_cadence",
+}
 
 
 def test_every_layer_is_an_iceberg_table_any_engine_reads(built: Lakehouse, built_home: Path) -> None:
     tables = {(i.layer, i.table) for i in built.tables()}
     assert {t for layer, t in tables if layer == "gold"} == GOLD
     assert {t for layer, t in tables if layer == "platinum"} == PLATINUM
-    assert len([1 for layer, _ in tables if layer == "silver"]) == 12
+    silver = {t for layer, t in tables if layer == "silver"}
+    assert len([t for t in silver if t.startswith("stg_")]) == 12  # one staging model per source
+    assert silver - {t for t in silver if t.startswith("stg_")} == INTERMEDIATE
     # a plain pyiceberg catalog, not the platform, reads the same rows DuckDB's iceberg_scan does
     catalog = SqlCatalog(
         "lakehouse",
@@ -59,10 +71,16 @@ def test_every_layer_is_an_iceberg_table_any_engine_reads(built: Lakehouse, buil
 
 def test_silver_removes_the_dirt(built: Lakehouse) -> None:
     q = built.sql
-    assert q("select count(*) = count(distinct order_id) as ok from silver.stg_orders").to_pylist() == [
+    # staging is 1:1 with its source; the int_ layer deduplicates and conforms
+    for model, source in (("stg_orders", "orders"), ("stg_sensor_readings", "sensor_readings")):
+        counts = q(
+            f"select (select count(*) from silver.{model}) - (select count(*) from bronze.{source}) as d"
+        )
+        assert counts.to_pylist() == [{"d": 0}], model
+    assert q("select count(*) = count(distinct order_id) as ok from silver.int_orders").to_pylist() == [
         {"ok": True}
     ]
-    assert q("select count(*) as n from silver.stg_orders where store_id = 'S999'").to_pylist() == [{"n": 0}]
+    assert q("select count(*) as n from silver.int_orders where store_id = 'S999'").to_pylist() == [{"n": 0}]
     channels = {r["channel"] for r in q("select distinct channel from silver.stg_orders").to_pylist()}
     assert channels == {"store", "web"}
     assert q(
@@ -72,6 +90,8 @@ def test_silver_removes_the_dirt(built: Lakehouse) -> None:
         q("select count(*) - count(distinct order_id) as n from bronze.orders").column("n")[0].as_py()
     )
     assert bronze_dupes > 0  # there was dirt to remove
+    unknown = q("select count(*) as n from silver.stg_orders where store_id = 'S999'").column("n")[0].as_py()
+    assert unknown > 0  # and dirt that a join drops (counted by a test)
 
 
 def test_scd2_history_is_contiguous_with_one_current_version(built: Lakehouse) -> None:
@@ -97,7 +117,7 @@ def test_scd2_versions_follow_address_changes_not_ciphertexts(built: Lakehouse) 
     versions = built.sql(
         """
         select customer_id, street, city, postal_code, address_fingerprint, home_store_id
-        from silver.stg_customers_history order by customer_id, valid_from
+        from silver.int_customers_history order by customer_id, valid_from
         """
     ).to_pylist()
     assert all(v[c].startswith("pii:v1:") for v in versions for c in ("street", "city", "postal_code"))
@@ -165,6 +185,78 @@ def test_platinum_features_cover_the_full_grid(built: Lakehouse) -> None:
         "select count(distinct label_excursion_next_6h) as n from platinum.feat_device_health_hourly"
     )
     assert labels.to_pylist() == [{"n": 2}]
+
+
+def test_device_hours_without_readings_are_on_the_spine(built: Lakehouse) -> None:
+    # every hour of each unit's reporting span has exactly one row, readings or not
+    spans = built.sql(
+        """
+        select device_id, count(*) as n,
+               date_diff('hour', min(reading_hour), max(reading_hour)) + 1 as hours
+        from platinum.feat_device_health_hourly group by 1
+        """
+    ).to_pylist()
+    assert spans and all(s["n"] == s["hours"] for s in spans)
+    cadence = built.sql("select distinct cadence_minutes from silver.int_sensor_cadence").column(0)
+    assert cadence.to_pylist() == [15.0]  # derived from the reference units' readings
+
+
+def test_conflicting_readings_keep_the_copy_received_last(built_home: Path, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    shutil.copytree(built_home, home)
+    with Lakehouse(Settings(home=home)) as lh:
+        a, b = lh.sql(
+            """
+            select device_id, store_id, reading_ts from silver.int_sensor_readings
+            where temperature_c between 0 and 4 and copies_received = 1 order by device_id, reading_ts limit 2
+            """
+        ).to_pylist()
+        # two later uploads of the same two readings: the first colder/warmer, the second the reverse
+        for i, (for_a, for_b) in enumerate([(1.1, 9.9), (9.8, 1.2)]):
+            rows = [{**a, "temperature_c": for_a}, {**b, "temperature_c": for_b}]
+            if i == 0:  # and a reading of a unit the device master does not carry
+                rows.append({**a, "device_id": "D-NOWHERE-1", "temperature_c": 3.0})
+            path = tmp_path / f"resent-{i}.parquet"
+            pq.write_table(pa.Table.from_pylist([{**r, "door_open": False} for r in rows]), path)
+            lh.load("bronze.sensor_readings", [path])
+    result = run_cli("dbt", "build", "--select", "stg_sensor_readings", "int_sensor_readings", home=home)
+    assert result.returncode == 0, result.stdout[-3000:]
+    # the dropped reading is counted: a warning, under the 1 % that would fail the build
+    assert re.search(r"WARN 1 stg_sensor_readings_dropped_unknown_unit", result.stdout), result.stdout[-3000:]
+    with Lakehouse(Settings(home=home)) as lh:
+        kept = lh.sql(
+            f"""
+            select device_id, temperature_c, copies_received from silver.int_sensor_readings
+            where (device_id, reading_ts) in (('{a["device_id"]}', timestamp '{a["reading_ts"]}'),
+                                              ('{b["device_id"]}', timestamp '{b["reading_ts"]}'))
+               or device_id = 'D-NOWHERE-1'
+            order by reading_ts
+            """
+        ).to_pylist()
+    # the last upload wins, warmer (a) or colder (b): keeping the coldest would have hidden 9.8
+    assert [(r["temperature_c"], r["copies_received"]) for r in kept] == [(9.8, 3), (1.2, 3)]
+
+
+def test_a_join_that_drops_too_many_rows_fails_the_build(built_home: Path, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    shutil.copytree(built_home, home)
+    with Lakehouse(Settings(home=home)) as lh:
+        orders = lh.sql("select count(*) as n from bronze.orders").column("n")[0].as_py()
+        misrouted = lh.sql(f"select * from bronze.orders limit {orders // 20}")  # 5 % of the orders
+        misrouted = misrouted.set_column(
+            misrouted.schema.get_field_index("store_id"), "store_id", pa.array(["S999"] * misrouted.num_rows)
+        )
+        misrouted = misrouted.set_column(
+            misrouted.schema.get_field_index("order_id"),
+            "order_id",
+            pa.array([f"X{i}" for i in range(misrouted.num_rows)]),
+        )
+        pq.write_table(misrouted, tmp_path / "misrouted.parquet")
+        lh.load("bronze.orders", [tmp_path / "misrouted.parquet"])
+    result = run_cli("dbt", "build", "--select", "stg_orders", home=home)
+    assert result.returncode != 0
+    assert re.search(r"FAIL \d+ stg_orders_dropped_unknown_store", result.stdout), result.stdout[-3000:]
+    assert "configured to fail if >max(allowed_dropped_rows)" in result.stdout
 
 
 def test_rebuild_keeps_history_and_time_travel(built: Lakehouse, built_home: Path) -> None:
@@ -250,7 +342,7 @@ def test_state_under_the_home_is_private_after_loads_and_a_build(
     for name in ("customers", "stores", "regions"):
         result = run_cli("load", f"bronze.{name}", str(reference_files[name]), home=home)
         assert result.returncode == 0, result.stderr
-    result = run_cli("dbt", "build", "--select", "stg_customers_history", home=home)
+    result = run_cli("dbt", "build", "--select", "+int_customers_history", home=home)
     assert result.returncode == 0, result.stdout[-3000:]
     assert (home / "catalog.db").exists() and (home / "state" / "keys" / "master.key").exists()
     assert (home / "dbt" / "local" / "target").is_dir() and (home / "duckdb").is_dir()

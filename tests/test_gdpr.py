@@ -56,7 +56,8 @@ def test_forget_erases_from_every_snapshot_tag_and_layer(pii_home: Path) -> None
     tables = {t["table"]: t for t in report["tables"]}
     assert set(tables) == {
         "bronze.customers",
-        "silver.stg_customers_history",
+        "silver.stg_customers",
+        "silver.int_customers_history",
         "gold.dim_customer",
         "gold.mart_customer_360",
     }
@@ -121,7 +122,8 @@ def test_personal_data_is_never_stored_in_clear(pii_home: Path) -> None:
     with Lakehouse(Settings(home=pii_home)) as lh:
         for table in (
             "bronze.customers",
-            "silver.stg_customers_history",
+            "silver.stg_customers",
+            "silver.int_customers_history",
             "gold.dim_customer",
             "gold.mart_customer_360",
         ):
@@ -181,7 +183,7 @@ def test_forget_covers_the_address_in_old_snapshots(pii_home: Path) -> None:
     for table, values in expected.items():  # the address values are among those checked
         assert report[table]["values_checked"] == values, table
         assert report[table]["values_decryptable"] == 0
-    for table in ("silver.stg_customers_history", "gold.dim_customer"):
+    for table in ("silver.stg_customers", "silver.int_customers_history", "gold.dim_customer"):
         assert report[table]["values_checked"] >= len(old_addresses)  # the address among them
     with Lakehouse(Settings(home=pii_home)) as lh:
         for value in old_addresses + cities:

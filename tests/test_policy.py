@@ -328,7 +328,8 @@ MATRIX_TABLES = [
     "gold.mart_customer_360",
     "gold.dim_product",
     "gold.mart_cold_chain_compliance",
-    "silver.stg_customers_history",
+    "silver.stg_customers",
+    "silver.int_customers_history",
     "bronze.customers",
     "platinum.feat_demand_daily",
 ]

@@ -3,7 +3,7 @@
 with
 
 history as (
-    select * from {{ ref('stg_customers_history') }}
+    select * from {{ ref('int_customers_history') }}
 ),
 
 final as (

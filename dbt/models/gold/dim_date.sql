@@ -1,11 +1,28 @@
--- One row per calendar day spanning all sales, readings and waste.
+-- One row per calendar day: every day between the first and the last with an order or a reading.
 with
+
+orders as (
+    select * from {{ ref('int_orders') }}
+),
+
+readings as (
+    select * from {{ ref('int_sensor_readings') }}
+),
+
+order_days as (
+    select min(order_date) as first_day, max(order_date) as last_day from orders
+),
+
+reading_days as (
+    select min(cast(reading_ts as date)) as first_day, max(cast(reading_ts as date)) as last_day from readings
+),
 
 bounds as (
     select
-        least(min(order_date), (select min(cast(reading_ts as date)) from {{ ref('stg_sensor_readings') }})) as first_day,
-        greatest(max(order_date), (select max(cast(reading_ts as date)) from {{ ref('stg_sensor_readings') }})) as last_day
-    from {{ ref('stg_orders') }}
+        least(order_days.first_day, reading_days.first_day) as first_day,
+        greatest(order_days.last_day, reading_days.last_day) as last_day
+    from order_days
+    cross join reading_days
 ),
 
 digits as (

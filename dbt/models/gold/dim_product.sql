@@ -2,7 +2,7 @@
 with
 
 history as (
-    select * from {{ ref('stg_products_history') }}
+    select * from {{ ref('int_products_history') }}
 ),
 
 final as (

@@ -2,11 +2,11 @@
 with
 
 lines as (
-    select * from {{ ref('stg_order_lines') }}
+    select * from {{ ref('int_order_lines') }}
 ),
 
 orders as (
-    select * from {{ ref('stg_orders') }}
+    select * from {{ ref('int_orders') }}
 ),
 
 products as (

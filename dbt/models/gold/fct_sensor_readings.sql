@@ -1,13 +1,19 @@
 -- Readings per refrigeration unit per hour. Each reading stands for the interval until the next
--- one (15 minutes); minutes above/below the unit's safe range count those intervals.
+-- one, the unit's cadence as its own readings show it (int_sensor_cadence: the median interval,
+-- 15 minutes for the reference units); time above/below the safe range and time monitored count
+-- such intervals.
 with
 
 readings as (
-    select * from {{ ref('stg_sensor_readings') }}
+    select * from {{ ref('int_sensor_readings') }}
 ),
 
 devices as (
     select * from {{ ref('dim_device') }}
+),
+
+cadence as (
+    select * from {{ ref('int_sensor_cadence') }}
 ),
 
 final as (
@@ -22,12 +28,19 @@ final as (
         cast(min(readings.temperature_c) as double) as min_temp_c,
         cast(max(readings.temperature_c) as double) as max_temp_c,
         cast(sum(case when readings.door_open then 1 else 0 end) as integer) as door_open_readings,
-        cast(15 * sum(case when readings.temperature_c > devices.safe_temp_max_c then 1 else 0 end) as integer)
-            as minutes_above_safe,
-        cast(15 * sum(case when readings.temperature_c < devices.safe_temp_min_c then 1 else 0 end) as integer)
-            as minutes_below_safe
+        cast(max(cadence.cadence_minutes) as double) as cadence_minutes,
+        cast(round(count(readings.temperature_c) * max(cadence.cadence_minutes)) as integer) as minutes_monitored,
+        cast(
+            round(sum(case when readings.temperature_c > devices.safe_temp_max_c then cadence.cadence_minutes else 0 end))
+            as integer
+        ) as minutes_above_safe,
+        cast(
+            round(sum(case when readings.temperature_c < devices.safe_temp_min_c then cadence.cadence_minutes else 0 end))
+            as integer
+        ) as minutes_below_safe
     from readings
     inner join devices on readings.device_id = devices.device_id
+    inner join cadence on readings.device_id = cadence.device_id
     group by 1, 2, 3
 )
 

@@ -1,3 +1,5 @@
+-- Stock written off, one row per write-off with a positive quantity, costed at the product
+-- version valid on the day.
 with
 
 waste as (
@@ -24,6 +26,7 @@ final as (
         on waste.product_id = products.product_id
         and cast(waste.waste_date as {{ timestamp_type() }}) >= products.valid_from
         and (cast(waste.waste_date as {{ timestamp_type() }}) < products.valid_to or products.valid_to is null)
+    where waste.quantity > 0
 )
 
 select * from final

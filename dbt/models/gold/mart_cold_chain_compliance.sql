@@ -1,5 +1,6 @@
 -- Cold-chain compliance per refrigeration unit per day: the time its temperature was above the
--- safe maximum, the share of monitored time in range, and the waste blamed on temperature.
+-- safe maximum, the share of monitored time in range, and the waste blamed on temperature. Times
+-- are readings times the unit's cadence (fct_sensor_readings), never a fixed interval.
 with
 
 hourly as (
@@ -21,7 +22,7 @@ daily as (
     select
         device_id,
         cast(reading_hour as date) as date_day,
-        sum(valid_readings) * 15 as minutes_monitored,
+        sum(minutes_monitored) as minutes_monitored,
         sum(minutes_above_safe) as minutes_above_safe,
         sum(minutes_below_safe) as minutes_below_safe,
         sum(case when minutes_above_safe > 0 then 1 else 0 end) as hours_with_excursion,

@@ -1,5 +1,7 @@
--- Demand-forecasting features: one row per store x product x day, zero-filled, with calendar,
--- promotion and lagged/rolling demand known before the day (no leakage of the day's own sales).
+-- Demand-forecasting features: one row per store x product x day on a zero-filled day grid
+-- (every store, every current product, every day of dim_date), so windows of rows are windows of
+-- days. Lags and rolling means use only the days before the row's day; the day's own sales,
+-- revenue, waste and promotion are what happened that day (targets, never inputs to its features).
 with
 
 dates as (

@@ -1,3 +1,4 @@
+-- Refrigeration units, one row per bronze row: codes trimmed and cased, safe range as sent.
 with
 
 source as (
@@ -5,7 +6,7 @@ source as (
 ),
 
 final as (
-    select distinct
+    select
         upper(trim(device_id)) as device_id,
         upper(trim(store_id)) as store_id,
         lower(trim(device_type)) as device_type,

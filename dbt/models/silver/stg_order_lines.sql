@@ -1,39 +1,22 @@
--- Order lines of kept orders, one row per (order, line); lines without a quantity are dropped.
+-- Order lines, one row per bronze row (lines of re-sent orders included): codes trimmed and
+-- upper-cased, a missing discount is none. int_order_lines keeps one copy per line.
 with
 
 source as (
     select * from {{ source('bronze', 'order_lines') }}
 ),
 
-orders as (
-    select * from {{ ref('stg_orders') }}
-),
-
-ranked as (
+final as (
     select
         upper(trim(order_id)) as order_id,
         line_number,
+        upper(trim(store_id)) as store_id,
         upper(trim(product_id)) as product_id,
         quantity,
         unit_price,
         coalesce(discount_pct, 0) as discount_pct,
-        ingested_at,
-        row_number() over (partition by upper(trim(order_id)), line_number order by ingested_at desc) as recency
+        ingested_at
     from source
-),
-
-final as (
-    select
-        ranked.order_id,
-        ranked.line_number,
-        orders.store_id,
-        ranked.product_id,
-        ranked.quantity,
-        ranked.unit_price,
-        ranked.discount_pct
-    from ranked
-    inner join orders on ranked.order_id = orders.order_id
-    where ranked.recency = 1 and ranked.quantity is not null and ranked.quantity > 0
 )
 
 select * from final

@@ -1,3 +1,4 @@
+-- Quality checks of products on the shelf, one row per bronze row: codes trimmed and upper-cased.
 with
 
 source as (
@@ -5,7 +6,7 @@ source as (
 ),
 
 final as (
-    select distinct
+    select
         upper(trim(inspection_id)) as inspection_id,
         upper(trim(store_id)) as store_id,
         upper(trim(product_id)) as product_id,

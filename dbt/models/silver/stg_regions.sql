@@ -1,3 +1,4 @@
+-- Sales regions, one row per bronze row: codes trimmed and upper-cased.
 with
 
 source as (
@@ -5,7 +6,7 @@ source as (
 ),
 
 final as (
-    select distinct
+    select
         upper(trim(region_id)) as region_id,
         trim(region_name) as region_name,
         upper(trim(country)) as country

@@ -1,3 +1,4 @@
+-- Returned order lines, one row per bronze row: codes trimmed and upper-cased.
 with
 
 source as (
@@ -5,7 +6,7 @@ source as (
 ),
 
 final as (
-    select distinct
+    select
         upper(trim(return_id)) as return_id,
         upper(trim(order_id)) as order_id,
         line_number,

@@ -1,3 +1,4 @@
+-- Stores, one row per bronze row: codes trimmed and upper-cased, names trimmed.
 with
 
 source as (
@@ -5,7 +6,7 @@ source as (
 ),
 
 final as (
-    select distinct
+    select
         upper(trim(store_id)) as store_id,
         upper(trim(region_id)) as region_id,
         trim(store_name) as store_name,

@@ -1,4 +1,5 @@
--- Waste with reason codes conformed; codes outside the known list become UNKNOWN.
+-- Stock written off, one row per bronze row: codes trimmed and upper-cased; reason codes outside
+-- the known list become UNKNOWN.
 with
 
 source as (
@@ -6,7 +7,7 @@ source as (
 ),
 
 final as (
-    select distinct
+    select
         upper(trim(waste_id)) as waste_id,
         upper(trim(store_id)) as store_id,
         upper(trim(product_id)) as product_id,
@@ -18,7 +19,6 @@ final as (
         end as reason_code,
         upper(trim(device_id)) as device_id
     from source
-    where quantity > 0
 )
 
 select * from final
