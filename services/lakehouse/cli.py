@@ -443,21 +443,29 @@ def gateway_openapi() -> None:
 
 @devices_app.command("enroll")
 def devices_enroll(
-    store: Annotated[str, typer.Option(help="The store the device will report for")],
+    store: Annotated[str, typer.Option(help="The store the device will report for (as in bronze.stores)")],
+    unit: Annotated[
+        list[str] | None,
+        typer.Option(help="A refrigeration unit of STORE not yet in bronze.devices (repeatable)"),
+    ] = None,
     output: Annotated[TextOrJson, typer.Option("--output", "-o")] = TextOrJson.text,
 ) -> None:
     """Issue a one-time, short-lived enrollment token for one device of STORE (shown once)."""
     import datetime as dt
 
-    from .gateway import AuditLog, paths, registry
+    from .gateway import AuditLog, RegistryError, paths, registry
 
     settings = Settings.load()
+    audit = AuditLog(paths(settings).audit)
     reg = registry(settings)
     try:
-        token, expires = reg.issue_enrollment_token(store, settings.gateway.enrollment_ttl)
+        token, expires = reg.issue_enrollment_token(store, settings.gateway.enrollment_ttl, units=unit or ())
+    except RegistryError as exc:
+        audit.record("enrollment-token", "rejected", store_id=store, reason=str(exc))
+        raise
     finally:
         reg.close()
-    AuditLog(paths(settings).audit).record("enrollment-token", "ok", store_id=store)
+    audit.record("enrollment-token", "ok", store_id=store, reason=f"units {unit}" if unit else None)
     expires_at = dt.datetime.fromtimestamp(expires, dt.UTC).isoformat(timespec="seconds")
     if output is TextOrJson.json:
         _print_json({"enrollment_token": token, "store_id": store, "expires_at": expires_at})
@@ -468,10 +476,12 @@ def devices_enroll(
 
 @devices_app.command("list")
 def devices_list(output: Annotated[TextOrJson, typer.Option("--output", "-o")] = TextOrJson.text) -> None:
-    """Enrolled devices with their store and status."""
+    """Enrolled devices with their store and status (control characters shown escaped)."""
     import datetime as dt
 
-    from .gateway import registry
+    from rich.text import Text
+
+    from .gateway import escape, registry
 
     reg = registry(Settings.load())
     try:
@@ -491,15 +501,15 @@ def devices_list(output: Annotated[TextOrJson, typer.Option("--output", "-o")] =
         _print_json(rows)
         return
     table = RichTable("device_id", "store_id", "name", "status", "enrolled_at")
-    for row in rows:
-        table.add_row(*(str(v or "") for v in row.values()))
+    for row in rows:  # Text, not markup: a name like "[blink]" is shown as typed
+        table.add_row(*(Text(escape(str(v or ""))) for v in row.values()))
     out.print(table)
 
 
 @devices_app.command("revoke")
 def devices_revoke(device_id: Annotated[str, typer.Argument(help="The device to revoke")]) -> None:
     """Revoke a device: its tokens stop working on its next request."""
-    from .gateway import AuditLog, RegistryError, paths, registry
+    from .gateway import AuditLog, RegistryError, escape, paths, registry
 
     settings = Settings.load()
     reg = registry(settings)
@@ -512,7 +522,9 @@ def devices_revoke(device_id: Annotated[str, typer.Argument(help="The device to 
     finally:
         reg.close()
     audit.record("revoke", "ok", device_id=device.device_id, store_id=device.store_id)
-    out.print(f"revoked {device.device_id} (store {device.store_id})", highlight=False)
+    out.print(
+        f"revoked {escape(device.device_id)} (store {escape(device.store_id)})", highlight=False, markup=False
+    )
 
 
 @maintain_app.command("expire-snapshots")
@@ -675,16 +687,33 @@ def gdpr_forget(
 
 @app.command("settings")
 def show_settings() -> None:
-    """Show the effective settings (secrets masked)."""
-    _print_json(json.loads(Settings.load().model_dump_json()))
+    """Show the effective settings (secrets masked: secret fields, passwords in URLs)."""
+    _print_json(Settings.load().display())
 
 
 def main() -> None:
+    import os
+
+    from ._private import PRIVATE_UMASK
+    from ._settings import MaskingFormatter, mask_secrets
+
+    def _masked(text: str) -> str:
+        """``text`` with secrets masked: passwords in URLs, secret parameters, and the values of
+        the environment's secret settings (when they can be read)."""
+        try:
+            known = Settings.load().secret_values()
+        except Exception:  # the settings may be what failed: mask by shape alone
+            known = []
+        return mask_secrets(text, known)
+
+    os.umask(PRIVATE_UMASK)  # what the platform writes (and the processes it starts) is private
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(MaskingFormatter("%(levelname)s %(name)s: %(message)s"))
     try:
         code = app(standalone_mode=False)  # returns the code of typer.Exit instead of exiting
     except LakehouseError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        err.print(f"[red]error:[/red] {_masked(str(exc))}", highlight=False)
         sys.exit(1)
     except typer.Abort:
         sys.exit(130)
@@ -694,7 +723,11 @@ def main() -> None:
         if isinstance(exc, click.ClickException):
             exc.show()
             sys.exit(exc.exit_code)
-        raise
+        import traceback
+
+        # an unexpected error: its traceback, with any secret it quotes (a URL) masked
+        sys.stderr.write(_masked("".join(traceback.format_exception(exc))))
+        sys.exit(1)
     if isinstance(code, int) and code:
         sys.exit(code)
 

@@ -41,6 +41,7 @@ import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 
+from .._ingest import received_schema
 from .._load import DEVICE_BATCHES, commit_idempotently, open_table, table_marks, target_arrow_schema
 from .._sink import DEAD_LETTERS, Committer, Dead, Message, SinkStats
 
@@ -100,7 +101,8 @@ class Lander:
         key = (identifier, table.schema().schema_id)
         with self._lock:
             if key not in self._targets:
-                self._targets[key] = target_arrow_schema(table)
+                received = received_schema(identifier, self.contracts_file)  # personal data: plaintext in
+                self._targets[key] = received or target_arrow_schema(table)
             return self._targets[key]
 
     def next_seq(self, identifier: str, device_id: str) -> int:
@@ -167,6 +169,8 @@ class Lander:
 
     def _commit(self, identifier: str, uploads: list[_Upload]) -> list[Outcome]:
         table = self.table(identifier)
+        for u in uploads:  # rows as received -> as stored (personal data encrypted), before any write
+            u.rows = self._dead.as_stored(identifier, u.rows, table)
         outcomes: list[Outcome] = []
         new_marks: dict[str, int] = {}
 
