@@ -444,9 +444,10 @@ class GovernedEngine:
 
     def _keystore_state(self) -> str:
         """Changes whenever the keystore file does (a customer forgotten, keys rotated)."""
-        path = self.settings.keys.keystore_file or self.settings.state_dir / "keys" / "keystore.json"
+        from ._keystore import keystore_path
+
         try:
-            stat = path.stat()
+            stat = keystore_path(self.settings).stat()
         except FileNotFoundError:
             return "no-keystore"
         return f"keystore:{stat.st_mtime_ns}:{stat.st_size}"

@@ -486,12 +486,17 @@ def _publish_under_lock(tmp: Path, path: Path) -> None:
 # --- the platform's keystore ------------------------------------------------------------------
 
 
+def keystore_path(settings: Any) -> Path:
+    """Where the settings' keystore file is (``keys.keystore_file``, else under state/keys)."""
+    return Path(settings.keys.keystore_file or settings.state_dir / "keys" / "keystore.json")
+
+
 def open_keystore(settings: Any) -> Keystore:
     """The keystore the settings describe. The cluster profile requires a master key secret."""
     from .errors import ConfigurationError
 
     keys = settings.keys
-    path = keys.keystore_file or settings.state_dir / "keys" / "keystore.json"
+    path = keystore_path(settings)
     if keys.master_key is not None:
         return Keystore(path, master_key_from(keys.master_key.get_secret_value()))
     if settings.profile == "cluster":

@@ -41,17 +41,13 @@ def private_home(settings: Any) -> Path:
 
 def _owner_alive(name: str) -> bool:
     """A scratch directory is named ``<prefix><pid>-<random>``: is that process still running?"""
+    from ._process import alive
+
     try:
         pid = int(name.rsplit("-", 2)[-2])
     except (IndexError, ValueError):
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return alive(pid)
 
 
 @contextlib.contextmanager

@@ -168,12 +168,6 @@ def _rows(entries: list[QueryRecord]) -> pa.Table:
     )
 
 
-def record_many(catalog: Catalog, entries: list[QueryRecord]) -> None:
-    """Commit ``entries`` to ``audit.query_log`` now (one snapshot)."""
-    rows = _rows(entries)
-    commit_idempotently(catalog, _table(catalog), lambda _current: (rows, {}))
-
-
 # --- the journal: durable before answering, committed in batches ---------------------------
 
 
