@@ -22,7 +22,7 @@ help: ## Show this help
 $(INSTALLED): requirements.lock pyproject.toml services/edge-agent/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==0.13.8
-	$(BIN)/uv pip sync --quiet --python $(BIN)/python requirements.lock
+	$(BIN)/uv pip sync --quiet --require-hashes --python $(BIN)/python requirements.lock
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e . -e services/edge-agent
 	@rm -f $(VENV)/.installed-* && touch $@
 
@@ -31,22 +31,25 @@ install: $(INSTALLED) ## Create .venv and install the pinned platform (skipped w
 
 .PHONY: lock
 lock: ## Re-resolve requirements.lock from pyproject.toml
-	$(BIN)/uv pip compile pyproject.toml --extra dev -o requirements.lock --python-version 3.11 --universal --no-header
+	$(BIN)/uv pip compile pyproject.toml --extra dev -o requirements.lock --python-version 3.11 --universal --no-header --generate-hashes
 
 .PHONY: demo
 demo: install ## Generate the reference domain, load bronze, stream a slice through Kafka, upload from simulated edge devices, build silver/gold/platinum, show KPIs (SCALE=, SEED=)
 	$(BIN)/lakehouse demo --scale $(SCALE) --seed $(SEED)
 
 .PHONY: lint
-lint: install ## ruff and mypy
+lint: install ## ruff (lint and format), mypy, and the layer contracts (import-linter)
 	$(BIN)/ruff check services tests
 	$(BIN)/ruff format --check services tests
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 .PHONY: test
 test: install ## Unit and integration tests: real Iceberg catalog, DuckDB, dbt, SeaweedFS, Tansu (Kafka), the TLS gateway with edge agents
 	$(BIN)/ruff check services tests
+	$(BIN)/ruff format --check services tests
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 .PHONY: bench

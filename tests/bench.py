@@ -35,8 +35,8 @@ from rich.console import Console
 from rich.table import Table
 
 from lakehouse import Lakehouse, Settings
-from lakehouse._dbt import run_dbt
-from lakehouse._reference import generate, write_files
+from lakehouse.reference import generate, write_files
+from lakehouse.transform import run_dbt
 
 GOLD_QUERIES = {
     "daily revenue by region": """
@@ -67,7 +67,7 @@ def percentile(values: list[float], q: float) -> float:
 
 def bench_load(files: dict[str, Path], repeat: int, work: Path) -> dict[str, Any]:
     """Steady-state loads into existing tables; the baseline writes the same layout with pyarrow."""
-    from lakehouse._contracts import load_contracts
+    from lakehouse.contracts import load_contracts
 
     results = {}
     for name, partition_column in (("order_lines", None), ("sensor_readings", "reading_ts")):
@@ -194,9 +194,9 @@ def bench_streaming(work: Path, events: int) -> dict[str, Any]:
     """Events/s from topic to committed bronze rows against raw consumption by the same client."""
     from kafka import KafkaConsumer
 
-    from lakehouse._broker import start_broker, stop_broker
-    from lakehouse._produce import produce
-    from lakehouse._sink import Sink
+    from lakehouse.ingest.kafka import Sink
+    from lakehouse.local import start_broker, stop_broker
+    from lakehouse.reference import produce
 
     settings = Settings(home=work / "streaming")
     bootstrap = str(start_broker(settings)["bootstrap"])

@@ -27,8 +27,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from lakehouse import Settings
-from lakehouse._process import free_port, terminate, wait_for_port
-from lakehouse.gateway import registry, tls_files
+from lakehouse.ingest.edge import registry, tls_files
+from lakehouse.local import free_port, terminate, wait_for_port
 from lakehouse_edge.envelope import IngestKey, b64e, client_assertion, open_sealed, parse_header, seal
 
 SCHEMA = "bronze.sensor_readings"

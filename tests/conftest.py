@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from lakehouse import Lakehouse, Settings
-from lakehouse._reference import generate, write_files
+from lakehouse.reference import generate, write_files
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL_SCALE = 0.15  # 2 stores, 20 products, 450 customers, 120 days
@@ -82,7 +82,7 @@ def built(built_home: Path) -> Iterator[Lakehouse]:
 @pytest.fixture(scope="module")
 def stack_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """SeaweedFS (S3 + Iceberg REST) started for the stack profile, stopped by its PID afterwards."""
-    from lakehouse._stack import start_stack, stop_stack
+    from lakehouse.local import start_stack, stop_stack
 
     home = tmp_path_factory.mktemp("stack") / "home"
     settings = Settings(profile="stack", home=home)
@@ -96,7 +96,7 @@ def stack_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture
 def broker(home: Path) -> Iterator[str]:
     """Tansu on a free loopback port for this test's home; stopped by its PID afterwards."""
-    from lakehouse._broker import start_broker, stop_broker
+    from lakehouse.local import start_broker, stop_broker
 
     settings = Settings(home=home)
     state = start_broker(settings)

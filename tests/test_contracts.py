@@ -4,7 +4,7 @@ import pytest
 from pyiceberg.transforms import MonthTransform
 
 from lakehouse import ContractError, load_contracts
-from lakehouse._contracts import dbt_sources_yaml, parse_contracts
+from lakehouse.contracts._contracts import dbt_sources_yaml, parse_contracts
 
 from .conftest import REPO
 

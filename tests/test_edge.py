@@ -29,7 +29,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from lakehouse import Lakehouse, Settings
-from lakehouse._process import free_port, wait_for_port
+from lakehouse.local import free_port, wait_for_port
 from lakehouse_edge.envelope import IngestKey, b64e, client_assertion, seal
 
 from .conftest import REPO, run_cli, start_cli
@@ -833,7 +833,7 @@ class StaticReference:
         self.stores = stores
 
     def check_store(self, store_id: str) -> None:
-        from lakehouse.gateway import UnknownStore
+        from lakehouse.ingest.edge import UnknownStore
 
         if store_id not in self.stores:
             raise UnknownStore(f"store {store_id!r} is not known")
@@ -858,7 +858,7 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def test_registry_on_postgresql(postgres_url: str, home: Path) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    from lakehouse.gateway import Registry, RegistryError
+    from lakehouse.ingest.edge import Registry, RegistryError
 
     registry = Registry(postgres_url, reference=StaticReference({"S007"}))
     assert registry.engine.dialect.name == "postgresql"

@@ -27,12 +27,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from lakehouse import Lakehouse, Settings
-from lakehouse.gateway._audit import AuditLog
-from lakehouse.gateway._device_keys import WeakDeviceKey, check_device_key
-from lakehouse.gateway._json import JSONRejected, depth_exceeds, loads
-from lakehouse.gateway._land import MAX_SEQ
-from lakehouse.gateway._limits import RateLimiter
-from lakehouse.gateway._text import escape
+from lakehouse.ingest.edge import AuditLog, escape
+from lakehouse.ingest.edge._device_keys import WeakDeviceKey, check_device_key
+from lakehouse.ingest.edge._json import JSONRejected, depth_exceeds, loads
+from lakehouse.ingest.edge._land import MAX_SEQ
+from lakehouse.ingest.edge._limits import RateLimiter
 from lakehouse_edge.envelope import b64e, seal, seal_compressed
 
 from .conftest import run_cli
@@ -131,7 +130,7 @@ def test_small_order_and_all_zero_keys_are_refused(small_order_keys: list[bytes]
 def test_head_size_is_measured_across_any_split_of_the_bytes() -> None:
     from types import SimpleNamespace
 
-    from lakehouse.gateway._server import GuardedProtocol
+    from lakehouse.ingest.edge._server import GuardedProtocol
 
     rng = random.Random(19)
     limit = 1024
@@ -163,9 +162,9 @@ def test_ownership_follows_the_reference_tables_within_the_refresh_period(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from lakehouse._catalog import load_catalog
-    from lakehouse._settings import GatewaySettings
-    from lakehouse.gateway import Ownership, UnknownStore, _ownership
+    from lakehouse.catalog import load_catalog
+    from lakehouse.config import GatewaySettings
+    from lakehouse.ingest.edge import Ownership, UnknownStore, _ownership
 
     home = tmp_path / "home"
     settings = Settings(home=home)
@@ -752,7 +751,7 @@ def test_sequences_follow_their_model_under_generated_gaps(gw: Gateway) -> None:
 
 @pytest.mark.slow
 def test_enrollment_only_for_known_stores(gw: Gateway) -> None:
-    from lakehouse.gateway import InvalidEnrollment, registry
+    from lakehouse.ingest.edge import InvalidEnrollment, registry
 
     variants = [
         "s001",
@@ -1273,7 +1272,7 @@ def test_log_records_are_escaped_before_they_reach_a_terminal() -> None:
     import io
     import logging
 
-    from lakehouse.gateway._server import EscapeControlCharacters
+    from lakehouse.ingest.edge._server import EscapeControlCharacters
 
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)

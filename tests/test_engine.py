@@ -109,7 +109,7 @@ def test_cli_tables_json_and_sql_outputs(home: Path, reference_files: dict[str, 
 
 
 def test_reference_generation_is_deterministic() -> None:
-    from lakehouse._reference import generate
+    from lakehouse.reference import generate
 
     a, b, c = generate(0.1, seed=1), generate(0.1, seed=1), generate(0.1, seed=2)
     assert all(a[name].equals(b[name]) for name in a)
@@ -117,7 +117,7 @@ def test_reference_generation_is_deterministic() -> None:
 
 
 def test_reference_domain_has_signal_and_dirt() -> None:
-    from lakehouse._reference import SENSOR_ERROR_C, generate
+    from lakehouse.reference._domain import SENSOR_ERROR_C, generate
 
     data = generate(0.3, seed=3)
     orders = data["orders"].to_pylist()

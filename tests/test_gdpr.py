@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from lakehouse import Lakehouse, Settings
-from lakehouse._keystore import KeyShredded
 from lakehouse.errors import QueryError
+from lakehouse.privacy import KeyShredded
 
 from .conftest import run_cli
 

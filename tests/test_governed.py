@@ -30,8 +30,8 @@ from lakehouse import (
     QueryLimitExceeded,
     Settings,
 )
-from lakehouse import _governed as governed
-from lakehouse._governed import GovernedEngine, QueryShape
+from lakehouse.query import _governed as governed
+from lakehouse.query._governed import GovernedEngine, QueryShape
 
 CANARY = "CANARY-7f3a9c"
 ENV_CANARY = "CANARY-ENV-51d2"

@@ -16,12 +16,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from lakehouse import Lakehouse, Settings, _ingest
-from lakehouse._contracts import load_contracts, parse_contracts
-from lakehouse._ingest import as_stored, check_personal, ingest_sequence, received_schema
-from lakehouse._keystore import DEAD_LETTER_SUBJECT, Keystore
-from lakehouse._sink import Committer, SinkStats, _Record
+from lakehouse import Lakehouse, Settings
+from lakehouse.contracts._contracts import load_contracts, parse_contracts
 from lakehouse.errors import LakehouseError, LoadError, SchemaMismatchError
+from lakehouse.ingest import IngestStats
+from lakehouse.ingest import _write as _ingest
+from lakehouse.ingest._committer import Committer, _Record
+from lakehouse.ingest._write import as_stored, check_personal, ingest_sequence, received_schema
+from lakehouse.privacy import DEAD_LETTER_SUBJECT, Keystore
 
 CUSTOMERS = load_contracts()["bronze.customers"]
 READINGS = load_contracts()["bronze.sensor_readings"]
@@ -160,7 +162,7 @@ def test_the_sink_lands_customers_encrypted_and_seals_their_dead_letters(lh: Lak
         b"bad-subject": envelope(customer(903, customer_id="C9:x")),
         b"forgotten": envelope(customer(900001)),
     }
-    committer = Committer(lh.catalog, None, SinkStats(), keystore=keystore)
+    committer = Committer(lh.catalog, None, IngestStats(), keystore=keystore)
     committer.commit_batch(_batch(good[:20] + list(poison.items()) + good[20:]))
 
     rows = lh.table("bronze.customers").scan().to_arrow()
@@ -195,9 +197,9 @@ def test_the_sink_lands_customers_encrypted_and_seals_their_dead_letters(lh: Lak
 
 
 def test_gdpr_forget_covers_dead_letters(lh: Lakehouse) -> None:
-    from lakehouse._gdpr import forget
+    from lakehouse.privacy import forget
 
-    committer = Committer(lh.catalog, None, SinkStats(), keystore=lh.keystore)
+    committer = Committer(lh.catalog, None, IngestStats(), keystore=lh.keystore)
     committer.commit_batch(
         _batch(
             [
@@ -248,8 +250,8 @@ def drivers_contracts(tmp_path: Path) -> Path:
 
 
 def test_the_gateway_lands_a_personal_data_contract_encrypted(lh: Lakehouse, drivers_contracts: Path) -> None:
-    from lakehouse._sink import validate
-    from lakehouse.gateway._land import Lander
+    from lakehouse.ingest import validate
+    from lakehouse.ingest.edge._land import Lander
 
     lander = Lander(lh.catalog, drivers_contracts, linger=0).start()  # its keystore: the environment's
     try:
@@ -308,7 +310,7 @@ def test_every_route_stamps_the_ingest_order(lh: Lakehouse, tmp_path: Path) -> N
     lh.load("bronze.sensor_readings", [second])
     with pytest.raises(SchemaMismatchError, match=r"\['ingest_seq'\] are not"):
         lh.load("bronze.sensor_readings", [forged])  # a file cannot choose its place in the order
-    committer = Committer(lh.catalog, None, SinkStats())  # the Kafka route
+    committer = Committer(lh.catalog, None, IngestStats())  # the Kafka route
     message = orjson.dumps({"schema": "bronze.sensor_readings", "version": 1, "data": reading(0, 4.0)})
     committer.commit_batch({("sensor_readings", 0): [_Record(0, b"D-S001-1", message)]})
     table = lh.table("bronze.sensor_readings")

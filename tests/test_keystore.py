@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from lakehouse import Lakehouse
-from lakehouse._keystore import KeyShredded, Keystore, KeystoreError, master_key_from
+from lakehouse.privacy._keystore import KeyShredded, Keystore, KeystoreError, master_key_from
 
 
 @pytest.fixture
@@ -90,8 +90,8 @@ def test_tokens_are_deterministic_and_keyed(tmp_path: Path, master: bytes) -> No
 def test_personal_data_cannot_be_loaded_around_the_keystore(
     lh: Lakehouse, reference_files: dict[str, Path]
 ) -> None:
-    from lakehouse._load import load_files
     from lakehouse.errors import LoadError
+    from lakehouse.ingest import load_files
 
     with pytest.raises(LoadError, match="holds personal data"):
         load_files(lh.catalog, "bronze.customers", [reference_files["customers"]])
@@ -174,7 +174,7 @@ def test_a_rotation_elsewhere_is_picked_up(tmp_path: Path, master: bytes) -> Non
 _WATCHER = """
 import sys, time
 from pathlib import Path
-from lakehouse._keystore import Keystore, KeyShredded
+from lakehouse.privacy import Keystore, KeyShredded
 store = Keystore(Path(sys.argv[1]), bytes.fromhex(sys.argv[2]))
 value = sys.argv[3]
 print("ready", store.decrypt(value), flush=True)
@@ -219,7 +219,7 @@ def test_a_running_process_refuses_a_forgotten_subject_within_seconds(tmp_path: 
 
 def _race_for_the_master_key(home: str, subject: str, barrier: Any, out: Any) -> None:
     from lakehouse import Settings
-    from lakehouse._keystore import open_keystore
+    from lakehouse.privacy import open_keystore
 
     barrier.wait()
     try:
@@ -236,7 +236,7 @@ def test_racing_first_loads_create_one_master_key(tmp_path: Path, round_: int) -
     import multiprocessing
 
     from lakehouse import Settings
-    from lakehouse._keystore import open_keystore
+    from lakehouse.privacy import open_keystore
 
     racers = 8
     context = multiprocessing.get_context("fork")

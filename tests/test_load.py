@@ -229,9 +229,9 @@ def test_partitioned_load_writes_one_partition_per_file(lh: Lakehouse, tmp_path:
 def test_large_unpartitioned_load_is_split_across_files_losslessly(
     lh: Lakehouse, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from lakehouse import _load
+    from lakehouse.iceberg import _write
 
-    monkeypatch.setattr(_load, "PARALLEL_MIN_ROWS_PER_FILE", 1_000)
+    monkeypatch.setattr(_write, "PARALLEL_MIN_ROWS_PER_FILE", 1_000)
     n = 10_000
     data = pa.table(
         {"order_id": [f"O{i:05d}" for i in range(n)], "line_number": pa.array([1] * n, pa.int32())}

@@ -11,16 +11,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lakehouse import Lakehouse
-from lakehouse._load import (
+from lakehouse.iceberg import (
     DEVICE_BATCHES,
     OFFSETS,
     commit_idempotently,
+    expire_snapshots,
     loaded_batch_ids,
     open_table,
     table_marks,
     target_arrow_schema,
 )
-from lakehouse._maintain import expire_snapshots
 
 from .conftest import run_cli
 

@@ -14,9 +14,9 @@ import pytest
 import sqlglot
 
 from lakehouse import AccessDenied, Lakehouse, Settings
-from lakehouse._governed import GovernedEngine
-from lakehouse._policy import Policy, PolicyError, load_policy
-from lakehouse._policy_compile import REGO_FILE, opa_data, rules_json, table_schemas, trino_decision_sql
+from lakehouse.governance._compile import REGO_FILE, opa_data, rules_json, table_schemas, trino_decision_sql
+from lakehouse.governance._policy import Policy, PolicyError, load_policy
+from lakehouse.query import GovernedEngine
 
 from .conftest import REPO, run_cli
 
@@ -311,7 +311,7 @@ def engines(policy_home: Path, policy: Policy) -> Iterator[dict[str, Any]]:
 
 def _with_decrypt(lakehouse: Lakehouse) -> None:
     """Give the operator's session the platform's decrypt function, to evaluate the Trino masks."""
-    from lakehouse._keystore import open_keystore
+    from lakehouse.privacy import open_keystore
 
     conn = lakehouse.engine.connect()
     if not conn.execute(

@@ -10,8 +10,8 @@ import pytest
 from rich.console import Console
 
 from lakehouse import Lakehouse, Settings
-from lakehouse._private import private_dir, scratch_dir
-from lakehouse._reference import generate
+from lakehouse.config import private_dir, scratch_dir
+from lakehouse.reference import generate
 
 
 def test_private_dir_creates_and_tightens(tmp_path: Path) -> None:
@@ -43,7 +43,7 @@ def test_scratch_dirs_go_when_done_failed_or_abandoned(tmp_path: Path) -> None:
 
 
 def test_demo_reference_files_do_not_outlive_the_load(home: Path) -> None:
-    from lakehouse._demo import _load_reference
+    from lakehouse.reference._demo import _load_reference
 
     legacy = home / "reference" / "scale-1-seed-42"  # where earlier versions kept them
     legacy.mkdir(parents=True)

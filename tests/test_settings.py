@@ -66,7 +66,7 @@ def test_the_master_key_comes_from_a_secret_file(monkeypatch: pytest.MonkeyPatch
     import base64
     import os
 
-    from lakehouse._keystore import open_keystore
+    from lakehouse.privacy import open_keystore
 
     key = base64.b64encode(os.urandom(32)).decode()
     secrets = tmp_path / "secrets"
@@ -84,7 +84,7 @@ def test_the_master_key_comes_from_a_secret_file(monkeypatch: pytest.MonkeyPatch
 def test_the_cluster_profile_never_generates_a_master_key(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from lakehouse._keystore import open_keystore
+    from lakehouse.privacy import open_keystore
 
     monkeypatch.setenv("LAKEHOUSE_SECRETS_DIR", str(tmp_path / "none"))
     with pytest.raises(ConfigurationError, match=r"keys\.master_key"):
@@ -140,7 +140,7 @@ def test_no_password_is_printed_from_settings(
         assert leaked == [], text
         assert "***" in text
     # in a sentence (an error message, a log line) too
-    from lakehouse._settings import mask_secrets
+    from lakehouse.config import mask_secrets
 
     sentence = f"could not reach the catalog at {value}: connection refused"
     assert all(f not in mask_secrets(sentence, settings.secret_values()) for f in forms if len(f) >= 4)

@@ -11,7 +11,8 @@ from botocore.exceptions import ClientError
 from pyiceberg.catalog.rest import RestCatalog
 
 from lakehouse import Lakehouse, Settings
-from lakehouse._stack import read_state, s3_client
+from lakehouse.config import read_state
+from lakehouse.local._stack import s3_client
 
 from .conftest import dbt_build, load_reference, run_cli
 

@@ -17,8 +17,9 @@ import yaml
 from kafka import KafkaProducer
 
 from lakehouse import Lakehouse, Settings
-from lakehouse._produce import ensure_topics, produce
-from lakehouse._sink import Sink, serve_metrics
+from lakehouse.ingest import serve_metrics
+from lakehouse.ingest.kafka import Sink
+from lakehouse.reference import ensure_topics, produce
 
 from .conftest import run_cli, start_cli
 
@@ -293,7 +294,7 @@ def test_metrics_endpoint_speaks_prometheus(home: Path, broker: str) -> None:
 
 @pytest.mark.s3
 def test_broker_restart_keeps_the_log_on_s3(stack_home: Path) -> None:
-    from lakehouse._broker import start_broker, stop_broker
+    from lakehouse.local import start_broker, stop_broker
 
     settings = Settings(profile="stack", home=stack_home)
     env = {"LAKEHOUSE_PROFILE": "stack"}

@@ -24,23 +24,23 @@ from .errors import (
 
 if TYPE_CHECKING:
     from ._api import Lakehouse, TableInfo
-    from ._catalog import LAYERS, load_catalog
-    from ._contracts import Contract, load_contracts
-    from ._engine import Engine
-    from ._load import LoadResult, load_files
-    from ._settings import Settings
+    from .catalog import LAYERS, load_catalog
+    from .config import Settings
+    from .contracts import Contract, load_contracts
+    from .ingest import LoadResult, load_files
+    from .query import Engine
 
 _LAZY = {
     "Lakehouse": "._api",
     "TableInfo": "._api",
-    "LAYERS": "._catalog",
-    "load_catalog": "._catalog",
-    "Contract": "._contracts",
-    "load_contracts": "._contracts",
-    "Engine": "._engine",
-    "LoadResult": "._load",
-    "load_files": "._load",
-    "Settings": "._settings",
+    "LAYERS": ".catalog",
+    "load_catalog": ".catalog",
+    "Contract": ".contracts",
+    "load_contracts": ".contracts",
+    "Engine": ".query",
+    "LoadResult": ".ingest",
+    "load_files": ".ingest",
+    "Settings": ".config",
 }
 
 

@@ -15,17 +15,16 @@ import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 
-from ._catalog import load_catalog
-from ._engine import Engine, list_tables
-from ._keystore import Keystore
-from ._load import LoadResult, ProgressCallback, load_files, parse_identifier
-from ._settings import Settings
-from ._stack import apply_stack_state
-from .errors import AccessDenied, LakehouseError, NoSuchTableError
+from lakehouse.catalog import list_tables, load_catalog
+from lakehouse.config import Settings, apply_stack_state
+from lakehouse.errors import AccessDenied, LakehouseError, NoSuchTableError
+from lakehouse.iceberg import parse_identifier
+from lakehouse.ingest import LoadResult, ProgressCallback, load_files
+from lakehouse.privacy import Keystore
+from lakehouse.query import Engine
 
 if TYPE_CHECKING:
-    from ._governed import GovernedEngine
-
+    from lakehouse.query import GovernedEngine
 logger = logging.getLogger(__name__)
 
 
@@ -80,8 +79,8 @@ class Lakehouse:
     def engine(self) -> Engine | GovernedEngine:
         if self._engine is None:
             if self.user is not None:
-                from ._governed import GovernedEngine
-                from ._policy import load_policy
+                from lakehouse.governance import load_policy
+                from lakehouse.query import GovernedEngine
 
                 self._engine = GovernedEngine(
                     self.settings, self._catalog, load_policy(self.settings.policies_dir), self.user
@@ -106,7 +105,7 @@ class Lakehouse:
         the tables its user may read, without row counts (a table's total would reveal rows
         outside the grant)."""
         if self.user is not None:
-            from ._governed import GovernedEngine
+            from lakehouse.query import GovernedEngine
 
             engine = self.engine
             assert isinstance(engine, GovernedEngine)
@@ -136,14 +135,15 @@ class Lakehouse:
         """Run SQL over every layer; tables are ``layer.table``; ``schema`` sets the default layer.
 
         Every query is audited (``audit.query_log``): its record is journalled before it answers
-        and committed to the table in batches (see ``lakehouse._query_audit``)."""
+        and committed to the table in batches (see ``lakehouse.audit``)."""
         engine = self.engine
         if isinstance(engine, Engine):
             return self._operator_sql(engine, query, schema)
         return engine.sql(query, schema=schema)
 
     def _operator_sql(self, engine: Engine, query: str, schema: str | None) -> pa.Table:
-        from ._query_audit import QueryRecord, journal_for, tables_in
+        from lakehouse.audit import QueryRecord, journal_for
+        from lakehouse.query import tables_in
 
         if engine._conn is not None:
             engine.refresh()
@@ -173,7 +173,7 @@ class Lakehouse:
 
     def flush_audit(self) -> int:
         """Commit journalled query records to ``audit.query_log`` now; returns how many."""
-        from ._query_audit import journal_for
+        from lakehouse.audit import journal_for
 
         return journal_for(self.settings).flush(self._catalog)
 
@@ -188,7 +188,7 @@ class Lakehouse:
     ) -> LoadResult:
         """Append files to a table atomically and idempotently (see ``lakehouse.load_files``)."""
         self._operator_only("load()")
-        from ._contracts import contract_for
+        from lakehouse.contracts import contract_for
 
         contract = contract_for(identifier, self.settings.contracts_file)
         return load_files(
@@ -204,9 +204,9 @@ class Lakehouse:
 
     @cached_property
     def keystore(self) -> Keystore:
-        """Per-customer data keys for personal data (see ``lakehouse._keystore``); operator only."""
+        """Per-customer data keys for personal data (see ``lakehouse.privacy``); operator only."""
         self._operator_only("the keystore")
-        from ._keystore import open_keystore
+        from lakehouse.privacy import open_keystore
 
         return open_keystore(self.settings)
 
@@ -215,7 +215,7 @@ class Lakehouse:
         if self._engine is not None:
             self._engine.close()
             self._engine = None
-        from ._query_audit import journal_for
+        from lakehouse.audit import journal_for
 
         journal = journal_for(self.settings)
         if not journal.pending():

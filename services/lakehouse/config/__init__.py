@@ -1,0 +1,27 @@
+"""Settings, the user's project and the platform's private local state: what every other part reads first."""
+
+from __future__ import annotations
+
+from ._local_state import apply_stack_state, read_state, state_path
+from ._private import PRIVATE_UMASK, alive, private_dir, private_home, read_json, scratch_dir, write_private
+from ._project import project_dir
+from ._settings import GatewaySettings, MaskingFormatter, Settings, mask_secrets, parse_bytes
+
+__all__ = [
+    "PRIVATE_UMASK",
+    "GatewaySettings",
+    "MaskingFormatter",
+    "Settings",
+    "alive",
+    "apply_stack_state",
+    "mask_secrets",
+    "parse_bytes",
+    "private_dir",
+    "private_home",
+    "project_dir",
+    "read_json",
+    "read_state",
+    "scratch_dir",
+    "state_path",
+    "write_private",
+]

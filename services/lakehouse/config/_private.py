@@ -1,0 +1,97 @@
+"""The platform's local state is its owner's alone: directories 0700, files 0600.
+
+The ``lakehouse`` command runs with umask 077, so everything it (and the dbt, broker and
+gateway processes it starts) creates under the home is private. The home and its state
+directories are also made 0700 here, whoever creates them (a library user's process has its
+own umask): nothing below a 0700 directory is reachable by other users.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+PRIVATE_UMASK = 0o077
+
+
+def private_dir(path: Path) -> Path:
+    """``path`` as a directory only its owner can enter (created with its parents if missing;
+    group and other bits removed if it exists)."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        os.chmod(path, 0o700)
+    return path
+
+
+def private_home(settings: Any) -> Path:
+    """The platform's home and its state directory, 0700."""
+    private_dir(settings.home)
+    private_dir(settings.state_dir)
+    return Path(settings.home)
+
+
+def _owner_alive(name: str) -> bool:
+    """A scratch directory is named ``<prefix><pid>-<random>``: is that process still running?"""
+    from ._private import alive
+
+    try:
+        pid = int(name.rsplit("-", 2)[-2])
+    except (IndexError, ValueError):
+        return False
+    return alive(pid)
+
+
+@contextlib.contextmanager
+def scratch_dir(parent: Path, prefix: str) -> Iterator[Path]:
+    """A private (0700) directory under ``parent`` that is removed, with everything in it, when
+    the block ends, whether it succeeds or fails. Directories left by processes that died
+    (SIGKILL, power cut) are removed the next time one is made under the same parent."""
+    private_dir(parent)
+    for stale in parent.glob(f"{prefix}*"):
+        if stale.is_dir() and not _owner_alive(stale.name):
+            logger.info("removing %s, left by a process that no longer runs", stale)
+            shutil.rmtree(stale, ignore_errors=True)
+    path = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=parent))  # 0700
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read (state files hold credentials)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child of ours has exited
+        finished, _ = os.waitpid(pid, os.WNOHANG)
+        return finished == 0
+    except ChildProcessError:
+        return True

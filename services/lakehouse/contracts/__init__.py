@@ -1,0 +1,7 @@
+"""Data contracts: each source table declared once, checked on every load."""
+
+from __future__ import annotations
+
+from ._contracts import Contract, contract_for, dbt_sources_yaml, evolve_to_contract, load_contracts
+
+__all__ = ["Contract", "contract_for", "dbt_sources_yaml", "evolve_to_contract", "load_contracts"]

@@ -1,0 +1,52 @@
+"""Table maintenance: expire old snapshots so metadata (and commit time) stays bounded.
+
+Every commit adds a snapshot; pyiceberg copies the whole snapshot list several times per commit,
+so a table that a sink or the gateway commits to every second gets slower until its history is
+expired. The ledger of what a table holds (loaded batch ids, Kafka offsets, device sequences)
+lives in table properties, so expiring snapshots never lets a replay land twice; tables written
+before that are given their ledger property first.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from pyiceberg.catalog import Catalog
+
+from ._ledger import ledger_properties
+from ._tables import parse_identifier
+
+
+@dataclass(frozen=True)
+class ExpireResult:
+    table: str
+    kept: int
+    expired: int
+
+
+def expire_snapshots(
+    catalog: Catalog,
+    identifier: str,
+    *,
+    keep_last: int = 100,
+    older_than: dt.timedelta = dt.timedelta(days=1),
+) -> ExpireResult:
+    """Expire snapshots beyond the newest ``keep_last`` that are older than ``older_than``.
+    The current snapshot and every branch or tag head are always kept."""
+    table = catalog.load_table(parse_identifier(identifier))
+    missing = {k: v for k, v in ledger_properties(table, {}).items() if k not in table.properties}
+    if missing:
+        with table.transaction() as tx:
+            tx.set_properties(missing)
+    snapshots = sorted(table.metadata.snapshots, key=lambda s: s.timestamp_ms, reverse=True)
+    cutoff_ms = (dt.datetime.now(dt.UTC) - older_than).timestamp() * 1000
+    protected = {ref.snapshot_id for ref in table.metadata.refs.values()}
+    expire = [
+        s.snapshot_id
+        for i, s in enumerate(snapshots)
+        if i >= keep_last and s.timestamp_ms < cutoff_ms and s.snapshot_id not in protected
+    ]
+    if expire:
+        table.maintenance.expire_snapshots().by_ids(expire).commit()
+    return ExpireResult(identifier, len(snapshots) - len(expire), len(expire))

@@ -1,0 +1,44 @@
+"""Every way rows arrive (files, Kafka, edge devices), through one write path into bronze."""
+
+from __future__ import annotations
+
+from ._committer import Committer, CommitterProcess
+from ._conform import Format, conform
+from ._files import LoadResult, ProgressCallback, load_files, read_file
+from ._records import DEAD_LETTERS, DeadLetter, Message, validate
+from ._stats import IngestStats, serve_metrics
+from ._write import (
+    Keys,
+    KeystoreSource,
+    as_stored,
+    check_personal,
+    dead_letter,
+    personal_columns,
+    received_schema,
+    refused_rows,
+)
+
+__all__ = [
+    "DEAD_LETTERS",
+    "Committer",
+    "CommitterProcess",
+    "DeadLetter",
+    "Format",
+    "IngestStats",
+    "Keys",
+    "KeystoreSource",
+    "LoadResult",
+    "Message",
+    "ProgressCallback",
+    "as_stored",
+    "check_personal",
+    "conform",
+    "dead_letter",
+    "load_files",
+    "personal_columns",
+    "read_file",
+    "received_schema",
+    "refused_rows",
+    "serve_metrics",
+    "validate",
+]

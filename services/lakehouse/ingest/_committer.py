@@ -1,0 +1,364 @@
+"""The group committer: batches of received records into their bronze tables and dead
+letters, exactly once, in a process of its own.
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import datetime as dt
+import json
+import logging
+import signal
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import orjson
+import pyarrow as pa
+from pyiceberg.catalog import Catalog
+from pyiceberg.table import Table
+
+from lakehouse.config import Settings
+from lakehouse.contracts import Contract, contract_for, load_contracts
+from lakehouse.errors import ContractError, LakehouseError
+from lakehouse.iceberg import OFFSETS, commit_idempotently, open_table, table_marks, target_arrow_schema
+
+from ._records import DEAD_LETTERS, DeadLetter, Message, _fast_path, validate
+from ._stats import IngestStats
+from ._write import Keys, KeystoreSource, as_stored, dead_letter, refused_rows
+
+logger = logging.getLogger(__name__)
+
+
+# --- Iceberg commits ---------------------------------------------------------------------------
+
+
+class Committer:
+    """Commits batches of consumer records to their bronze tables and dead letters, exactly once.
+
+    ``keystore``: a keystore, or a function that opens one (called once, the first time personal
+    data is met); default: the keystore of the environment's settings (``Settings.load()``), as
+    in a process started as a ``lakehouse`` command."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        contracts_file: Path | None,
+        stats: IngestStats,
+        *,
+        keystore: KeystoreSource = None,
+    ) -> None:
+        from lakehouse.privacy import environment_keystore
+
+        self.catalog = catalog
+        self.contracts_file = contracts_file
+        self.stats = stats
+        self.keys = Keys(keystore if keystore is not None else environment_keystore)
+
+    def as_stored(self, identifier: str, rows: pa.Table, table: Table) -> pa.Table:
+        """``rows`` as received (validated against ``received_schema``) -> as ``table`` stores
+        them: personal data encrypted, the ingest order stamped. Other routes that commit
+        themselves (the gateway) call it before they write."""
+        contract = contract_for(identifier, self.contracts_file)
+        if contract is None or not contract.transforms_rows:
+            return rows
+        keystore = self.keys.get() if contract.pii else None  # no master key for tables without personal data
+        return as_stored(rows, contract, keystore, target=target_arrow_schema(table), source="upload")
+
+    def commit_batch(self, pending: dict[tuple[str, int], list[Any]]) -> dict[tuple[str, int], int]:
+        """Commit records (anything with offset, key, value) per (topic, partition); returns the
+        next offset per (topic, partition) for the group-offset hint."""
+        by_topic: dict[str, dict[int, list[Any]]] = defaultdict(dict)
+        for (topic, partition), records in pending.items():
+            by_topic[topic][partition] = records
+        for topic, partitions in by_topic.items():
+            self._commit_topic(topic, partitions)
+        return {tp: records[-1].offset + 1 for tp, records in pending.items()}
+
+    def _commit_topic(self, topic: str, partitions: dict[int, list[Any]]) -> None:
+        identifier = f"bronze.{topic}"
+        contract = load_contracts(self.contracts_file).get(identifier)
+        ends = {f"{topic}/{p}": records[-1].offset + 1 for p, records in partitions.items()}
+
+        def message(p: int, r: Any) -> Message:
+            return Message(topic, p, r.offset, r.key, r.value)
+
+        if contract is None:
+            reason = f"no contract declares {identifier}"
+            self.commit_dead(
+                [DeadLetter(message(p, r), reason, identifier) for p, rs in partitions.items() for r in rs]
+            )
+            return
+        try:
+            table, _ = open_table(self.catalog, identifier, contracts_file=self.contracts_file)
+        except ContractError as exc:
+            self.commit_dead(
+                [DeadLetter(message(p, r), str(exc), identifier) for p, rs in partitions.items() for r in rs]
+            )
+            raise
+        target = target_arrow_schema(table)
+        # rows are validated as producers send them (personal data in plaintext, no platform
+        # columns), then made into stored rows (encrypted, stamped) by as_stored
+        received = contract.arrow_schema() if contract.transforms_rows else target
+        flat = [(p, r) for p, rs in partitions.items() for r in rs]
+        data = _fast_path([r.value for _, r in flat], contract, received)
+        dead: list[DeadLetter] = []
+        rows_from = flat  # the message of each row of data
+        if data is None:  # a dirty batch: check message by message, isolating the bad ones
+            records, kept_rows = [], []
+            for i, (p, r) in enumerate(flat):
+                why_not, body = self._envelope(r.value, contract)
+                if why_not:
+                    dead.append(DeadLetter(message(p, r), why_not, identifier))
+                else:
+                    records.append(body)
+                    kept_rows.append(i)
+            data, kept, bad = validate(records, received, identifier)
+            dead += [
+                DeadLetter(message(*flat[kept_rows[i]]), why, identifier) for i, why in sorted(bad.items())
+            ]
+            rows_from = [flat[kept_rows[i]] for i in kept]
+        if contract.pii:
+            keystore = self.keys.get()
+            assert keystore is not None
+            refused = refused_rows(data, contract, keystore)  # no subject, or a forgotten one
+            if refused:
+                dead += [
+                    DeadLetter(message(*rows_from[i]), why, identifier) for i, why in sorted(refused.items())
+                ]
+                keep = [i for i in range(data.num_rows) if i not in refused]
+                data = data.take(pa.array(keep, pa.int64()))
+                rows_from = [rows_from[i] for i in keep]
+            data = as_stored(data, contract, keystore, target=target, source="message")
+        elif contract.transforms_rows:
+            data = as_stored(data, contract, None, target=target, source="message")
+        row_partitions = [p for p, _ in rows_from]
+        row_offsets = [r.offset for _, r in rows_from]
+        self.commit_dead(dead)
+        self._commit_rows(table, identifier, topic, data, row_partitions, row_offsets, ends)
+
+    @staticmethod
+    def _envelope(value: bytes | None, contract: Contract) -> tuple[str | None, dict[str, Any]]:
+        if value is None:
+            return "empty message (tombstone)", {}
+        try:
+            body = orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            return f"not JSON: {exc}", {}
+        if not isinstance(body, dict) or not isinstance(body.get("data"), dict):
+            return 'not an envelope {"schema", "version", "data": {...}}', {}
+        if body.get("schema", contract.identifier) != contract.identifier:
+            return f"schema {body.get('schema')!r} sent to the topic of {contract.identifier}", {}
+        version = body.get("version", 1)
+        if not isinstance(version, int) or version > contract.version:
+            return (
+                f"schema version {version!r} is newer than contract {contract.identifier} "
+                f"v{contract.version}: upgrade the contract, then replay from dead letters"
+            ), {}
+        return None, body["data"]
+
+    def _commit_rows(
+        self,
+        table: Table,
+        identifier: str,
+        topic: str,
+        data: pa.Table,
+        row_partitions: list[int],
+        row_offsets: list[int],
+        ends: dict[str, int],
+    ) -> None:
+        def plan(current: Table) -> tuple[pa.Table, dict[str, str]] | None:
+            marks = table_marks(current, set(ends))
+            if all(end <= marks.get(tp, -1) for tp, end in ends.items()):
+                return None  # another writer already committed all of it
+            rows = data
+            if any(tp in marks for tp in ends):  # drop rows below the marks (a replay, another writer)
+                floor = [marks.get(f"{topic}/{p}", -1) for p in row_partitions]
+                keep = [i for i, (o, f) in enumerate(zip(row_offsets, floor, strict=True)) if o >= f]
+                if len(keep) != data.num_rows:
+                    rows = data.take(pa.array(keep, pa.int64()))
+            return rows, {OFFSETS: _marks_json(ends, marks)}
+
+        started = time.perf_counter()
+        outcome = commit_idempotently(self.catalog, table, plan)
+        if outcome is not None:
+            self.stats.commit_seconds.append(time.perf_counter() - started)
+            self.stats.commits += 1
+            self.stats.rows[identifier] += outcome[1].num_rows
+            self.stats.last_commit_at = time.monotonic()
+
+    def commit_dead(self, dead: list[DeadLetter]) -> None:
+        if not dead:
+            return
+        table, _ = open_table(self.catalog, DEAD_LETTERS, contracts_file=self.contracts_file)
+        target = target_arrow_schema(table)
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        ends: dict[str, int] = {}
+        for d in dead:
+            ends[d.message.tp] = max(ends.get(d.message.tp, 0), d.message.offset + 1)
+        fresh: list[DeadLetter] = []
+        stored = {id(d): self._dead_letter_row(d) for d in dead}  # sealed once, not per retry
+
+        def plan(current: Table) -> tuple[pa.Table, dict[str, str]] | None:
+            marks = table_marks(current, set(ends))
+            fresh[:] = [d for d in dead if d.message.offset >= marks.get(d.message.tp, -1)]
+            if not fresh:
+                return None
+            rows = pa.Table.from_pylist(
+                [{**stored[id(d)], "received_at": now} for d in fresh],
+                schema=target,
+            )
+            return rows, {OFFSETS: _marks_json(ends, marks)}
+
+        if commit_idempotently(self.catalog, table, plan) is None:
+            return
+        for d in fresh:
+            self.stats.dead_letters[d.message.topic] += 1
+        logger.warning(
+            "%s message(s) sent to %s, e.g. %s", len(fresh), DEAD_LETTERS, stored[id(fresh[0])]["reason"]
+        )
+
+    def _dead_letter_row(self, d: DeadLetter) -> dict[str, Any]:
+        """A dead letter as stored: of a contract with personal data, sealed (``_ingest``)."""
+        contract = contract_for(d.target, self.contracts_file) if d.target else None
+        keystore = self.keys.get() if contract is not None and contract.pii else None
+        key, payload, reason, subject = dead_letter(
+            contract, keystore, d.message.key, d.message.value, d.reason
+        )
+        return {
+            "source": d.message.topic,
+            "source_partition": d.message.partition,
+            "source_offset": d.message.offset,
+            "message_key": key,
+            "payload": payload,
+            "reason": reason[:2000],
+            "target_table": d.target,
+            "pii_subject": subject,
+        }
+
+
+def _marks_json(ends: dict[str, int], marks: dict[str, int]) -> str:
+    """The marks a commit records: never below what the table already holds."""
+    return json.dumps({tp: max(end, marks.get(tp, 0)) for tp, end in sorted(ends.items())})
+
+
+class _Record(NamedTuple):
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+_NULL = -1  # length of a null key or value
+
+
+def _blob(items: list[bytes | None]) -> tuple[bytes, bytes]:
+    """Many small byte strings as one blob and their lengths: cheap to pickle and pipe."""
+    lengths = array.array("q", (_NULL if b is None else len(b) for b in items))
+    return b"".join(b for b in items if b is not None), lengths.tobytes()
+
+
+def _split(blob: bytes, lengths_raw: bytes) -> list[bytes | None]:
+    lengths = array.array("q")
+    lengths.frombytes(lengths_raw)
+    view, at = memoryview(blob), 0
+    out: list[bytes | None] = []
+    for n in lengths:
+        if n == _NULL:
+            out.append(None)
+        else:
+            out.append(bytes(view[at : at + n]))
+            at += n
+    return out
+
+
+def _pack(records: list[Any]) -> tuple[bytes, tuple[bytes, bytes], tuple[bytes, bytes]]:
+    offsets = array.array("q", (r.offset for r in records)).tobytes()
+    return offsets, _blob([r.key for r in records]), _blob([r.value for r in records])
+
+
+def _unpack(packed: tuple[bytes, tuple[bytes, bytes], tuple[bytes, bytes]]) -> list[_Record]:
+    offsets_raw, keys, values = packed
+    offsets = array.array("q")
+    offsets.frombytes(offsets_raw)
+    return [_Record(o, k, v) for o, k, v in zip(offsets, _split(*keys), _split(*values), strict=True)]
+
+
+def _committer_main(conn: Any, settings: Settings, contracts_file: Path | None) -> None:
+    """The committer process: batches in over the pipe, hints and stats out, in order."""
+    from lakehouse.catalog import load_catalog
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    from lakehouse.privacy import open_keystore
+
+    stats = IngestStats()
+    committer = Committer(
+        load_catalog(settings), contracts_file, stats, keystore=lambda: open_keystore(settings)
+    )
+    while True:
+        try:
+            batch = conn.recv()
+        except EOFError:
+            return
+        if batch is None:
+            return
+        try:
+            pending = {tp: _unpack(packed) for tp, packed in batch.items()}
+            hints = committer.commit_batch(pending)
+            conn.send(
+                (
+                    "ok",
+                    hints,
+                    (dict(stats.rows), dict(stats.dead_letters), stats.commit_seconds, stats.last_commit_at),
+                )
+            )
+            stats.commit_seconds = []
+        except BaseException as exc:
+            conn.send(("error", type(exc).__name__, str(exc)))
+
+
+class CommitterProcess:
+    def __init__(self, settings: Settings) -> None:
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        self._conn, child = context.Pipe()
+        self._proc = context.Process(
+            target=_committer_main,
+            args=(child, settings, settings.contracts_file),
+            daemon=True,
+            name="lakehouse-sink-committer",
+        )
+        self._proc.start()
+        child.close()
+
+    def commit(
+        self, pending: dict[tuple[str, int], list[Any]], stats: IngestStats
+    ) -> dict[tuple[str, int], int]:
+        batch = {tp: _pack(records) for tp, records in pending.items()}
+        try:
+            self._conn.send(batch)
+            reply = self._conn.recv()
+        except (EOFError, OSError) as exc:
+            raise LakehouseError(
+                f"the sink's committer process exited (code {self._proc.exitcode}); nothing of this batch was "
+                "committed that the tables do not record, so a restart resumes correctly"
+            ) from exc
+        if reply[0] == "error":
+            _, kind, message = reply
+            raise (ContractError if kind == "ContractError" else LakehouseError)(message)
+        _, hints, (rows, dead, seconds, last_commit_at) = reply
+        stats.rows.update(rows)
+        stats.dead_letters.update(dead)
+        stats.commit_seconds.extend(seconds)
+        stats.commits += len(seconds)
+        stats.last_commit_at = last_commit_at or stats.last_commit_at
+        return dict(hints)
+
+    def close(self) -> None:
+        with contextlib.suppress(BrokenPipeError, OSError):  # the committer already exited
+            self._conn.send(None)
+        self._proc.join(timeout=30)
+        if self._proc.is_alive():
+            self._proc.kill()

@@ -1,0 +1,303 @@
+"""Rows as received -> rows as stored: the one step every ingest route takes before it writes.
+
+File loads (``load_files``), Kafka (the sink's committer), the edge gateway (its lander) and
+dead letters all pass rows through here, so a new route cannot forget it: a contract's personal
+columns (``pii``) are normalised and encrypted under the data key of each row's subject, with
+their tokens and fingerprints computed by the platform (never accepted from a producer), and a
+contract's ``ingest_order`` column is stamped with the order the rows reached the platform
+(what "the latest copy wins" means downstream, e.g. for conflicting sensor readings). dbt
+models, which the platform does not write row by row, are checked instead: ``check_personal``
+refuses a model whose personal columns hold anything but this keystore's ciphertext or NULL.
+
+Dead letters of a personal-data contract keep the reason readable, with the message's personal
+values taken out of it, and the payload and key sealed under the subject's data key when the
+subject can be read from the message, else under the dedicated key ``#dead-letters``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from lakehouse.contracts import Contract, contract_for
+from lakehouse.errors import LakehouseError, LoadError, SchemaMismatchError
+from lakehouse.privacy import DEAD_LETTER_SUBJECT, KeyShredded, Keystore, subject_problem
+
+KeystoreSource = Keystore | Callable[[], Keystore] | None
+
+
+REDACTED = "<personal data>"
+
+
+class PersonalDataError(LakehouseError):
+    """Personal data would be stored in a form other than this keystore's ciphertext."""
+
+
+class Keys:
+    """A keystore opened on first use: routes that never meet personal data never need the
+    master key."""
+
+    def __init__(self, source: KeystoreSource) -> None:
+        self._source = source
+        self._keystore: Keystore | None = source if isinstance(source, Keystore) else None
+
+    def get(self) -> Keystore | None:
+        if self._keystore is None and callable(self._source):
+            self._keystore = self._source()
+        return self._keystore
+
+
+def personal_contract(identifier: str, contracts_file: Path | None = None) -> Contract | None:
+    contract = contract_for(identifier, contracts_file)
+    return contract if contract is not None and contract.pii else None
+
+
+def received_schema(identifier: str, contracts_file: Path | None = None) -> pa.Schema | None:
+    """What producers send to a table whose stored rows differ from the rows sent (personal data
+    in plaintext, no token, fingerprint or ingest order columns), or None if they do not differ
+    (then producers send what is stored)."""
+    contract = contract_for(identifier, contracts_file)
+    return contract.arrow_schema() if contract is not None and contract.transforms_rows else None
+
+
+_sequence_lock = threading.Lock()
+
+
+_last_sequence = 0
+
+
+def ingest_sequence(rows: int, clock: Callable[[], int] = time.time_ns) -> pa.Array:
+    """``rows`` numbers for the ingest order column, increasing in the order rows reach the
+    platform: the microseconds since 1970 when the batch is stamped, then +1 per row of the
+    batch, never at or below the last number this process gave (a batch of n rows uses n
+    microseconds of the sequence; a clock that steps back cannot reorder batches)."""
+    global _last_sequence
+    with _sequence_lock:
+        first = max(clock() // 1000, _last_sequence + 1)
+        _last_sequence = max(_last_sequence, first + rows - 1)
+    return pa.array(np.arange(first, first + rows, dtype=np.int64), pa.int64())
+
+
+def refused_rows(data: pa.Table, contract: Contract, keystore: Keystore) -> dict[int, str]:
+    """Rows that may not be stored, with the reason: no usable subject, or a forgotten one."""
+    assert contract.pii_subject is not None
+    subjects = [None if s is None else str(s) for s in data.column(contract.pii_subject).to_pylist()]
+    refused = {i: p for i, s in enumerate(subjects) if (p := subject_problem(s)) is not None}
+    forgotten = keystore.shredded({s for s in subjects if s is not None})
+    for i, s in enumerate(subjects):
+        if s in forgotten and i not in refused:
+            refused[i] = f"customer {s} was forgotten (gdpr forget): their data may not be written again"
+    return refused
+
+
+_NORMALISE: dict[str, Callable[[str], str]] = {
+    "trim": lambda v: v.strip(),
+    "lower_trim": lambda v: v.strip().lower(),
+    "digits": lambda v: "".join(ch for ch in v if ch.isdigit()),
+}
+
+
+def _plain(values: list[Any], how: str | None) -> list[str | None]:
+    normalise = _NORMALISE.get(how or "", lambda v: v)
+    texts = [
+        None if v is None else normalise(v.isoformat() if hasattr(v, "isoformat") else str(v)) for v in values
+    ]
+    return [v or None for v in texts]  # a value that normalises to nothing is no value
+
+
+def as_stored(
+    data: pa.Table,
+    contract: Contract | None,
+    keystore: Keystore | None,
+    *,
+    target: pa.Schema | None = None,
+    source: str = "rows",
+) -> pa.Table:
+    """Rows as producers sent them -> rows as stored: personal data normalised and encrypted
+    under each row's subject, token and fingerprint columns computed, the ingest order stamped,
+    the result cast to ``target`` (the table's schema) when given. Rows of a contract without
+    personal data or platform columns pass unchanged. A column the platform computes is
+    refused if a producer sends it."""
+    if contract is None or not contract.transforms_rows:
+        return data
+    identifier = contract.identifier
+    if contract.pii and keystore is None:
+        raise LoadError(
+            f"{identifier} holds personal data ({', '.join(contract.pii)}): write it through the platform "
+            "(lakehouse load, Lakehouse.load, the sink, the gateway), which encrypts it"
+        )
+    from ._conform import conform
+
+    received = contract.arrow_schema()
+    extra = [n for n in data.column_names if received.get_field_index(n) < 0]
+    if extra:
+        raise SchemaMismatchError(
+            f"{source}: column(s) {extra} are not sent to {identifier} (token, fingerprint and ingest "
+            f"order columns are computed by the platform); send only {received.names}",
+            source=source,
+            column=extra[0],
+        )
+    data = conform(data, received, source=source, fmt="jsonl", table=identifier)
+    columns: dict[str, Any] = {name: data.column(name) for name in data.column_names}
+    if contract.pii:
+        assert keystore is not None
+        columns.update(_protected(data, contract, keystore, source))
+    if contract.ingest_order:
+        columns[contract.ingest_order] = ingest_sequence(data.num_rows)
+    stored_schema = contract.stored_arrow_schema()
+    stored = pa.table(columns).select(stored_schema.names).cast(stored_schema)
+    if target is not None:
+        stored = conform(stored, target, source=source, fmt="jsonl", table=identifier)
+    return stored
+
+
+def _protected(data: pa.Table, contract: Contract, keystore: Keystore, source: str) -> dict[str, Any]:
+    """The personal columns of ``data`` encrypted under each row's subject, with their token
+    and fingerprint columns."""
+    assert contract.pii_subject is not None
+    subjects = [None if s is None else str(s) for s in data.column(contract.pii_subject).to_pylist()]
+    for row, subject in enumerate(subjects):
+        problem = subject_problem(subject)
+        if problem is not None:
+            raise SchemaMismatchError(
+                f"{source}: row {row + 1}: {problem} ({contract.pii_subject} {str(subject)[:60]!r})",
+                source=source,
+                column=contract.pii_subject,
+                row=row + 1,
+            )
+    keystore.ensure({s for s in subjects if s is not None})  # refuses forgotten subjects
+    plain = {
+        name: _plain(data.column(name).to_pylist(), contract.pii_normalize.get(name)) for name in contract.pii
+    }
+    columns: dict[str, Any] = {
+        name: pa.array(keystore.encrypt_column(subjects, name, plain[name]), pa.string())  # type: ignore[arg-type]
+        for name in contract.pii
+    }
+    for name in contract.pii_tokens:
+        columns[f"{name}_token"] = pa.array([keystore.token(v) for v in plain[name]], pa.string())
+    for name, covered in contract.pii_fingerprints.items():
+        columns[name] = pa.array(
+            [
+                keystore.fingerprint(s, [plain[c][i] for c in covered])  # type: ignore[arg-type]
+                for i, s in enumerate(subjects)
+            ],
+            pa.string(),
+        )
+    return columns
+
+
+# --- dead letters ----------------------------------------------------------------------------
+
+
+def _scrub(reason: str, data: Any, contract: Contract) -> str:
+    """``reason`` without the message's personal values (validation errors quote values)."""
+    if not isinstance(data, dict):
+        return reason
+    for name in contract.pii:
+        value = data.get(name)
+        if value is None:
+            continue
+        forms = {repr(value), str(value), json.dumps(value, default=str)}
+        if isinstance(value, str):
+            forms |= {value.strip(), repr(value.strip())}
+        for form in sorted(forms, key=len, reverse=True):
+            if len(form) >= 3:
+                reason = reason.replace(form, REDACTED)
+    return reason
+
+
+def dead_letter(
+    contract: Contract | None,
+    keystore: Keystore | None,
+    key: bytes | None,
+    payload: bytes | None,
+    reason: str,
+) -> tuple[str | None, bytes | None, str, str | None]:
+    """(message_key, payload, reason, subject) as a dead letter of ``contract`` stores them.
+
+    Without personal data: as received. With: the reason scrubbed of the message's personal
+    values; payload and key sealed under the subject's data key (read from the message), else
+    under ``#dead-letters``; both dropped if the subject was forgotten."""
+    text_key = key.decode("utf-8", "replace") if key is not None else None
+    if contract is None or not contract.pii:
+        return text_key, payload, reason, None
+    if keystore is None:
+        raise LoadError(
+            f"dead letters of {contract.identifier} hold personal data: the platform's keystore is needed"
+        )
+    data: Any = None
+    if payload is not None:
+        try:
+            body = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            body = None
+        data = body.get("data") if isinstance(body, dict) else None
+    subject: Any = data.get(contract.pii_subject) if isinstance(data, dict) else None
+    subject = str(subject) if isinstance(subject, str | int) and not isinstance(subject, bool) else None
+    if subject is None or subject_problem(subject) is not None:
+        subject = DEAD_LETTER_SUBJECT
+    reason = _scrub(reason, data, contract)
+    try:
+        if keystore.shredded({subject}):
+            raise KeyShredded(subject)
+        sealed_key = keystore.seal(subject, "dead_letter_key", key) if key is not None else None
+        sealed = keystore.seal(subject, "dead_letter_payload", payload) if payload is not None else None
+    except KeyShredded:
+        return None, None, f"{reason} (payload and key dropped: {subject} was forgotten)", None
+    return sealed_key, None if sealed is None else sealed.encode(), reason, subject
+
+
+# --- dbt models ------------------------------------------------------------------------------
+
+
+def personal_columns(
+    identifier: str, contracts_file: Path | None = None, policies_dir: Path | None = None
+) -> set[str]:
+    """The columns of ``identifier`` declared personal: its contract's ``pii``, and the columns
+    the policies list for it under an ``encrypted`` sensitive class."""
+    from lakehouse.governance import load_policy
+
+    contract = personal_contract(identifier, contracts_file)
+    names = set(contract.pii) if contract is not None else set()
+    policy = load_policy(policies_dir)
+    for spec in policy.sensitive.values():
+        if spec["encrypted"]:
+            names |= set(spec["tables"].get(identifier, []))
+    return names
+
+
+def check_personal(data: pa.Table, columns: set[str], keystore: Keystore | None, identifier: str) -> None:
+    """Refuse ``data`` unless every value of its ``columns`` is NULL or a ciphertext this
+    keystore made and still opens (the tag is verified: a look-alike prefix is not enough)."""
+    present = sorted(c for c in columns if c in data.column_names)
+    if not present:
+        return
+    for name in present:
+        column = data.column(name)
+        if column.null_count == len(column):
+            continue
+        if keystore is None:
+            raise PersonalDataError(f"{identifier}.{name} holds personal data: the keystore is needed")
+        if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+            raise PersonalDataError(
+                f"{identifier}.{name} is personal data but holds {column.type} values, not ciphertext: "
+                "select the column from its source unchanged (the platform decrypts it for cleared users)"
+            )
+        for value in pc.unique(column.drop_null()).to_pylist():
+            problem = keystore.check(value)
+            if problem is not None:  # the value itself is not shown: it may be personal data
+                row = pc.index(column, value).as_py() + 1
+                raise PersonalDataError(
+                    f"{identifier}.{name} row {row} is not this keystore's ciphertext ({problem[:80]}); "
+                    "personal columns may hold only the platform's ciphertext or NULL: select them "
+                    "from their source unchanged"
+                )

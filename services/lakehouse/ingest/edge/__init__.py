@@ -1,0 +1,157 @@
+"""The edge gateway: device enrollment, EdDSA device tokens, sealed batches into bronze.
+
+``lakehouse gateway serve`` runs it (uvicorn, TLS only); ``lakehouse devices ...`` administers
+the registry. State lives under ``<home>/state/gateway``: key sets, the SQLite registry (a
+PostgreSQL URL in a cluster), the audit log and, locally, a private CA. Which stores exist and
+which units they own comes from the catalog's reference tables (``Ownership``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lakehouse.config import Settings
+from lakehouse.errors import ConfigurationError
+
+from ._audit import AuditLog
+from ._keys import KeySet
+from ._ownership import Ownership, UnknownStore
+from ._registry import Device, EnrollmentRefused, InvalidEnrollment, Registry, RegistryError
+from ._text import escape
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+
+__all__ = [
+    "AuditLog",
+    "Device",
+    "EnrollmentRefused",
+    "InvalidEnrollment",
+    "KeySet",
+    "Ownership",
+    "Registry",
+    "RegistryError",
+    "UnknownStore",
+    "build_app",
+    "escape",
+    "paths",
+    "registry",
+    "serve",
+]
+
+
+class _Paths:
+    def __init__(self, settings: Settings):
+        root = settings.state_dir / "gateway"
+        self.root = root
+        self.signing_keys = root / "signing-keys.json"
+        self.ingest_keys = root / "ingest-keys.json"
+        self.audit = root / "audit.jsonl"
+        self.registry = root / "devices.db"
+        self.tls = root / "tls"
+
+
+def paths(settings: Settings) -> _Paths:
+    return _Paths(settings)
+
+
+def registry(settings: Settings) -> Registry:
+    """The device registry, checking stores and units against the catalog's reference data
+    (read on first use: listing or revoking devices never opens the catalog)."""
+    return _registry_and_ownership(settings)[0]
+
+
+def _registry_and_ownership(settings: Settings) -> tuple[Registry, Ownership]:
+    from lakehouse.catalog import load_catalog
+
+    url = settings.gateway.registry_url
+    ownership = Ownership(
+        lambda: load_catalog(settings), settings.gateway, registered_units=lambda: reg.units()
+    )
+    reg = Registry(
+        url.get_secret_value() if url else f"sqlite:///{paths(settings).registry}", reference=ownership
+    )
+    return reg, ownership
+
+
+def signing_keys(settings: Settings) -> KeySet:
+    g = settings.gateway
+    return KeySet(paths(settings).signing_keys, "signing", retention=g.token_ttl + g.clock_skew)
+
+
+def ingest_keys(settings: Settings) -> KeySet:
+    return KeySet(paths(settings).ingest_keys, "ingest", retention=settings.gateway.ingest_key_retention)
+
+
+def tls_files(settings: Settings) -> tuple[Path | None, Path, Path]:
+    """(CA for agents or None, certificate, key): configured files, or a local CA's outside cluster."""
+    g = settings.gateway
+    if g.tls_cert_file and g.tls_key_file:
+        return None, g.tls_cert_file, g.tls_key_file
+    if settings.profile == "cluster":
+        raise ConfigurationError("the cluster profile needs gateway.tls_cert_file and gateway.tls_key_file")
+    from ._tls import ensure_local_tls
+
+    return ensure_local_tls(paths(settings).tls)
+
+
+def build_app(settings: Settings) -> FastAPI:
+    from lakehouse.catalog import load_catalog
+
+    from ._app import Gateway, create_app
+    from ._land import Lander
+    from ._limits import RateLimiter
+    from ._tokens import Tokens
+
+    if settings.profile == "cluster" and settings.gateway.registry_url is None:
+        raise ConfigurationError("the cluster profile needs gateway.registry_url (PostgreSQL)")
+    g = settings.gateway
+    reg, ownership = _registry_and_ownership(settings)
+    keys = signing_keys(settings).ensure()
+    gateway = Gateway(
+        settings=settings,
+        registry=reg,
+        tokens=Tokens(keys, reg, issuer=g.issuer, audience=g.audience, ttl=g.token_ttl, skew=g.clock_skew),
+        ingest_keys=ingest_keys(settings).ensure(),
+        lander=Lander(load_catalog(settings), settings.contracts_file, linger=g.commit_interval),
+        audit=AuditLog(paths(settings).audit),
+        limiter=RateLimiter(g.rate_per_device, g.rate_burst),
+        ownership=ownership,
+        address_limiter=RateLimiter(g.rate_per_address, g.address_burst),
+    )
+    return create_app(gateway)
+
+
+def serve(settings: Settings, *, host: str | None = None, port: int | None = None) -> None:
+    """Serve until SIGTERM: request heads bounded before they are parsed, read deadlines, TLS 1.3
+    (or 1.2 with AEAD suites only), logs with control characters escaped."""
+    import logging
+
+    import uvicorn
+
+    from ._server import log_config, protocol, tls_context
+
+    g = settings.gateway
+    ca, cert, key = tls_files(settings)
+    app = build_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=host or g.host,
+        port=g.port if port is None else port,
+        http=protocol(g),
+        ws="none",
+        ssl_context_factory=lambda _config, _default: tls_context(cert, key),
+        log_config=log_config(),
+        log_level="info",
+        server_header=False,
+        timeout_graceful_shutdown=10,
+        timeout_keep_alive=g.idle_timeout,
+        limit_concurrency=g.max_connections,
+        proxy_headers=bool(g.trusted_proxies),  # else X-Forwarded-For from anyone would pick the client
+        forwarded_allow_ips=g.trusted_proxies or None,
+    )
+    if ca is not None:
+        logging.getLogger(__name__).info("local CA for agents: %s", ca)
+    uvicorn.Server(config).run()

@@ -1,0 +1,7 @@
+"""The Kafka sink: topics into bronze tables, exactly once."""
+
+from __future__ import annotations
+
+from ._sink import Sink
+
+__all__ = ["Sink"]

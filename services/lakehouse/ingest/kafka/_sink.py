@@ -1,0 +1,267 @@
+"""The Kafka sink: topics into bronze Iceberg tables, exactly once, without Kafka transactions.
+
+Each micro-batch becomes one Iceberg commit per table whose snapshot summary records, for every
+partition it covers, the next offset to read (``lakehouse.kafka-offsets``). Those marks, read
+back from the table's snapshot lineage, are the truth: on assignment the consumer seeks to them
+(group offsets are committed afterwards only as a hint), and before every commit, including
+retries after a conflicting writer, rows below the table's marks are dropped. Dead letters go to
+``bronze.dead_letters`` first, with their own marks, then the rows and marks go to the topic's
+table, so a crash between the two commits replays the batch without doubling either.
+
+Rows become stored rows through ``lakehouse.ingest.as_stored``, the step every ingest route takes: a
+topic whose contract declares personal data lands encrypted, and its dead letters hold no
+plaintext. The keystore is opened the first time a batch needs it.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from pyiceberg.catalog import Catalog
+from pyiceberg.table import Table
+
+from lakehouse.config import Settings
+from lakehouse.iceberg import table_marks
+from lakehouse.ingest import Committer, CommitterProcess, IngestStats, KeystoreSource
+
+logger = logging.getLogger(__name__)
+
+
+# an empty poll means "caught up"; a short wait finds that out without idling on a full batch
+POLL_TIMEOUT_MS = 50
+
+
+class Sink:
+    """Consumes topics into their bronze tables. ``run()`` until idle, SIGTERM or ``stop()``."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        bootstrap: str,
+        topics: list[str],
+        *,
+        group: str = "lakehouse-sink",
+        batch_max_records: int = 50_000,
+        batch_max_bytes: int = 64 * 1024 * 1024,
+        batch_max_seconds: float = 2.0,
+        batch_min_records: int = 10_000,
+        idle_exit: float | None = None,
+        contracts_file: Path | None = None,
+        settings: Settings | None = None,
+        keystore: KeystoreSource = None,
+    ) -> None:
+        """A batch is committed when it reaches ``batch_max_records`` or ``batch_max_bytes``, when
+        it is ``batch_max_seconds`` old, or as soon as the consumer has caught up with the topics
+        while it holds at least ``batch_min_records`` (enough to amortize a commit; waiting longer
+        would only add latency).
+
+        With ``settings``, commits run in a separate process (its own interpreter lock, so
+        decoding records and committing them use both cores) that opens the settings' keystore;
+        without, in a thread, with ``keystore`` (default: the keystore of the environment's
+        settings, opened when a topic with personal data first needs it)."""
+        self.catalog = catalog
+        self.bootstrap = bootstrap
+        self.topics = topics
+        self.group = group
+        self.batch_max_records = batch_max_records
+        self.batch_max_bytes = batch_max_bytes
+        self.batch_max_seconds = batch_max_seconds
+        self.batch_min_records = batch_min_records
+        self.idle_exit = idle_exit
+        self.contracts_file = contracts_file
+        self.stats = IngestStats()
+        self._stop = threading.Event()
+        self._pending: dict[tuple[str, int], list[Any]] = defaultdict(list)  # (topic, partition) -> records
+        self._pending_count = 0
+        self._pending_bytes = 0
+        self._consumer: Any = None
+        self._last_activity = time.monotonic()
+        # Batches go in order to one committer (a thread handing them to the committer process, or
+        # committing itself), at most one waiting: commits overlap with fetching, stay in offset
+        # order, and a slow catalog stops the polling (backpressure).
+        self._batches: queue.Queue[dict[tuple[str, int], list[Any]]] = queue.Queue(maxsize=1)
+        self._committed_hints: dict[tuple[str, int], int] = {}
+        self._hints_lock = threading.Lock()
+        self._worker_error: BaseException | None = None
+        self._worker: threading.Thread | None = None
+        self._process = CommitterProcess(settings) if settings is not None else None
+        self._committer = (
+            Committer(catalog, contracts_file, self.stats, keystore=keystore)
+            if self._process is None
+            else None
+        )
+
+    def stop(self, *_: object) -> None:
+        self._stop.set()
+
+    # Kafka plumbing -----------------------------------------------------------------------
+
+    def _make_consumer(self) -> Any:
+        from kafka import ConsumerRebalanceListener, KafkaConsumer
+
+        sink = self
+
+        class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+            def on_partitions_revoked(self, revoked: Any) -> None:
+                # Commit what was read before the partitions move. An error must not escape into
+                # the client (it would wrap it); run() reports it once.
+                if sink._worker_error is None:
+                    try:
+                        sink.flush()
+                        sink._drain()
+                    except BaseException as exc:
+                        sink._worker_error = sink._worker_error or exc
+                sink.stats.assigned -= {f"{tp.topic}/{tp.partition}" for tp in revoked}
+
+            def on_partitions_assigned(self, assigned: Any) -> None:
+                sink._seek_to_table_marks(assigned)
+                sink._last_activity = time.monotonic()  # idleness counts from the join
+
+        consumer = KafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            group_id=self.group,
+            client_id="lakehouse-sink",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=6000,  # Tansu: a join takes ~23 s with the defaults
+            heartbeat_interval_ms=1000,
+            max_poll_records=5000,
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+            fetch_max_bytes=32 * 1024 * 1024,
+        )
+        consumer.subscribe(self.topics, listener=Listener())
+        return consumer
+
+    def _seek_to_table_marks(self, assigned: Any) -> None:
+        by_topic: dict[str, dict[str, int]] = {}
+        for tp in assigned:
+            self.stats.assigned.add(f"{tp.topic}/{tp.partition}")
+            self.stats.ever_assigned.add(f"{tp.topic}/{tp.partition}")
+            if tp.topic not in by_topic:
+                table = self._table_or_none(f"bronze.{tp.topic}")
+                by_topic[tp.topic] = table_marks(table) if table is not None else {}
+            mark = by_topic[tp.topic].get(f"{tp.topic}/{tp.partition}")
+            if mark is not None:
+                self._consumer.seek(tp, mark)
+                logger.info("resuming %s/%s at offset %s recorded in the table", tp.topic, tp.partition, mark)
+
+    def _table_or_none(self, identifier: str) -> Table | None:
+        layer, name = identifier.split(".")
+        return self.catalog.load_table((layer, name)) if self.catalog.table_exists((layer, name)) else None
+
+    def run(self) -> IngestStats:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(sig, self.stop)
+        self._worker = threading.Thread(target=self._commit_loop, daemon=True, name="sink-committer")
+        self._worker.start()
+        self._consumer = self._make_consumer()
+        self._last_activity = time.monotonic()
+        batch_started = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                self._raise_worker_error()
+                polled = self._consumer.poll(timeout_ms=POLL_TIMEOUT_MS)
+                for tp, records in polled.items():
+                    self._pending[(tp.topic, tp.partition)].extend(records)
+                    self._pending_count += len(records)
+                    self._pending_bytes += sum(r.serialized_value_size for r in records)
+                    self.stats.pending = self._pending_count
+                    if self.stats.first_message_at is None:
+                        self.stats.first_message_at = time.monotonic()
+                    self._last_activity = time.monotonic()
+                caught_up = not polled
+                if self._pending_count and (
+                    self._pending_count >= self.batch_max_records
+                    or (caught_up and self._pending_count >= self.batch_min_records)
+                    or self._pending_bytes >= self.batch_max_bytes
+                    or time.monotonic() - batch_started >= self.batch_max_seconds
+                ):
+                    self.flush()
+                self._publish_hints()
+                if not self._pending_count:
+                    batch_started = time.monotonic()
+                joined = bool(self.stats.assigned)
+                idle = time.monotonic() - self._last_activity
+                if self.idle_exit is not None and joined and idle >= self.idle_exit:
+                    break
+            self.flush()  # SIGTERM or idle: commit what was read
+            self._drain()
+        finally:
+            self._batches.put({})  # tells the committer to finish
+            self._worker.join(timeout=120)
+            self._consumer.close(autocommit=False)
+            if self._process is not None:
+                self._process.close()
+        self._raise_worker_error()
+        return self.stats
+
+    def flush(self) -> None:
+        """Hand the batch read so far to the committer (blocks while one is already waiting)."""
+        if not self._pending_count:
+            return
+        pending, self._pending = self._pending, defaultdict(list)
+        self._pending_count = self._pending_bytes = 0
+        self.stats.pending = 0
+        self._batches.put(pending)
+
+    def _drain(self) -> None:
+        """Wait until every handed-over batch is committed, then publish the group offsets."""
+        self._batches.join()
+        self._raise_worker_error()
+        self._publish_hints()
+
+    def _raise_worker_error(self) -> None:
+        if self._worker_error is not None:
+            raise self._worker_error
+
+    def _commit_loop(self) -> None:
+        while True:
+            pending = self._batches.get()
+            try:
+                if not pending:
+                    return
+                if self._worker_error is None:
+                    self._commit_batch(pending)
+            except BaseException as exc:
+                self._worker_error = exc
+            finally:
+                self._batches.task_done()
+
+    def _commit_batch(self, pending: dict[tuple[str, int], list[Any]]) -> None:
+        if self._process is not None:
+            hints = self._process.commit(pending, self.stats)
+        else:
+            assert self._committer is not None
+            hints = self._committer.commit_batch(pending)
+        with self._hints_lock:
+            for tp, offset in hints.items():
+                self._committed_hints[tp] = max(self._committed_hints.get(tp, 0), offset)
+
+    def _publish_hints(self) -> None:
+        with self._hints_lock:
+            hints, self._committed_hints = self._committed_hints, {}
+        if hints:
+            self._commit_hints(hints)
+
+    def _commit_hints(self, hints: dict[tuple[str, int], int]) -> None:
+        """Commit group offsets (asynchronously: they are a hint) and update lag from the
+        high-water marks the last fetches reported (no extra broker round trip)."""
+        from kafka import OffsetAndMetadata, TopicPartition
+
+        offsets = {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in hints.items()}
+        try:
+            self._consumer.commit_async(offsets)
+        except Exception as exc:  # the table holds the truth; a lost hint costs a re-read, not data
+            logger.warning("could not commit consumer-group offsets (a hint only): %s", exc)
+        for (topic, partition), offset in hints.items():
+            highwater = self._consumer.highwater(TopicPartition(topic, partition))
+            if highwater is not None:
+                self.stats.lag[f"{topic}/{partition}"] = max(0, highwater - offset)

@@ -1,0 +1,21 @@
+"""Servers the platform starts on this machine (SeaweedFS, the Kafka broker), stopped by PID."""
+
+from __future__ import annotations
+
+from ._broker import bootstrap_servers, read_broker_state, start_broker, stop_broker
+from ._process import free_port, stop_recorded, terminate, venv_binary, wait_for_port
+from ._stack import start_stack, stop_stack
+
+__all__ = [
+    "bootstrap_servers",
+    "free_port",
+    "read_broker_state",
+    "start_broker",
+    "start_stack",
+    "stop_broker",
+    "stop_recorded",
+    "stop_stack",
+    "terminate",
+    "venv_binary",
+    "wait_for_port",
+]

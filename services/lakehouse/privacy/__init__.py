@@ -1,0 +1,25 @@
+"""Personal data: the keystore (per-subject keys, AES-256-GCM) and erasure by crypto-shredding."""
+
+from __future__ import annotations
+
+from ._erasure import forget
+from ._keystore import (
+    DEAD_LETTER_SUBJECT,
+    KeyShredded,
+    Keystore,
+    environment_keystore,
+    keystore_path,
+    open_keystore,
+    subject_problem,
+)
+
+__all__ = [
+    "DEAD_LETTER_SUBJECT",
+    "KeyShredded",
+    "Keystore",
+    "environment_keystore",
+    "forget",
+    "keystore_path",
+    "open_keystore",
+    "subject_problem",
+]

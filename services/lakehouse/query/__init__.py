@@ -1,0 +1,8 @@
+"""Queries: the operator engine and the governed engine that runs users' SQL under policy."""
+
+from __future__ import annotations
+
+from ._engine import Engine
+from ._governed import GovernedEngine, export_duckdb, tables_in
+
+__all__ = ["Engine", "GovernedEngine", "export_duckdb", "tables_in"]

@@ -1,0 +1,7 @@
+"""dbt: running the project and the plugin that lets dbt-duckdb read and write Iceberg."""
+
+from __future__ import annotations
+
+from ._dbt import run_dbt
+
+__all__ = ["project_dir", "run_dbt"]

@@ -1,0 +1,50 @@
+"""Running dbt on the platform's project, with the platform's settings in its environment."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from lakehouse.config import PRIVATE_UMASK, Settings, private_dir, private_home, project_dir, scratch_dir
+
+
+def dbt_env(settings: Settings, target: str = "local") -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "LAKEHOUSE_HOME": str(settings.home),
+            "LAKEHOUSE_PROFILE": settings.profile,
+            "LAKEHOUSE_DBT_TARGET": target,
+            "DBT_TARGET_PATH": str(settings.home / "dbt" / target / "target"),
+            "DBT_LOG_PATH": str(settings.home / "dbt" / target / "logs"),
+            "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+            "DBT_PARTIAL_PARSE": "true",
+        }
+    )
+    return env
+
+
+def dbt_command(args: list[str]) -> list[str]:
+    directory = project_dir()
+    executable = Path(sys.executable).parent / "dbt"
+    return [str(executable), *args, "--project-dir", str(directory), "--profiles-dir", str(directory)]
+
+
+def run_dbt(settings: Settings, args: list[str], *, target: str | None = None) -> int:
+    """Run dbt with the platform's project and settings; returns dbt's exit code.
+
+    dbt runs with umask 077 (its target, logs and staging files are its owner's only), and
+    stages models in a private directory of this run that is removed when dbt exits, even when
+    it fails; one left by a killed run goes the next time dbt runs."""
+    if target is None:
+        target = "trino" if settings.engine.type == "trino" else "local"
+        if "--target" in args:
+            target = args[args.index("--target") + 1]
+    private_home(settings)
+    private_dir(settings.home / "dbt")
+    with scratch_dir(settings.state_dir / "dbt-staging", "run-") as staging:
+        env = dbt_env(settings, target)
+        env["LAKEHOUSE_DBT_STAGING"] = str(staging)
+        return subprocess.call(dbt_command(args), env=env, umask=PRIVATE_UMASK)
