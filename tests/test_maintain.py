@@ -14,7 +14,8 @@ from lakehouse import Lakehouse
 from lakehouse.iceberg import (
     DEVICE_BATCHES,
     OFFSETS,
-    commit_idempotently,
+    Planned,
+    commit_with_replan,
     expire_snapshots,
     loaded_batch_ids,
     open_table,
@@ -63,7 +64,7 @@ def test_expiry_keeps_loaded_files_and_marks(lh: Lakehouse, tmp_path: Path, home
     )
     marks = {OFFSETS: json.dumps({"readings/0": 41}), DEVICE_BATCHES: json.dumps({"edge-S001-x": 8})}
     for key, value in marks.items():
-        commit_idempotently(lh.catalog, table, lambda _t, k=key, v=value: (one_row, {k: v}))
+        commit_with_replan(lh.catalog, table, lambda _t, k=key, v=value: Planned(one_row, {k: v}))
         table = lh.catalog.load_table(("bronze", "sensor_readings"))
     assert len(table.metadata.snapshots) == 5
 

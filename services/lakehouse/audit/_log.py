@@ -33,7 +33,7 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError, TableAlreadyExistsError
 from pyiceberg.table import Table
 
-from lakehouse.iceberg import BATCH_IDS, commit_idempotently, loaded_batch_ids
+from lakehouse.iceberg import BATCH_IDS, Planned, commit_with_replan, loaded_batch_ids
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def record_key_operation(
         ],
         schema=KEY_SCHEMA,
     )
-    commit_idempotently(catalog, _table(catalog, KEY_TABLE, KEY_SCHEMA), lambda _current: (row, {}))
+    commit_with_replan(catalog, _table(catalog, KEY_TABLE, KEY_SCHEMA), lambda _current: Planned(row))
 
 
 def _table(catalog: Catalog, identifier: tuple[str, str] = AUDIT_TABLE, schema: pa.Schema = SCHEMA) -> Table:
@@ -237,12 +237,12 @@ class AuditJournal:
         if entries:
             rows = _rows(entries)
 
-            def plan(current: Table) -> tuple[pa.Table, dict[str, str]] | None:
+            def plan(current: Table) -> Planned[None] | None:
                 if batch in loaded_batch_ids(current):
                     return None  # committed before a crash that left the file behind
-                return rows, {BATCH_IDS: json.dumps([batch])}
+                return Planned(rows, {BATCH_IDS: json.dumps([batch])})
 
-            commit_idempotently(catalog, _table(catalog), plan)
+            commit_with_replan(catalog, _table(catalog), plan)
         path.unlink()
         return len(entries)
 

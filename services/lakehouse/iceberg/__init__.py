@@ -3,7 +3,7 @@ snapshot expiry, and DuckDB's view of the tables."""
 
 from __future__ import annotations
 
-from ._commit import commit_idempotently
+from ._commit import Backoff, Committed, Planned, commit_with_replan
 from ._duckdb import (
     BoundTable,
     bind_tables,
@@ -22,9 +22,12 @@ __all__ = [
     "BATCH_IDS",
     "DEVICE_BATCHES",
     "OFFSETS",
+    "Backoff",
     "BoundTable",
+    "Committed",
+    "Planned",
     "bind_tables",
-    "commit_idempotently",
+    "commit_with_replan",
     "configure_storage",
     "expire_snapshots",
     "install_extensions",

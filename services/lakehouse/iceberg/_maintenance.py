@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from pyiceberg.catalog import Catalog
 
-from ._ledger import ledger_properties
+from ._ledger import ledger_update
 from ._tables import parse_identifier
 
 
@@ -35,10 +35,16 @@ def expire_snapshots(
     """Expire snapshots beyond the newest ``keep_last`` that are older than ``older_than``.
     The current snapshot and every branch or tag head are always kept."""
     table = catalog.load_table(parse_identifier(identifier))
-    missing = {k: v for k, v in ledger_properties(table, {}).items() if k not in table.properties}
+    ledger = ledger_update(table, {})  # a table written before the ledger property: record it first
+    missing = {k: v for k, v in ledger.properties.items() if k not in table.properties}
     if missing:
-        with table.transaction() as tx:
-            tx.set_properties(missing)
+        try:
+            with table.transaction() as tx:
+                tx.set_properties(missing)
+        except BaseException:
+            ledger.abandoned(table)
+            raise
+        ledger.committed(table)
     snapshots = sorted(table.metadata.snapshots, key=lambda s: s.timestamp_ms, reverse=True)
     cutoff_ms = (dt.datetime.now(dt.UTC) - older_than).timestamp() * 1000
     protected = {ref.snapshot_id for ref in table.metadata.refs.values()}

@@ -4,10 +4,8 @@ snapshot-summary properties that record what the rows are.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -15,8 +13,8 @@ from pyiceberg.io.pyarrow import pyarrow_to_schema, schema_to_pyarrow
 from pyiceberg.partitioning import PartitionFieldValue, PartitionKey
 from pyiceberg.table import Table
 
-from ._ledger import ledger_properties
-from ._pyiceberg import MetadataOnceTransaction
+from ._ledger import ledger_update
+from ._pyiceberg import MetadataOnceTransaction, check_schema_compatible, fast_append_files
 
 logger = logging.getLogger(__name__)
 
@@ -114,14 +112,11 @@ def append_atomically(table: Table, data: pa.Table, properties: dict[str, str]) 
     The steps of pyiceberg's ``Transaction.append`` (schema check, data files written in
     parallel, fast append, one commit) with partitions split by ``_partition_runs``.
     """
-    from pyiceberg.io.pyarrow import _check_pyarrow_schema_compatible
     from pyiceberg.table import TableProperties
     from pyiceberg.utils.properties import property_as_int
 
     metadata = table.metadata
-    _check_pyarrow_schema_compatible(
-        metadata.schema(), provided_schema=data.schema, format_version=metadata.format_version
-    )
+    check_schema_compatible(metadata, data.schema)
     target_size = property_as_int(
         metadata.properties,
         TableProperties.WRITE_TARGET_FILE_SIZE_BYTES,
@@ -139,31 +134,18 @@ def append_atomically(table: Table, data: pa.Table, properties: dict[str, str]) 
     task_schema = pyarrow_to_schema(
         data.schema, name_mapping=metadata.schema().name_mapping, format_version=metadata.format_version
     )
-    ledger = ledger_properties(table, properties)
-    with MetadataOnceTransaction(table) as tx:
-        if ledger:
-            tx.set_properties(ledger)
-        with tx.update_snapshot(snapshot_properties=properties).fast_append() as append:
-            _append_files(table, tx, append, data, rows_per_file, task_schema)
-
-
-def _append_files(
-    table: Table, tx: Any, append: Any, data: pa.Table, rows_per_file: int, task_schema: Any
-) -> None:
-    from pyiceberg.io.pyarrow import write_file
-    from pyiceberg.table import WriteTask
-
-    counter = itertools.count(0)
-    tasks = (
-        WriteTask(
-            write_uuid=append.commit_uuid,
-            task_id=next(counter),
-            record_batches=batches,
-            partition_key=key,
-            schema=task_schema,
-        )
-        for key, piece in _partition_runs(table, data)
-        for batches in _file_batches(piece, rows_per_file)
-    )
-    for data_file in write_file(io=table.io, table_metadata=tx.table_metadata, tasks=tasks):
-        append.append_data_file(data_file)
+    ledger = ledger_update(table, properties)
+    try:
+        with MetadataOnceTransaction(table) as tx:
+            if ledger.properties:
+                tx.set_properties(ledger.properties)
+            files = (
+                (key, batches)
+                for key, piece in _partition_runs(table, data)
+                for batches in _file_batches(piece, rows_per_file)
+            )
+            fast_append_files(tx, properties, files, task_schema)
+    except BaseException:
+        ledger.abandoned(table)
+        raise
+    ledger.committed(table)

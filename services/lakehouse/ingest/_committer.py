@@ -23,7 +23,14 @@ from pyiceberg.table import Table
 from lakehouse.config import Settings
 from lakehouse.contracts import Contract, contract_for, load_contracts
 from lakehouse.errors import ContractError, LakehouseError
-from lakehouse.iceberg import OFFSETS, commit_idempotently, open_table, table_marks, target_arrow_schema
+from lakehouse.iceberg import (
+    OFFSETS,
+    Planned,
+    commit_with_replan,
+    open_table,
+    table_marks,
+    target_arrow_schema,
+)
 
 from ._records import DEAD_LETTERS, DeadLetter, Message, _fast_path, validate
 from ._stats import IngestStats
@@ -169,7 +176,7 @@ class Committer:
         row_offsets: list[int],
         ends: dict[str, int],
     ) -> None:
-        def plan(current: Table) -> tuple[pa.Table, dict[str, str]] | None:
+        def plan(current: Table) -> Planned[None] | None:
             marks = table_marks(current, set(ends))
             if all(end <= marks.get(tp, -1) for tp, end in ends.items()):
                 return None  # another writer already committed all of it
@@ -179,14 +186,14 @@ class Committer:
                 keep = [i for i, (o, f) in enumerate(zip(row_offsets, floor, strict=True)) if o >= f]
                 if len(keep) != data.num_rows:
                     rows = data.take(pa.array(keep, pa.int64()))
-            return rows, {OFFSETS: _marks_json(ends, marks)}
+            return Planned(rows, {OFFSETS: _marks_json(ends, marks)})
 
         started = time.perf_counter()
-        outcome = commit_idempotently(self.catalog, table, plan)
+        outcome = commit_with_replan(self.catalog, table, plan)
         if outcome is not None:
             self.stats.commit_seconds.append(time.perf_counter() - started)
             self.stats.commits += 1
-            self.stats.rows[identifier] += outcome[1].num_rows
+            self.stats.rows[identifier] += outcome.rows.num_rows
             self.stats.last_commit_at = time.monotonic()
 
     def commit_dead(self, dead: list[DeadLetter]) -> None:
@@ -198,22 +205,23 @@ class Committer:
         ends: dict[str, int] = {}
         for d in dead:
             ends[d.message.tp] = max(ends.get(d.message.tp, 0), d.message.offset + 1)
-        fresh: list[DeadLetter] = []
         stored = {id(d): self._dead_letter_row(d) for d in dead}  # sealed once, not per retry
 
-        def plan(current: Table) -> tuple[pa.Table, dict[str, str]] | None:
+        def plan(current: Table) -> Planned[list[DeadLetter]] | None:
             marks = table_marks(current, set(ends))
-            fresh[:] = [d for d in dead if d.message.offset >= marks.get(d.message.tp, -1)]
+            fresh = [d for d in dead if d.message.offset >= marks.get(d.message.tp, -1)]
             if not fresh:
                 return None
             rows = pa.Table.from_pylist(
                 [{**stored[id(d)], "received_at": now} for d in fresh],
                 schema=target,
             )
-            return rows, {OFFSETS: _marks_json(ends, marks)}
+            return Planned(rows, {OFFSETS: _marks_json(ends, marks)}, fresh)
 
-        if commit_idempotently(self.catalog, table, plan) is None:
+        outcome = commit_with_replan(self.catalog, table, plan)
+        if outcome is None or not outcome.result:
             return
+        fresh = outcome.result
         for d in fresh:
             self.stats.dead_letters[d.message.topic] += 1
         logger.warning(

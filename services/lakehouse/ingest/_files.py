@@ -27,7 +27,8 @@ from lakehouse.contracts import contract_for
 from lakehouse.errors import LakehouseError, LoadError, SchemaMismatchError
 from lakehouse.iceberg import (
     BATCH_IDS,
-    commit_idempotently,
+    Planned,
+    commit_with_replan,
     loaded_batch_ids,
     open_table,
     parse_identifier,
@@ -193,32 +194,31 @@ def load_files(
         if progress:
             progress(f"validated {path.name}", data.num_rows)
 
-    committed: list[_Batch] = []
-
-    def plan(current: Table) -> tuple[pa.Table, dict[str, str]] | None:
+    def plan(current: Table) -> Planned[list[_Batch]] | None:
         done = loaded_batch_ids(current)  # another writer may have loaded some meanwhile
-        committed[:] = [b for b in batches if b.batch_id not in done]
-        if not committed:
+        missing = [b for b in batches if b.batch_id not in done]
+        if not missing:
             return None
-        data = pa.concat_tables([b.data for b in committed]) if len(committed) > 1 else committed[0].data
-        return data, {
-            BATCH_IDS: json.dumps([b.batch_id for b in committed]),
-            "lakehouse.files": json.dumps([b.path.name for b in committed]),
+        data = pa.concat_tables([b.data for b in missing]) if len(missing) > 1 else missing[0].data
+        ledger = {
+            BATCH_IDS: json.dumps([b.batch_id for b in missing]),
+            "lakehouse.files": json.dumps([b.path.name for b in missing]),
         }
+        return Planned(data, ledger, missing)
 
     try:
-        outcome = commit_idempotently(catalog, table, plan)
+        outcome = commit_with_replan(catalog, table, plan)
     except LakehouseError:
         raise
     except Exception as exc:
         raise LoadError(f"commit to {identifier} failed, nothing was written: {exc}") from exc
-    loaded = {b.batch_id for b in committed} if outcome else set()
+    committed = (outcome.result or []) if outcome else []
+    loaded = {b.batch_id for b in committed}
     result.files_skipped += [str(b.path) for b in batches if b.batch_id not in loaded]
     if outcome:
-        table, rows = outcome
-        result.rows = rows.num_rows
+        result.rows = outcome.rows.num_rows
         result.files_loaded = [str(b.path) for b in committed]
-        snapshot = table.current_snapshot()
+        snapshot = outcome.table.current_snapshot()
         result.snapshot_id = snapshot.snapshot_id if snapshot else None
         if progress:
             progress(f"committed {len(committed)} file(s) to {identifier}", 0)

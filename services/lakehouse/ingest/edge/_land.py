@@ -43,7 +43,8 @@ from pyiceberg.table import Table
 
 from lakehouse.iceberg import (
     DEVICE_BATCHES,
-    commit_idempotently,
+    Planned,
+    commit_with_replan,
     open_table,
     table_marks,
     target_arrow_schema,
@@ -181,14 +182,13 @@ class Lander:
         table = self.table(identifier)
         for u in uploads:  # rows as received -> as stored (personal data encrypted), before any write
             u.rows = self._dead.as_stored(identifier, u.rows, table)
-        outcomes: list[Outcome] = []
-        new_marks: dict[str, int] = {}
+        outcomes: list[Outcome] = []  # the answers of the latest plan, which is the one committed
 
-        def plan(current: Table) -> tuple[pa.Table, dict[str, str]] | None:
+        def plan(current: Table) -> Planned[None] | None:
             marks = table_marks(current, key=DEVICE_BATCHES)  # the table's ledger: one property
             kept: list[pa.Table] = []
+            new_marks: dict[str, int] = {}
             outcomes.clear()
-            new_marks.clear()
             for u in uploads:  # in arrival order: one device's requests apply one after the other
                 expected = new_marks.get(u.device_id) or marks.get(u.device_id, 1)
                 outcome = _decide(u, expected)
@@ -198,19 +198,21 @@ class Lander:
                     kept.append(u.rows)
             if not new_marks:
                 return None
-            return pa.concat_tables(kept), {DEVICE_BATCHES: json.dumps(dict(sorted(new_marks.items())))}
+            return Planned(
+                pa.concat_tables(kept), {DEVICE_BATCHES: json.dumps(dict(sorted(new_marks.items())))}
+            )
 
-        committed = commit_idempotently(self.catalog, table, plan)
+        committed = commit_with_replan(self.catalog, table, plan)
         if committed is None and any(o.status in (DUPLICATE, OUT_OF_ORDER) for o in outcomes):
             # nothing was written, so nothing checked the cached table against the catalog: an
             # answer that lands nothing is given from the table as it is now (another replica)
             table = self.catalog.load_table(table.name())
-            committed = commit_idempotently(self.catalog, table, plan)
+            committed = commit_with_replan(self.catalog, table, plan)
             with self._lock:
                 self._tables[identifier] = table
         if committed is not None:
             with self._lock:
-                self._tables[identifier] = committed[0]
+                self._tables[identifier] = committed.table
             self.commits += 1
         return outcomes
 
