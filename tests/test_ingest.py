@@ -21,8 +21,8 @@ from lakehouse.contracts._contracts import load_contracts, parse_contracts
 from lakehouse.errors import LakehouseError, LoadError, SchemaMismatchError
 from lakehouse.ingest import IngestStats
 from lakehouse.ingest import _write as _ingest
-from lakehouse.ingest._committer import Committer, _Record
 from lakehouse.ingest._write import as_stored, check_personal, ingest_sequence, received_schema
+from lakehouse.ingest.kafka._committer import Committer, _Record
 from lakehouse.privacy import DEAD_LETTER_SUBJECT, Keystore
 
 CUSTOMERS = load_contracts()["bronze.customers"]
@@ -319,7 +319,7 @@ def test_every_route_stamps_the_ingest_order(lh: Lakehouse, tmp_path: Path) -> N
     # the gateway validates uploads against rows as sent (no ingest_seq), then calls the same hook
     sent = received_schema("bronze.sensor_readings")
     assert sent is not None and "ingest_seq" not in sent.names
-    upload = committer.as_stored(
+    upload = committer.writer.stored(
         "bronze.sensor_readings", pa.Table.from_pylist([reading(45, 5.0)], sent), table
     )
     assert upload.column("ingest_seq").to_pylist()[0] > rows[-1]["ingest_seq"]

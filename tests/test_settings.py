@@ -162,3 +162,27 @@ def test_lakehouse_settings_and_its_errors_mask_passwords(tmp_path: Path) -> Non
     assert result.returncode == 1
     assert secret not in result.stdout + result.stderr and "Kx9secondpw" not in result.stdout
     assert "lake:***@" in result.stderr
+
+
+def test_every_exception_the_platform_defines_is_in_errors_under_one_root_and_exported() -> None:
+    import importlib
+    import inspect
+    import pkgutil
+
+    import lakehouse
+    from lakehouse.errors import LakehouseError
+
+    # an HTTP answer the gateway raises inside a request handler, turned into problem+json there
+    control_flow = {"lakehouse.ingest.edge._app.Problem"}
+    found = {}
+    for module in pkgutil.walk_packages(lakehouse.__path__, "lakehouse."):
+        if module.name.endswith("dbt_plugin"):
+            continue  # imported by dbt itself; its classes are not exceptions
+        for _, cls in inspect.getmembers(importlib.import_module(module.name), inspect.isclass):
+            if issubclass(cls, BaseException) and cls.__module__.startswith("lakehouse."):
+                found[f"{cls.__module__}.{cls.__qualname__}"] = cls
+    defined = {name: cls for name, cls in found.items() if name not in control_flow}
+    assert len(defined) >= 20
+    assert {n for n, c in defined.items() if c.__module__ != "lakehouse.errors"} == set()
+    assert {n for n, c in defined.items() if not issubclass(c, LakehouseError)} == set()
+    assert {c.__name__ for c in defined.values()} <= set(lakehouse.__all__)

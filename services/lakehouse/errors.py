@@ -1,4 +1,6 @@
-"""The platform's exceptions: one root, subclasses named for what went wrong."""
+"""The platform's exceptions: one root (``LakehouseError``), subclasses named for what went
+wrong, all defined here and exported from ``lakehouse``, so a caller can catch any of them by
+name without knowing which module raises it."""
 
 from __future__ import annotations
 
@@ -47,3 +49,66 @@ class QueryLimitExceeded(QueryError):
 
 class ServerError(LakehouseError):
     """An embedded server (SeaweedFS, broker) failed to start or answer."""
+
+
+class PolicyError(LakehouseError):
+    """The policy files are invalid; the message lists every problem as file:line."""
+
+
+class SessionFailed(QueryError):
+    """The session process answered with an error (its DuckDB error type and message)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class KeystoreError(LakehouseError):
+    """The keystore cannot be opened (wrong master key, damaged file) or a value is not ours."""
+
+
+class KeyShredded(KeystoreError):
+    """The subject's data key was destroyed: its personal data is gone for good."""
+
+
+class PersonalDataError(LakehouseError):
+    """Personal data would be stored in a form other than this keystore's ciphertext."""
+
+
+# --- the edge gateway ------------------------------------------------------------------------
+
+
+class RegistryError(LakehouseError):
+    """A registry operation was refused (unknown or used token, bad store id, unknown device)."""
+
+
+class EnrollmentRefused(RegistryError):
+    """The enrollment token is unknown, expired or already used."""
+
+
+class InvalidEnrollment(RegistryError):
+    """What was asked for cannot be enrolled: an unknown store, a bad name, a weak key."""
+
+
+class UnknownStore(InvalidEnrollment):
+    """A store id that the reference data does not list."""
+
+
+class ReferenceUnavailable(LakehouseError):
+    """The reference tables could not be read (the catalog is down): try again later."""
+
+
+class TokenError(LakehouseError):
+    """A token or assertion is not acceptable; ``reason`` is safe to log and to return."""
+
+    def __init__(self, reason: str, *, status: int = 401, code: str = "invalid-token"):
+        super().__init__(reason)
+        self.reason, self.status, self.code = reason, status, code
+
+
+class JSONRejected(LakehouseError, ValueError):
+    """The text is not JSON the gateway accepts; the message says why, in one line."""
+
+
+class WeakDeviceKey(LakehouseError, ValueError):
+    """The public key binds no private key (or is not an Ed25519 point at all)."""

@@ -497,7 +497,8 @@ def devices_enroll(
     """Issue a one-time, short-lived enrollment token for one device of STORE (shown once)."""
     import datetime as dt
 
-    from lakehouse.ingest.edge import AuditLog, RegistryError, paths, registry
+    from lakehouse.errors import RegistryError
+    from lakehouse.ingest.edge import AuditLog, paths, registry
 
     settings = Settings.load()
     audit = AuditLog(paths(settings).audit)
@@ -553,7 +554,8 @@ def devices_list(output: Annotated[TextOrJson, typer.Option("--output", "-o")] =
 @devices_app.command("revoke")
 def devices_revoke(device_id: Annotated[str, typer.Argument(help="The device to revoke")]) -> None:
     """Revoke a device: its tokens stop working on its next request."""
-    from lakehouse.ingest.edge import AuditLog, RegistryError, escape, paths, registry
+    from lakehouse.errors import RegistryError
+    from lakehouse.ingest.edge import AuditLog, escape, paths, registry
 
     settings = Settings.load()
     reg = registry(settings)

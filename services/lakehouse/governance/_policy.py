@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import yaml
 
-from lakehouse.errors import LakehouseError
+from lakehouse.errors import PolicyError
 
 MaskKind = Literal["redact", "hash", "year", "null", "token", "decrypt"]
 
@@ -31,10 +31,6 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 
 
 VALUE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # attribute values end up in SQL literals
-
-
-class PolicyError(LakehouseError):
-    """The policy files are invalid; the message lists every problem as file:line."""
 
 
 # --- YAML with line numbers ---------------------------------------------------------------------

@@ -3,7 +3,7 @@ snapshot expiry, and DuckDB's view of the tables."""
 
 from __future__ import annotations
 
-from ._commit import Backoff, Committed, Planned, commit_with_replan
+from ._commit import Backoff, Committed, Plan, Planned, commit_with_replan
 from ._duckdb import (
     BoundTable,
     bind_tables,
@@ -25,6 +25,7 @@ __all__ = [
     "Backoff",
     "BoundTable",
     "Committed",
+    "Plan",
     "Planned",
     "bind_tables",
     "commit_with_replan",

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from ._committer import Committer, CommitterProcess
 from ._conform import Format, conform
 from ._files import LoadResult, ProgressCallback, load_files, read_file
-from ._records import DEAD_LETTERS, DeadLetter, Message, validate
+from ._records import DEAD_LETTERS, DeadLetter, Message, fast_path, validate
 from ._stats import IngestStats, serve_metrics
 from ._write import (
+    Batch,
     Keys,
     KeystoreSource,
+    Writer,
     as_stored,
     check_personal,
     dead_letter,
@@ -20,8 +21,7 @@ from ._write import (
 
 __all__ = [
     "DEAD_LETTERS",
-    "Committer",
-    "CommitterProcess",
+    "Batch",
     "DeadLetter",
     "Format",
     "IngestStats",
@@ -30,10 +30,12 @@ __all__ = [
     "LoadResult",
     "Message",
     "ProgressCallback",
+    "Writer",
     "as_stored",
     "check_personal",
     "conform",
     "dead_letter",
+    "fast_path",
     "load_files",
     "personal_columns",
     "read_file",

@@ -9,7 +9,6 @@ nothing, even after a crash between the commit and anything else.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -21,14 +20,10 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 from pyiceberg.catalog import Catalog
-from pyiceberg.table import Table
 
 from lakehouse.contracts import contract_for
 from lakehouse.errors import LakehouseError, LoadError, SchemaMismatchError
 from lakehouse.iceberg import (
-    BATCH_IDS,
-    Planned,
-    commit_with_replan,
     loaded_batch_ids,
     open_table,
     parse_identifier,
@@ -37,7 +32,7 @@ from lakehouse.iceberg import (
 from lakehouse.privacy import Keystore
 
 from ._conform import Format, conform
-from ._write import as_stored
+from ._write import Batch, Writer
 
 logger = logging.getLogger(__name__)
 
@@ -61,13 +56,6 @@ class LoadResult:
     snapshot_id: int | None = None
     created: bool = False
     seconds: float = 0.0
-
-
-@dataclass
-class _Batch:
-    path: Path
-    batch_id: str
-    data: pa.Table
 
 
 ProgressCallback = Callable[[str, int], None]  # (what happened, rows)
@@ -151,6 +139,7 @@ def load_files(
     if missing:
         raise LoadError(f"file(s) not found: {', '.join(missing)}")
     formats = [detect_format(p, fmt) for p in files]
+    writer = Writer(catalog, contracts_file, keystore=keystore)
     table, created = open_table(
         catalog,
         identifier,
@@ -172,7 +161,8 @@ def load_files(
     transformed = contract if contract is not None and contract.transforms_rows else None
     source_schema = transformed.arrow_schema() if transformed is not None else target
 
-    batches: list[_Batch] = []
+    batches: list[Batch] = []
+    paths_of: dict[str, Path] = {}
     seen: set[str] = set()
     for path, file_fmt in zip(files, formats, strict=True):
         bid = batch_id(path)
@@ -189,35 +179,23 @@ def load_files(
             fmt=file_fmt,
             table=identifier,
         )
-        data = as_stored(data, transformed, keystore, target=target, source=str(path))
-        batches.append(_Batch(path, bid, data))
+        data = writer.stored(identifier, data, table, source=str(path)) if transformed else data
+        batches.append(Batch(bid, data, path.name))
+        paths_of[bid] = path
         if progress:
             progress(f"validated {path.name}", data.num_rows)
 
-    def plan(current: Table) -> Planned[list[_Batch]] | None:
-        done = loaded_batch_ids(current)  # another writer may have loaded some meanwhile
-        missing = [b for b in batches if b.batch_id not in done]
-        if not missing:
-            return None
-        data = pa.concat_tables([b.data for b in missing]) if len(missing) > 1 else missing[0].data
-        ledger = {
-            BATCH_IDS: json.dumps([b.batch_id for b in missing]),
-            "lakehouse.files": json.dumps([b.path.name for b in missing]),
-        }
-        return Planned(data, ledger, missing)
-
     try:
-        outcome = commit_with_replan(catalog, table, plan)
+        outcome = writer.land_batches(table, batches)
     except LakehouseError:
         raise
     except Exception as exc:
         raise LoadError(f"commit to {identifier} failed, nothing was written: {exc}") from exc
-    committed = (outcome.result or []) if outcome else []
-    loaded = {b.batch_id for b in committed}
-    result.files_skipped += [str(b.path) for b in batches if b.batch_id not in loaded]
+    committed = {b.batch_id for b in (outcome.result or [])} if outcome else set()
+    result.files_skipped += [str(paths_of[b.batch_id]) for b in batches if b.batch_id not in committed]
     if outcome:
         result.rows = outcome.rows.num_rows
-        result.files_loaded = [str(b.path) for b in committed]
+        result.files_loaded = [str(paths_of[b.batch_id]) for b in batches if b.batch_id in committed]
         snapshot = outcome.table.current_snapshot()
         result.snapshot_id = snapshot.snapshot_id if snapshot else None
         if progress:

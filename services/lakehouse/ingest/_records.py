@@ -99,7 +99,7 @@ def validate(
     return data, kept, bad
 
 
-def _fast_path(values: list[bytes | None], contract: Contract, target: pa.Schema) -> pa.Table | None:
+def fast_path(values: list[bytes | None], contract: Contract, target: pa.Schema) -> pa.Table | None:
     """The whole batch parsed and typed in one vectorized pass, or None if any message is not
     a clean envelope of this contract (then the caller checks them one by one)."""
     if any(v is None for v in values):

@@ -1,45 +1,70 @@
-"""Rows as received -> rows as stored: the one step every ingest route takes before it writes.
+"""The one write path into bronze: rows as received -> rows as stored -> one commit that
+records what it wrote in the table's ledger; rows that cannot land are kept as dead letters.
 
-File loads (``load_files``), Kafka (the sink's committer), the edge gateway (its lander) and
-dead letters all pass rows through here, so a new route cannot forget it: a contract's personal
-columns (``pii``) are normalised and encrypted under the data key of each row's subject, with
-their tokens and fingerprints computed by the platform (never accepted from a producer), and a
-contract's ``ingest_order`` column is stamped with the order the rows reached the platform
-(what "the latest copy wins" means downstream, e.g. for conflicting sensor readings). dbt
-models, which the platform does not write row by row, are checked instead: ``check_personal``
-refuses a model whose personal columns hold anything but this keystore's ciphertext or NULL.
+File loads (``load_files``), Kafka (the sink's committer) and the edge gateway (its lander) all
+write through a ``Writer``, so a new route cannot skip a step:
 
-Dead letters of a personal-data contract keep the reason readable, with the message's personal
-values taken out of it, and the payload and key sealed under the subject's data key when the
-subject can be read from the message, else under the dedicated key ``#dead-letters``.
+- rows as stored: a contract's personal columns (``pii``) are normalised and encrypted under
+  the data key of each row's subject, with tokens and fingerprints computed by the platform
+  (never accepted from a producer); a contract's ``ingest_order`` column is stamped with the
+  order the rows reached the platform (what "the latest copy wins" means downstream);
+- the ledger: each commit records what it holds (file batch ids, Kafka offsets per partition,
+  device sequences) in the same snapshot as the rows, through ``commit_with_replan``, so a
+  retry, a replay or a second writer never lands anything twice;
+- dead letters: a message that does not fit keeps its reason in ``bronze.dead_letters``; of a
+  personal-data contract the reason is scrubbed of the message's personal values and the
+  payload and key are sealed under the subject's data key (else under ``#dead-letters``).
+
+dbt models, which the platform does not write row by row, are checked instead:
+``check_personal`` refuses a model whose personal columns hold anything but this keystore's
+ciphertext or NULL.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+from pyiceberg.catalog import Catalog
+from pyiceberg.table import Table
 
 from lakehouse.contracts import Contract, contract_for
-from lakehouse.errors import LakehouseError, LoadError, SchemaMismatchError
-from lakehouse.privacy import DEAD_LETTER_SUBJECT, KeyShredded, Keystore, subject_problem
+from lakehouse.errors import KeyShredded, LoadError, PersonalDataError, SchemaMismatchError
+from lakehouse.iceberg import (
+    BATCH_IDS,
+    OFFSETS,
+    Committed,
+    Plan,
+    Planned,
+    commit_with_replan,
+    loaded_batch_ids,
+    open_table,
+    table_marks,
+    target_arrow_schema,
+)
+from lakehouse.privacy import DEAD_LETTER_SUBJECT, Keystore, subject_problem
+
+from ._records import DEAD_LETTERS, DeadLetter
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 KeystoreSource = Keystore | Callable[[], Keystore] | None
 
 
 REDACTED = "<personal data>"
-
-
-class PersonalDataError(LakehouseError):
-    """Personal data would be stored in a form other than this keystore's ciphertext."""
 
 
 class Keys:
@@ -301,3 +326,151 @@ def check_personal(data: pa.Table, columns: set[str], keystore: Keystore | None,
                     "personal columns may hold only the platform's ciphertext or NULL: select them "
                     "from their source unchanged"
                 )
+
+
+# --- the writer --------------------------------------------------------------------------------
+
+
+def marks_json(ends: dict[str, int], marks: dict[str, int]) -> str:
+    """The marks a commit records: never below what the table already holds."""
+    return json.dumps({k: max(end, marks.get(k, 0)) for k, end in sorted(ends.items())})
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Rows that land together or not at all, named by ``batch_id`` in the ledger (a file's
+    content hash); ``label`` is what the snapshot summary shows (the file name)."""
+
+    batch_id: str
+    rows: pa.Table
+    label: str
+
+
+class Writer:
+    """Writes rows into bronze tables for one route: as stored, committed with their ledger
+    entries, and dead letters for what cannot land.
+
+    ``keystore``: a keystore, or a function that opens one (called once, the first time personal
+    data is met); default: the keystore of the environment's settings, as in a process started
+    as a ``lakehouse`` command."""
+
+    def __init__(self, catalog: Catalog, contracts_file: Path | None, *, keystore: KeystoreSource = None):
+        from lakehouse.privacy import environment_keystore
+
+        self.catalog = catalog
+        self.contracts_file = contracts_file
+        self.keys = Keys(keystore if keystore is not None else environment_keystore)
+
+    def contract(self, identifier: str) -> Contract | None:
+        return contract_for(identifier, self.contracts_file)
+
+    def table(self, identifier: str) -> Table:
+        return open_table(self.catalog, identifier, contracts_file=self.contracts_file)[0]
+
+    def stored(self, identifier: str, rows: pa.Table, table: Table, *, source: str = "upload") -> pa.Table:
+        """``rows`` as received (validated against ``received_schema``) -> as ``table`` stores them."""
+        contract = self.contract(identifier)
+        if contract is None or not contract.transforms_rows:
+            return rows
+        keystore = self.keys.get() if contract.pii else None  # no master key for tables without personal data
+        return as_stored(rows, contract, keystore, target=target_arrow_schema(table), source=source)
+
+    def land(self, table: Table, plan: Plan[T]) -> Committed[T] | None:
+        """Commit what ``plan`` finds missing from ``table`` (see ``commit_with_replan``)."""
+        return commit_with_replan(self.catalog, table, plan)
+
+    def land_batches(self, table: Table, batches: list[Batch]) -> Committed[list[Batch]] | None:
+        """Land, in one commit, the batches the table's ledger does not hold yet (another writer
+        may have landed some meanwhile); the result names the batches this commit landed."""
+
+        def plan(current: Table) -> Planned[list[Batch]] | None:
+            done = loaded_batch_ids(current)
+            missing = [b for b in batches if b.batch_id not in done]
+            if not missing:
+                return None
+            rows = pa.concat_tables([b.rows for b in missing]) if len(missing) > 1 else missing[0].rows
+            ledger = {
+                BATCH_IDS: json.dumps([b.batch_id for b in missing]),
+                "lakehouse.files": json.dumps([b.label for b in missing]),
+            }
+            return Planned(rows, ledger, missing)
+
+        return self.land(table, plan)
+
+    def land_past_marks(
+        self,
+        table: Table,
+        rows: pa.Table,
+        *,
+        key: str,
+        row_marks: list[str],
+        row_positions: list[int],
+        ends: dict[str, int],
+    ) -> Committed[None] | None:
+        """Land ``rows`` whose position (e.g. Kafka offset) under their mark name (e.g.
+        ``topic/partition``) is not below the table's ledger mark ``key`` for that name, and
+        move the marks to ``ends``: a replay, or another writer's earlier commit of the same
+        positions, lands nothing twice."""
+
+        def plan(current: Table) -> Planned[None] | None:
+            marks = table_marks(current, set(ends), key=key)
+            if all(end <= marks.get(name, -1) for name, end in ends.items()):
+                return None  # another writer already committed all of it
+            kept = rows
+            if any(name in marks for name in ends):  # drop rows below the marks
+                keep = [
+                    i
+                    for i, (name, position) in enumerate(zip(row_marks, row_positions, strict=True))
+                    if position >= marks.get(name, -1)
+                ]
+                if len(keep) != rows.num_rows:
+                    kept = rows.take(pa.array(keep, pa.int64()))
+            return Planned(kept, {key: marks_json(ends, marks)})
+
+        return self.land(table, plan)
+
+    def land_dead_letters(self, dead: list[DeadLetter]) -> list[DeadLetter]:
+        """Keep ``dead`` in ``bronze.dead_letters`` (sealed where personal), once per source
+        position: returns the ones this call landed (a replay lands none twice)."""
+        if not dead:
+            return []
+        table = self.table(DEAD_LETTERS)
+        target = target_arrow_schema(table)
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        ends: dict[str, int] = {}
+        for d in dead:
+            ends[d.message.tp] = max(ends.get(d.message.tp, 0), d.message.offset + 1)
+        stored = {id(d): self._dead_letter_row(d) for d in dead}  # sealed once, not per retry
+
+        def plan(current: Table) -> Planned[list[DeadLetter]] | None:
+            marks = table_marks(current, set(ends))
+            fresh = [d for d in dead if d.message.offset >= marks.get(d.message.tp, -1)]
+            if not fresh:
+                return None
+            rows = pa.Table.from_pylist([{**stored[id(d)], "received_at": now} for d in fresh], schema=target)
+            return Planned(rows, {OFFSETS: marks_json(ends, marks)}, fresh)
+
+        outcome = self.land(table, plan)
+        fresh = (outcome.result or []) if outcome is not None else []
+        if fresh:
+            logger.warning(
+                "%s message(s) sent to %s, e.g. %s", len(fresh), DEAD_LETTERS, stored[id(fresh[0])]["reason"]
+            )
+        return fresh
+
+    def _dead_letter_row(self, d: DeadLetter) -> dict[str, Any]:
+        contract = self.contract(d.target) if d.target else None
+        keystore = self.keys.get() if contract is not None and contract.pii else None
+        key, payload, reason, subject = dead_letter(
+            contract, keystore, d.message.key, d.message.value, d.reason
+        )
+        return {
+            "source": d.message.topic,
+            "source_partition": d.message.partition,
+            "source_offset": d.message.offset,
+            "message_key": key,
+            "payload": payload,
+            "reason": reason[:2000],
+            "target_table": d.target,
+            "pii_subject": subject,
+        }

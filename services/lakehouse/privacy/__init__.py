@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from lakehouse.errors import KeyShredded
+
 from ._erasure import forget
 from ._keystore import (
     DEAD_LETTER_SUBJECT,
-    KeyShredded,
     Keystore,
     environment_keystore,
     keystore_path,

@@ -22,8 +22,9 @@ from pyiceberg.expressions import EqualTo
 from lakehouse.audit import record_key_operation
 from lakehouse.catalog import list_tables
 from lakehouse.contracts import load_contracts
+from lakehouse.errors import KeyShredded, KeystoreError
 
-from ._keystore import PREFIX, KeyShredded, Keystore, KeystoreError
+from ._keystore import PREFIX, Keystore
 
 
 def _is(column: str, value: str) -> Any:

@@ -48,7 +48,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 
 from lakehouse.config import private_dir
-from lakehouse.errors import LakehouseError
+from lakehouse.errors import KeyShredded, KeystoreError
 
 PREFIX = "pii:v1:"
 
@@ -65,14 +65,6 @@ MAX_SUBJECT = 200
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-class KeystoreError(LakehouseError):
-    """The keystore cannot be opened (wrong master key, damaged file) or a value is not ours."""
-
-
-class KeyShredded(KeystoreError):
-    """The subject's data key was destroyed: its personal data is gone for good."""
 
 
 def _b64e(data: bytes) -> str:

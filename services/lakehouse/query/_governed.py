@@ -40,11 +40,11 @@ from pyiceberg.exceptions import NoSuchTableError as IcebergNoSuchTable
 
 from lakehouse.catalog import TableCache, list_tables
 from lakehouse.config import Settings, parse_bytes
-from lakehouse.errors import AccessDenied, NoSuchTableError, QueryError, QueryLimitExceeded
+from lakehouse.errors import AccessDenied, NoSuchTableError, QueryError, QueryLimitExceeded, SessionFailed
 from lakehouse.governance import Decision, Policy, filter_sql, mask_sql
 from lakehouse.iceberg import new_source_connection, quote_ident, scan_sql
 
-from ._session import SessionConfig, SessionFailed, SessionProcess
+from ._session import SessionConfig, SessionProcess
 
 logger = logging.getLogger(__name__)
 
@@ -255,7 +255,8 @@ class GovernedEngine:
     def _register_decrypt(self, conn: Any) -> None:
         """``pii_decrypt(value)`` in the source only: personal data in clear for the relations of
         cleared users. A forgotten customer's data decrypts to NULL."""
-        from lakehouse.privacy import KeyShredded, open_keystore
+        from lakehouse.errors import KeyShredded
+        from lakehouse.privacy import open_keystore
 
         keystore = self._keystore = open_keystore(self.settings)
 

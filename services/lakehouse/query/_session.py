@@ -27,7 +27,7 @@ from typing import Any, BinaryIO
 
 import pyarrow as pa
 
-from lakehouse.errors import QueryError, QueryLimitExceeded
+from lakehouse.errors import QueryError, QueryLimitExceeded, SessionFailed
 
 START_TIMEOUT_S = 30.0
 
@@ -38,14 +38,6 @@ class SessionConfig:
     memory_limit: str
     max_result_rows: int
     max_result_bytes: int
-
-
-class SessionFailed(QueryError):
-    """The session process answered with an error (its DuckDB error type and message)."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
 
 
 # --- the parent's handle --------------------------------------------------------------------

@@ -12,12 +12,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lakehouse.config import Settings
-from lakehouse.errors import ConfigurationError
+from lakehouse.errors import (
+    ConfigurationError,
+    EnrollmentRefused,
+    InvalidEnrollment,
+    RegistryError,
+    UnknownStore,
+)
 
 from ._audit import AuditLog
 from ._keys import KeySet
-from ._ownership import Ownership, UnknownStore
-from ._registry import Device, EnrollmentRefused, InvalidEnrollment, Registry, RegistryError
+from ._ownership import Ownership
+from ._registry import Device, Registry
 from ._text import escape
 
 if TYPE_CHECKING:

@@ -27,19 +27,26 @@ from starlette.requests import ClientDisconnect
 
 from lakehouse.config import Settings
 from lakehouse.contracts import load_contracts
+from lakehouse.errors import (
+    EnrollmentRefused,
+    InvalidEnrollment,
+    JSONRejected,
+    ReferenceUnavailable,
+    TokenError,
+)
 from lakehouse.ingest import validate
 from lakehouse_edge.envelope import CONTENT_TYPE, BombError, EnvelopeError, b64d, check_header, open_plain
 
 from ._audit import AuditLog
-from ._json import JSONRejected, loads
+from ._json import loads
 from ._keys import KeySet
 from ._land import LANDED, MAX_SEQ, OUT_OF_ORDER, Lander, Outcome
 from ._limits import RateLimiter
-from ._ownership import Ownership, ReferenceUnavailable
-from ._registry import EnrollmentRefused, InvalidEnrollment, Registry
+from ._ownership import Ownership
+from ._registry import Registry
 from ._server import PROBLEM_BASE
 from ._text import clip, shown
-from ._tokens import TokenError, Tokens
+from ._tokens import Tokens
 
 logger = logging.getLogger(__name__)
 

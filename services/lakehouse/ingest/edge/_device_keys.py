@@ -10,6 +10,8 @@ authenticates by trying a few assertions. Such keys, their non-canonical encodin
 
 from __future__ import annotations
 
+from lakehouse.errors import WeakDeviceKey
+
 P = 2**255 - 19
 
 
@@ -21,10 +23,6 @@ Y_ORDER_8 = 27073855011448406493182252872256587889368042675753135194637436097503
 
 
 SMALL_ORDER_Y = frozenset({0, 1, P - 1, Y_ORDER_8, P - Y_ORDER_8})
-
-
-class WeakDeviceKey(ValueError):
-    """The public key binds no private key (or is not an Ed25519 point at all)."""
 
 
 def _x_squared(y: int) -> int | None:

@@ -14,6 +14,8 @@ import math
 import re
 from typing import Any
 
+from lakehouse.errors import JSONRejected
+
 _ESCAPE = re.compile(rb"\\.", re.DOTALL)
 
 
@@ -24,10 +26,6 @@ _LONE_SURROGATE_HINT = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 INT64 = 2**63
-
-
-class JSONRejected(ValueError):
-    """The text is not JSON the gateway accepts; the message says why, in one line."""
 
 
 def depth_exceeds(data: bytes, limit: int) -> bool:

@@ -44,12 +44,10 @@ from pyiceberg.table import Table
 from lakehouse.iceberg import (
     DEVICE_BATCHES,
     Planned,
-    commit_with_replan,
-    open_table,
     table_marks,
     target_arrow_schema,
 )
-from lakehouse.ingest import DEAD_LETTERS, Committer, DeadLetter, IngestStats, Message, received_schema
+from lakehouse.ingest import DEAD_LETTERS, DeadLetter, Message, Writer, received_schema
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +85,7 @@ class Lander:
         self._targets: dict[tuple[str, int], pa.Schema] = {}
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="gateway-lander")
-        self._dead = Committer(catalog, contracts_file, IngestStats())
+        self._writer = Writer(catalog, contracts_file)
         self.commits = 0
 
     def start(self) -> Lander:
@@ -101,9 +99,7 @@ class Lander:
     def table(self, identifier: str) -> Table:
         with self._lock:
             if identifier not in self._tables:
-                self._tables[identifier] = open_table(
-                    self.catalog, identifier, contracts_file=self.contracts_file
-                )[0]
+                self._tables[identifier] = self._writer.table(identifier)
             return self._tables[identifier]
 
     def target(self, identifier: str) -> pa.Schema:
@@ -139,10 +135,10 @@ class Lander:
         body, the record of seqs the device declared skipped). One per (device, seq): False when
         the device already has one at this seq (or a later one), and this one is not kept."""
         message = Message(f"edge:{device_id}", 0, seq, None, body)
-        dead, _ = open_table(self.catalog, DEAD_LETTERS, contracts_file=self.contracts_file)
+        dead = self._writer.table(DEAD_LETTERS)
         if seq < table_marks(dead, {message.tp}).get(message.tp, 0):
             return False
-        self._dead.commit_dead([DeadLetter(message, reason, identifier)])
+        self._writer.land_dead_letters([DeadLetter(message, reason, identifier)])
         return True
 
     # -- the commit thread ---------------------------------------------------------------------
@@ -181,7 +177,7 @@ class Lander:
     def _commit(self, identifier: str, uploads: list[_Upload]) -> list[Outcome]:
         table = self.table(identifier)
         for u in uploads:  # rows as received -> as stored (personal data encrypted), before any write
-            u.rows = self._dead.as_stored(identifier, u.rows, table)
+            u.rows = self._writer.stored(identifier, u.rows, table)
         outcomes: list[Outcome] = []  # the answers of the latest plan, which is the one committed
 
         def plan(current: Table) -> Planned[None] | None:
@@ -202,12 +198,12 @@ class Lander:
                 pa.concat_tables(kept), {DEVICE_BATCHES: json.dumps(dict(sorted(new_marks.items())))}
             )
 
-        committed = commit_with_replan(self.catalog, table, plan)
+        committed = self._writer.land(table, plan)
         if committed is None and any(o.status in (DUPLICATE, OUT_OF_ORDER) for o in outcomes):
             # nothing was written, so nothing checked the cached table against the catalog: an
             # answer that lands nothing is given from the table as it is now (another replica)
             table = self.catalog.load_table(table.name())
-            committed = commit_with_replan(self.catalog, table, plan)
+            committed = self._writer.land(table, plan)
             with self._lock:
                 self._tables[identifier] = table
         if committed is not None:

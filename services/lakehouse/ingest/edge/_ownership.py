@@ -28,20 +28,11 @@ from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.table import Table
 
 from lakehouse.config import GatewaySettings
-from lakehouse.errors import ConfigurationError, LakehouseError
+from lakehouse.errors import ConfigurationError, ReferenceUnavailable, UnknownStore
 
-from ._registry import InvalidEnrollment
 from ._text import shown
 
 logger = logging.getLogger(__name__)
-
-
-class UnknownStore(InvalidEnrollment):
-    """A store id that the reference data does not list."""
-
-
-class ReferenceUnavailable(LakehouseError):
-    """The reference tables could not be read (the catalog is down): try again later."""
 
 
 @dataclass(frozen=True)

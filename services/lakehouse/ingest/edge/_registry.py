@@ -23,9 +23,9 @@ from typing import Protocol
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from lakehouse.errors import LakehouseError
+from lakehouse.errors import EnrollmentRefused, InvalidEnrollment, RegistryError, WeakDeviceKey
 
-from ._device_keys import WeakDeviceKey, check_device_key
+from ._device_keys import check_device_key
 from ._text import shown
 
 STORE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")
@@ -84,18 +84,6 @@ assertion_ids = sa.Table(
     sa.Column("device_id", sa.String(64), nullable=False),
     sa.Column("expires_at", sa.Float, nullable=False),
 )
-
-
-class RegistryError(LakehouseError):
-    """A registry operation was refused (unknown or used token, bad store id, unknown device)."""
-
-
-class EnrollmentRefused(RegistryError):
-    """The enrollment token is unknown, expired or already used."""
-
-
-class InvalidEnrollment(RegistryError):
-    """What was asked for cannot be enrolled: an unknown store, a bad name, a weak key."""
 
 
 class Reference(Protocol):

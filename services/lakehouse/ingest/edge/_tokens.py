@@ -13,6 +13,8 @@ from typing import Any
 
 import jwt
 
+from lakehouse.errors import TokenError
+
 from ._keys import KeySet, public_ed25519
 from ._registry import Device, Registry
 
@@ -23,14 +25,6 @@ REQUIRED = ["aud", "iss", "exp", "iat", "jti", "sub"]
 
 
 MAX_ASSERTION_LIFETIME = 300
-
-
-class TokenError(Exception):
-    """A token or assertion is not acceptable; ``reason`` is safe to log and to return."""
-
-    def __init__(self, reason: str, *, status: int = 401, code: str = "invalid-token"):
-        super().__init__(reason)
-        self.reason, self.status, self.code = reason, status, code
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ._committer import Committer
 from ._sink import Sink
 
-__all__ = ["Sink"]
+__all__ = ["Committer", "Sink"]

@@ -29,7 +29,9 @@ from pyiceberg.table import Table
 
 from lakehouse.config import Settings
 from lakehouse.iceberg import table_marks
-from lakehouse.ingest import Committer, CommitterProcess, IngestStats, KeystoreSource
+from lakehouse.ingest import IngestStats, KeystoreSource
+
+from ._committer import Committer, CommitterProcess
 
 logger = logging.getLogger(__name__)
 

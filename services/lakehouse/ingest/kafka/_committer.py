@@ -1,13 +1,12 @@
-"""The group committer: batches of received records into their bronze tables and dead
-letters, exactly once, in a process of its own.
+"""The Kafka sink's committer: batches of consumer records per topic and partition into their
+bronze tables and dead letters, exactly once, through the one write path (``ingest.Writer``),
+in a process of its own (``CommitterProcess``) so that polling and committing overlap.
 """
 
 from __future__ import annotations
 
 import array
 import contextlib
-import datetime as dt
-import json
 import logging
 import signal
 import time
@@ -21,20 +20,23 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 
 from lakehouse.config import Settings
-from lakehouse.contracts import Contract, contract_for, load_contracts
+from lakehouse.contracts import Contract, load_contracts
 from lakehouse.errors import ContractError, LakehouseError
 from lakehouse.iceberg import (
     OFFSETS,
-    Planned,
-    commit_with_replan,
-    open_table,
-    table_marks,
     target_arrow_schema,
 )
-
-from ._records import DEAD_LETTERS, DeadLetter, Message, _fast_path, validate
-from ._stats import IngestStats
-from ._write import Keys, KeystoreSource, as_stored, dead_letter, refused_rows
+from lakehouse.ingest import (
+    DeadLetter,
+    IngestStats,
+    KeystoreSource,
+    Message,
+    Writer,
+    as_stored,
+    fast_path,
+    refused_rows,
+    validate,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -43,11 +45,10 @@ logger = logging.getLogger(__name__)
 
 
 class Committer:
-    """Commits batches of consumer records to their bronze tables and dead letters, exactly once.
+    """Commits batches of consumer records to their bronze tables and dead letters, exactly once:
+    each table's ledger holds the next offset per partition (``lakehouse.kafka-offsets``).
 
-    ``keystore``: a keystore, or a function that opens one (called once, the first time personal
-    data is met); default: the keystore of the environment's settings (``Settings.load()``), as
-    in a process started as a ``lakehouse`` command."""
+    ``keystore``: as for ``Writer``."""
 
     def __init__(
         self,
@@ -57,22 +58,9 @@ class Committer:
         *,
         keystore: KeystoreSource = None,
     ) -> None:
-        from lakehouse.privacy import environment_keystore
-
-        self.catalog = catalog
+        self.writer = Writer(catalog, contracts_file, keystore=keystore)
         self.contracts_file = contracts_file
         self.stats = stats
-        self.keys = Keys(keystore if keystore is not None else environment_keystore)
-
-    def as_stored(self, identifier: str, rows: pa.Table, table: Table) -> pa.Table:
-        """``rows`` as received (validated against ``received_schema``) -> as ``table`` stores
-        them: personal data encrypted, the ingest order stamped. Other routes that commit
-        themselves (the gateway) call it before they write."""
-        contract = contract_for(identifier, self.contracts_file)
-        if contract is None or not contract.transforms_rows:
-            return rows
-        keystore = self.keys.get() if contract.pii else None  # no master key for tables without personal data
-        return as_stored(rows, contract, keystore, target=target_arrow_schema(table), source="upload")
 
     def commit_batch(self, pending: dict[tuple[str, int], list[Any]]) -> dict[tuple[str, int], int]:
         """Commit records (anything with offset, key, value) per (topic, partition); returns the
@@ -99,7 +87,7 @@ class Committer:
             )
             return
         try:
-            table, _ = open_table(self.catalog, identifier, contracts_file=self.contracts_file)
+            table = self.writer.table(identifier)
         except ContractError as exc:
             self.commit_dead(
                 [DeadLetter(message(p, r), str(exc), identifier) for p, rs in partitions.items() for r in rs]
@@ -110,7 +98,7 @@ class Committer:
         # columns), then made into stored rows (encrypted, stamped) by as_stored
         received = contract.arrow_schema() if contract.transforms_rows else target
         flat = [(p, r) for p, rs in partitions.items() for r in rs]
-        data = _fast_path([r.value for _, r in flat], contract, received)
+        data = fast_path([r.value for _, r in flat], contract, received)
         dead: list[DeadLetter] = []
         rows_from = flat  # the message of each row of data
         if data is None:  # a dirty batch: check message by message, isolating the bad ones
@@ -128,7 +116,7 @@ class Committer:
             ]
             rows_from = [flat[kept_rows[i]] for i in kept]
         if contract.pii:
-            keystore = self.keys.get()
+            keystore = self.writer.keys.get()
             assert keystore is not None
             refused = refused_rows(data, contract, keystore)  # no subject, or a forgotten one
             if refused:
@@ -176,20 +164,15 @@ class Committer:
         row_offsets: list[int],
         ends: dict[str, int],
     ) -> None:
-        def plan(current: Table) -> Planned[None] | None:
-            marks = table_marks(current, set(ends))
-            if all(end <= marks.get(tp, -1) for tp, end in ends.items()):
-                return None  # another writer already committed all of it
-            rows = data
-            if any(tp in marks for tp in ends):  # drop rows below the marks (a replay, another writer)
-                floor = [marks.get(f"{topic}/{p}", -1) for p in row_partitions]
-                keep = [i for i, (o, f) in enumerate(zip(row_offsets, floor, strict=True)) if o >= f]
-                if len(keep) != data.num_rows:
-                    rows = data.take(pa.array(keep, pa.int64()))
-            return Planned(rows, {OFFSETS: _marks_json(ends, marks)})
-
         started = time.perf_counter()
-        outcome = commit_with_replan(self.catalog, table, plan)
+        outcome = self.writer.land_past_marks(
+            table,
+            data,
+            key=OFFSETS,
+            row_marks=[f"{topic}/{p}" for p in row_partitions],
+            row_positions=row_offsets,
+            ends=ends,
+        )
         if outcome is not None:
             self.stats.commit_seconds.append(time.perf_counter() - started)
             self.stats.commits += 1
@@ -197,59 +180,8 @@ class Committer:
             self.stats.last_commit_at = time.monotonic()
 
     def commit_dead(self, dead: list[DeadLetter]) -> None:
-        if not dead:
-            return
-        table, _ = open_table(self.catalog, DEAD_LETTERS, contracts_file=self.contracts_file)
-        target = target_arrow_schema(table)
-        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-        ends: dict[str, int] = {}
-        for d in dead:
-            ends[d.message.tp] = max(ends.get(d.message.tp, 0), d.message.offset + 1)
-        stored = {id(d): self._dead_letter_row(d) for d in dead}  # sealed once, not per retry
-
-        def plan(current: Table) -> Planned[list[DeadLetter]] | None:
-            marks = table_marks(current, set(ends))
-            fresh = [d for d in dead if d.message.offset >= marks.get(d.message.tp, -1)]
-            if not fresh:
-                return None
-            rows = pa.Table.from_pylist(
-                [{**stored[id(d)], "received_at": now} for d in fresh],
-                schema=target,
-            )
-            return Planned(rows, {OFFSETS: _marks_json(ends, marks)}, fresh)
-
-        outcome = commit_with_replan(self.catalog, table, plan)
-        if outcome is None or not outcome.result:
-            return
-        fresh = outcome.result
-        for d in fresh:
+        for d in self.writer.land_dead_letters(dead):
             self.stats.dead_letters[d.message.topic] += 1
-        logger.warning(
-            "%s message(s) sent to %s, e.g. %s", len(fresh), DEAD_LETTERS, stored[id(fresh[0])]["reason"]
-        )
-
-    def _dead_letter_row(self, d: DeadLetter) -> dict[str, Any]:
-        """A dead letter as stored: of a contract with personal data, sealed (``_ingest``)."""
-        contract = contract_for(d.target, self.contracts_file) if d.target else None
-        keystore = self.keys.get() if contract is not None and contract.pii else None
-        key, payload, reason, subject = dead_letter(
-            contract, keystore, d.message.key, d.message.value, d.reason
-        )
-        return {
-            "source": d.message.topic,
-            "source_partition": d.message.partition,
-            "source_offset": d.message.offset,
-            "message_key": key,
-            "payload": payload,
-            "reason": reason[:2000],
-            "target_table": d.target,
-            "pii_subject": subject,
-        }
-
-
-def _marks_json(ends: dict[str, int], marks: dict[str, int]) -> str:
-    """The marks a commit records: never below what the table already holds."""
-    return json.dumps({tp: max(end, marks.get(tp, 0)) for tp, end in sorted(ends.items())})
 
 
 class _Record(NamedTuple):
