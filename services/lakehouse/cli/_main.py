@@ -466,15 +466,10 @@ def gateway_rotate_keys(
 ) -> None:
     """Add a new active key; a running gateway picks it up within a second (no restart). Tokens
     signed and batches sealed with the previous key stay valid while they may still arrive."""
-    from lakehouse.ingest.edge import AuditLog, ingest_keys, paths, signing_keys
+    from lakehouse.ingest.edge import rotate_gateway_keys
 
-    settings = Settings.load()
-    audit = AuditLog(paths(settings).audit)
-    for wanted, keyset in ((signing, signing_keys(settings)), (ingest, ingest_keys(settings))):
-        if wanted:
-            key = keyset.rotate()
-            audit.record("rotate-keys", "ok", kid=key.kid, reason=f"{keyset.kind} key rotated")
-            out.print(f"{keyset.kind} key is now {key.kid}", highlight=False)
+    for kind, kid in rotate_gateway_keys(Settings.load(), signing=signing, ingest=ingest):
+        out.print(f"{kind} key is now {kid}", highlight=False)
 
 
 @gateway_app.command("openapi")
@@ -497,20 +492,9 @@ def devices_enroll(
     """Issue a one-time, short-lived enrollment token for one device of STORE (shown once)."""
     import datetime as dt
 
-    from lakehouse.errors import RegistryError
-    from lakehouse.ingest.edge import AuditLog, paths, registry
+    from lakehouse.ingest.edge import issue_enrollment_token
 
-    settings = Settings.load()
-    audit = AuditLog(paths(settings).audit)
-    reg = registry(settings)
-    try:
-        token, expires = reg.issue_enrollment_token(store, settings.gateway.enrollment_ttl, units=unit or ())
-    except RegistryError as exc:
-        audit.record("enrollment-token", "rejected", store_id=store, reason=str(exc))
-        raise
-    finally:
-        reg.close()
-    audit.record("enrollment-token", "ok", store_id=store, reason=f"units {unit}" if unit else None)
+    token, expires = issue_enrollment_token(Settings.load(), store, unit or ())
     expires_at = dt.datetime.fromtimestamp(expires, dt.UTC).isoformat(timespec="seconds")
     if output is TextOrJson.json:
         _print_json({"enrollment_token": token, "store_id": store, "expires_at": expires_at})
@@ -554,20 +538,9 @@ def devices_list(output: Annotated[TextOrJson, typer.Option("--output", "-o")] =
 @devices_app.command("revoke")
 def devices_revoke(device_id: Annotated[str, typer.Argument(help="The device to revoke")]) -> None:
     """Revoke a device: its tokens stop working on its next request."""
-    from lakehouse.errors import RegistryError
-    from lakehouse.ingest.edge import AuditLog, escape, paths, registry
+    from lakehouse.ingest.edge import escape, revoke_device
 
-    settings = Settings.load()
-    reg = registry(settings)
-    audit = AuditLog(paths(settings).audit)
-    try:
-        device = reg.revoke(device_id)
-    except RegistryError as exc:
-        audit.record("revoke", "rejected", device_id=device_id, reason=str(exc))
-        raise
-    finally:
-        reg.close()
-    audit.record("revoke", "ok", device_id=device.device_id, store_id=device.store_id)
+    device = revoke_device(Settings.load(), device_id)
     out.print(
         f"revoked {escape(device.device_id)} (store {escape(device.store_id)})", highlight=False, markup=False
     )
@@ -675,15 +648,13 @@ def policy_explain(
 @keys_app.command("rotate")
 def keys_rotate() -> None:
     """A new key-encryption key: every data key re-wrapped, no data file rewritten."""
-    from lakehouse.audit import record_key_operation
+    from lakehouse.privacy import rotate_keys
 
     lh = _lakehouse()
-    before = lh.keystore.status()
-    kid = lh.keystore.rotate()
-    record_key_operation(
-        lh.catalog, "rotate", None, {"from": before["kek"], "to": kid, "data_keys": before["data_keys"]}
+    done = rotate_keys(lh.catalog, lh.keystore)
+    out.print(
+        f"key-encryption key is now {done['to']}; {done['data_keys']} data keys re-wrapped", highlight=False
     )
-    out.print(f"key-encryption key is now {kid}; {before['data_keys']} data keys re-wrapped", highlight=False)
 
 
 @keys_app.command("status")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from lakehouse.errors import KeyShredded
 
-from ._erasure import forget
+from ._erasure import forget, rotate_keys
 from ._keystore import (
     DEAD_LETTER_SUBJECT,
     Keystore,
@@ -22,5 +22,6 @@ __all__ = [
     "forget",
     "keystore_path",
     "open_keystore",
+    "rotate_keys",
     "subject_problem",
 ]

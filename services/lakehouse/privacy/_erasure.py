@@ -146,3 +146,13 @@ def verify(catalog: Any, keystore: Keystore, subject: str, contracts_file: Any =
             )
         )
     return report
+
+
+def rotate_keys(catalog: Any, keystore: Keystore) -> dict[str, Any]:
+    """A new key-encryption key, every data key re-wrapped under it (no data file rewritten),
+    recorded in ``audit.key_log``. Returns what was done: {"from", "to", "data_keys"}."""
+    before = keystore.status()
+    kid = keystore.rotate()
+    done = {"from": before["kek"], "to": kid, "data_keys": before["data_keys"]}
+    record_key_operation(catalog, "rotate", None, done)
+    return done

@@ -8,6 +8,7 @@ which units they own comes from the catalog's reference tables (``Ownership``).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -42,8 +43,11 @@ __all__ = [
     "UnknownStore",
     "build_app",
     "escape",
+    "issue_enrollment_token",
     "paths",
     "registry",
+    "revoke_device",
+    "rotate_gateway_keys",
     "serve",
 ]
 
@@ -101,6 +105,58 @@ def tls_files(settings: Settings) -> tuple[Path | None, Path, Path]:
     from ._tls import ensure_local_tls
 
     return ensure_local_tls(paths(settings).tls)
+
+
+# --- operator actions: each one audited here, whoever calls it (the CLI, a script, a service) ---
+
+
+def issue_enrollment_token(settings: Settings, store: str, units: Iterable[str] = ()) -> tuple[str, float]:
+    """A one-time enrollment token for one device of ``store`` and its expiry (epoch seconds);
+    issued and refused requests are both recorded in the gateway's audit log."""
+    units = tuple(units)
+    audit = AuditLog(paths(settings).audit)
+    reg = registry(settings)
+    try:
+        token, expires = reg.issue_enrollment_token(
+            store, settings.gateway.enrollment_ttl, units=tuple(units)
+        )
+    except RegistryError as exc:
+        audit.record("enrollment-token", "rejected", store_id=store, reason=str(exc))
+        raise
+    finally:
+        reg.close()
+    audit.record("enrollment-token", "ok", store_id=store, reason=f"units {list(units)}" if units else None)
+    return token, expires
+
+
+def revoke_device(settings: Settings, device_id: str) -> Device:
+    """Revoke a device (its tokens stop working on its next request), audited either way."""
+    audit = AuditLog(paths(settings).audit)
+    reg = registry(settings)
+    try:
+        device = reg.revoke(device_id)
+    except RegistryError as exc:
+        audit.record("revoke", "rejected", device_id=device_id, reason=str(exc))
+        raise
+    finally:
+        reg.close()
+    audit.record("revoke", "ok", device_id=device.device_id, store_id=device.store_id)
+    return device
+
+
+def rotate_gateway_keys(
+    settings: Settings, *, signing: bool = True, ingest: bool = False
+) -> list[tuple[str, str]]:
+    """Add a new active signing and/or ingest key (a running gateway picks it up within a
+    second); returns (kind, kid) per rotated key set, each rotation audited."""
+    audit = AuditLog(paths(settings).audit)
+    rotated: list[tuple[str, str]] = []
+    for wanted, keyset in ((signing, signing_keys(settings)), (ingest, ingest_keys(settings))):
+        if wanted:
+            key = keyset.rotate()
+            audit.record("rotate-keys", "ok", kid=key.kid, reason=f"{keyset.kind} key rotated")
+            rotated.append((keyset.kind, key.kid))
+    return rotated
 
 
 def build_app(settings: Settings) -> FastAPI:
