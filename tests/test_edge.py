@@ -781,7 +781,8 @@ def test_systemd_unit_is_hardened() -> None:
 
 
 def test_queue_is_bounded_with_an_explicit_policy(tmp_path: Path) -> None:
-    from lakehouse_edge.queue import QueueFull, UploadQueue
+    from lakehouse_edge.errors import QueueFull
+    from lakehouse_edge.queue import UploadQueue
 
     oldest = UploadQueue(tmp_path / "a.sqlite", max_bytes=3000, when_full="drop-oldest")
     for seq in range(1, 6):
@@ -803,7 +804,8 @@ def test_queue_is_bounded_with_an_explicit_policy(tmp_path: Path) -> None:
 def test_sealed_batches_hide_readings_and_bind_their_header() -> None:
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-    from lakehouse_edge.envelope import EnvelopeError, open_sealed, parse_header
+    from lakehouse_edge.envelope import open_sealed, parse_header
+    from lakehouse_edge.errors import EnvelopeError
 
     private = X25519PrivateKey.generate()
     ingest = IngestKey("ingest-1", private.public_key().public_bytes_raw())

@@ -36,19 +36,16 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from .client import GatewayClient, GatewayRejected, GatewayUnavailable
+from .client import GatewayClient
 from .envelope import IngestKey, b64e, client_assertion, seal
-from .queue import QueuedBatch, QueueFull, UploadQueue
+from .errors import AgentError, GatewayRejected, GatewayUnavailable, QueueFull
+from .queue import QueuedBatch, UploadQueue
 
 logger = logging.getLogger("lakehouse_edge")
 
 SCHEMA = "bronze.sensor_readings"
 SCHEMA_VERSION = 1
 TOKEN_REFRESH_MARGIN_S = 60
-
-
-class AgentError(Exception):
-    """The agent cannot go on (not enrolled, revoked, misconfigured)."""
 
 
 def _write_private(path: Path, data: bytes) -> None:

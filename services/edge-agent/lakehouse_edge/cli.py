@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from . import sources
-from .agent import Agent, AgentError, enroll
+from .agent import Agent, enroll
+from .errors import AgentError
 from .queue import POLICIES, UploadQueue
 
 DEFAULT_STATE_DIR = Path(os.environ.get("STATE_DIRECTORY", "/var/lib/lakehouse-edge"))

@@ -10,18 +10,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .envelope import CONTENT_TYPE
-
-
-class GatewayUnavailable(Exception):
-    """The gateway could not be reached or failed (5xx): try again later."""
-
-
-class GatewayRejected(Exception):
-    """The gateway refused the request (4xx) with a problem+json body."""
-
-    def __init__(self, status: int, problem: dict[str, Any], retry_after: float | None = None):
-        self.status, self.problem, self.retry_after = status, problem, retry_after
-        super().__init__(f"{status} {problem.get('title', '')}: {problem.get('detail', '')}".strip())
+from .errors import GatewayRejected, GatewayUnavailable
 
 
 class GatewayClient:

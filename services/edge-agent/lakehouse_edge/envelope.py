@@ -29,18 +29,12 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 
+from .errors import BombError, EnvelopeError
+
 VERSION = 1
 HKDF_INFO = b"lakehouse-edge batch key wrap v1"
 CONTENT_TYPE = "application/vnd.lakehouse.sealed-batch+json"
 HEADER_FIELDS = ("v", "device_id", "seq", "schema", "schema_version", "ingest_kid")
-
-
-class EnvelopeError(ValueError):
-    """A sealed batch is malformed, does not decrypt, or is too large once decompressed."""
-
-
-class BombError(EnvelopeError):
-    """The batch decompresses beyond the allowed size."""
 
 
 def b64e(data: bytes) -> str:

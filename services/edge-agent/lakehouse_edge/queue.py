@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .errors import QueueFull
+
 logger = logging.getLogger(__name__)
 
 POLICIES = ("drop-oldest", "drop-newest")
@@ -41,10 +43,6 @@ class QueuedBatch:
     schema: str
     readings: int
     sealed: bytes
-
-
-class QueueFull(Exception):
-    """The queue is at its size limit and the policy is drop-newest."""
 
 
 class UploadQueue:

@@ -35,7 +35,8 @@ from lakehouse.errors import (
     TokenError,
 )
 from lakehouse.ingest import validate
-from lakehouse_edge.envelope import CONTENT_TYPE, BombError, EnvelopeError, b64d, check_header, open_plain
+from lakehouse_edge.envelope import CONTENT_TYPE, b64d, check_header, open_plain
+from lakehouse_edge.errors import BombError, EnvelopeError
 
 from ._audit import AuditLog
 from ._json import loads
