@@ -8,8 +8,8 @@ from ._records import DEAD_LETTERS, DeadLetter, Message, fast_path, validate
 from ._stats import IngestStats, serve_metrics
 from ._write import (
     Batch,
-    Keys,
     KeystoreSource,
+    LazyKeystore,
     Writer,
     as_stored,
     check_personal,
@@ -25,8 +25,8 @@ __all__ = [
     "DeadLetter",
     "Format",
     "IngestStats",
-    "Keys",
     "KeystoreSource",
+    "LazyKeystore",
     "LoadResult",
     "Message",
     "ProgressCallback",

@@ -67,7 +67,7 @@ KeystoreSource = Keystore | Callable[[], Keystore] | None
 REDACTED = "<personal data>"
 
 
-class Keys:
+class LazyKeystore:
     """A keystore opened on first use: routes that never meet personal data never need the
     master key."""
 
@@ -359,7 +359,7 @@ class Writer:
 
         self.catalog = catalog
         self.contracts_file = contracts_file
-        self.keys = Keys(keystore if keystore is not None else environment_keystore)
+        self.keys = LazyKeystore(keystore if keystore is not None else environment_keystore)
 
     def contract(self, identifier: str) -> Contract | None:
         return contract_for(identifier, self.contracts_file)
