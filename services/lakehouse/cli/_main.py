@@ -357,6 +357,7 @@ def produce(
         seed=seed,
         start=start,
         partitions=settings.broker.partitions,
+        scale=scale,
     )
     out.print(f"published {sent} events to {topic}")
 
