@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -9,7 +13,9 @@ from typer.testing import CliRunner
 
 import lakehouse.local
 import lakehouse.reference
+from lakehouse import Lakehouse
 from lakehouse.cli import app
+from lakehouse.ingest.kafka import Sink
 
 
 def test_produce_passes_scale_to_the_simulator(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -24,3 +30,87 @@ def test_produce_passes_scale_to_the_simulator(monkeypatch: pytest.MonkeyPatch) 
     result = CliRunner().invoke(app, ["produce", "--topic", "orders", "--count", "3", "--scale", "0.15"])
     assert result.exit_code == 0, result.output
     assert seen["scale"] == 0.15
+
+
+class _FakeConsumer:
+    """Stands in for KafkaConsumer: each poll runs ``on_poll`` and returns nothing."""
+
+    def __init__(self, on_poll: Callable[[], None]) -> None:
+        self.on_poll = on_poll
+
+    def poll(self, timeout_ms: int) -> dict[Any, Any]:
+        self.on_poll()
+        return {}
+
+    def close(self, autocommit: bool) -> None:
+        pass
+
+
+@pytest.fixture
+def user_handlers() -> Iterator[Callable[[int, Any], None]]:
+    """A library user's own SIGTERM/SIGINT handler, installed before the sink runs."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def mine(_sig: int, _frame: Any) -> None:
+        raise AssertionError("the user's handler must not run while the sink runs")
+
+    for sig in saved:
+        signal.signal(sig, mine)
+    try:
+        yield mine
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+def _sink(lh: Lakehouse, monkeypatch: pytest.MonkeyPatch, on_poll: Callable[[Sink], None]) -> Sink:
+    sink = Sink(lh.catalog, "127.0.0.1:9", ["orders"])
+    monkeypatch.setattr(sink, "_make_consumer", lambda: _FakeConsumer(lambda: on_poll(sink)))
+    return sink
+
+
+def test_sink_stops_on_sigterm_and_restores_the_handlers_it_found(
+    lh: Lakehouse, monkeypatch: pytest.MonkeyPatch, user_handlers: Callable[[int, Any], None]
+) -> None:
+    sink = _sink(lh, monkeypatch, lambda _sink: os.kill(os.getpid(), signal.SIGTERM))
+    sink.run()  # returns: SIGTERM reached the sink's handler, not the user's
+    assert signal.getsignal(signal.SIGTERM) is user_handlers
+    assert signal.getsignal(signal.SIGINT) is user_handlers
+
+
+def test_sink_restores_the_handlers_when_it_fails(
+    lh: Lakehouse, monkeypatch: pytest.MonkeyPatch, user_handlers: Callable[[int, Any], None]
+) -> None:
+    def broken(_sink: Sink) -> None:
+        raise RuntimeError("broker went away")
+
+    with pytest.raises(RuntimeError, match="broker went away"):
+        _sink(lh, monkeypatch, broken).run()
+    assert signal.getsignal(signal.SIGTERM) is user_handlers
+    assert signal.getsignal(signal.SIGINT) is user_handlers
+
+
+def test_sink_outside_the_main_thread_leaves_signals_alone(
+    lh: Lakehouse, monkeypatch: pytest.MonkeyPatch, user_handlers: Callable[[int, Any], None]
+) -> None:
+    seen: list[Any] = []
+
+    def look_then_stop(sink: Sink) -> None:
+        seen.append(signal.getsignal(signal.SIGTERM))
+        sink.stop()
+
+    sink = _sink(lh, monkeypatch, look_then_stop)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            sink.run()
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(timeout=60)
+    assert not thread.is_alive() and errors == []
+    assert seen == [user_handlers]
+    assert signal.getsignal(signal.SIGTERM) is user_handlers
