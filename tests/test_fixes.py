@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
@@ -114,3 +115,51 @@ def test_sink_outside_the_main_thread_leaves_signals_alone(
     assert not thread.is_alive() and errors == []
     assert seen == [user_handlers]
     assert signal.getsignal(signal.SIGTERM) is user_handlers
+
+
+def _model_table(lh: Lakehouse) -> Any:
+    """A model's table with two snapshots of history."""
+    from pyiceberg.table import Table
+
+    table: Table = lh.catalog.create_table(("silver", "fix_model"), schema=_MODEL_SCHEMA)
+    for value in ("a", "b"):
+        table.append(pa.table({"id": [1], "label": [value]}, schema=_MODEL_SCHEMA))
+    return lh.catalog.load_table(("silver", "fix_model"))
+
+
+_MODEL_SCHEMA = pa.schema([pa.field("id", pa.int64()), pa.field("label", pa.string())])
+
+
+def test_dbt_model_table_survives_a_transient_error_while_evolving(
+    lh: Lakehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lakehouse.transform.dbt_plugin import _replace_schema_if_changed
+
+    table = _model_table(lh)
+
+    def unavailable(*_args: Any, **_kwargs: Any) -> Any:
+        raise OSError("object store unavailable")
+
+    monkeypatch.setattr(lh.catalog, "commit_table", unavailable)
+    wider = _MODEL_SCHEMA.append(pa.field("extra", pa.string()))
+    with pytest.raises(OSError, match="object store unavailable"):
+        _replace_schema_if_changed(lh.catalog, table, wider)
+    monkeypatch.undo()
+    kept = lh.catalog.load_table(("silver", "fix_model"))
+    assert len(kept.metadata.snapshots) == 2
+    assert sorted(kept.scan().to_arrow().column("label").to_pylist()) == ["a", "b"]
+
+
+def test_dbt_model_table_evolves_compatible_changes_and_recreates_incompatible_ones(lh: Lakehouse) -> None:
+    from lakehouse.transform.dbt_plugin import _replace_schema_if_changed
+
+    table = _model_table(lh)
+    wider = _MODEL_SCHEMA.append(pa.field("extra", pa.string()))
+    evolved = _replace_schema_if_changed(lh.catalog, table, wider)
+    assert evolved.schema().column_names == ["id", "label", "extra"]
+    assert len(evolved.metadata.snapshots) == 2  # history kept
+
+    retyped = pa.schema([pa.field("id", pa.int64()), pa.field("label", pa.int64())])
+    recreated = _replace_schema_if_changed(lh.catalog, evolved, retyped)
+    assert str(recreated.schema().find_field("label").field_type) == "long"
+    assert recreated.metadata.snapshots == []  # string -> long cannot evolve: starts over
