@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import tomllib
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -17,6 +18,8 @@ import lakehouse.reference
 from lakehouse import Lakehouse
 from lakehouse.cli import app
 from lakehouse.ingest.kafka import Sink
+
+from .conftest import REPO
 
 
 def test_produce_passes_scale_to_the_simulator(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -163,3 +166,19 @@ def test_dbt_model_table_evolves_compatible_changes_and_recreates_incompatible_o
     recreated = _replace_schema_if_changed(lh.catalog, evolved, retyped)
     assert str(recreated.schema().find_field("label").field_type) == "long"
     assert recreated.metadata.snapshots == []  # string -> long cannot evolve: starts over
+
+
+def test_the_platform_declares_the_edge_agent_it_imports() -> None:
+    from importlib.metadata import requires
+
+    from packaging.requirements import Requirement
+
+    declared = {Requirement(r).name for r in requires("lakehouse-platform") or []}
+    assert "lakehouse-edge" in declared
+    gateway = (REPO / "services/lakehouse/ingest/edge/_app.py").read_text()
+    assert "from lakehouse_edge" in gateway  # the reason it is declared
+    # it comes from this repository, never an index, and stays out of the hash-pinned lock
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert pyproject["tool"]["uv"]["sources"]["lakehouse-edge"]["path"] == "services/edge-agent"
+    locked = (REPO / "requirements.lock").read_text().splitlines()
+    assert not [line for line in locked if line.startswith(("lakehouse-edge", "-e"))]
