@@ -7,6 +7,7 @@ import signal
 import threading
 import tomllib
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -182,3 +183,32 @@ def test_the_platform_declares_the_edge_agent_it_imports() -> None:
     assert pyproject["tool"]["uv"]["sources"]["lakehouse-edge"]["path"] == "services/edge-agent"
     locked = (REPO / "requirements.lock").read_text().splitlines()
     assert not [line for line in locked if line.startswith(("lakehouse-edge", "-e"))]
+
+
+@pytest.mark.parametrize(
+    "secret",
+    ["'", "a'b", "x'); select 42; --", "''", "back\\slash'", "end'", "$$q'$$", "ünï'cödé"],
+)
+def test_s3_secrets_with_quotes_reach_duckdb_verbatim(tmp_path: Path, secret: str) -> None:
+    import duckdb
+
+    from lakehouse import Settings
+    from lakehouse.config._settings import StorageSettings
+    from lakehouse.iceberg import configure_storage, install_extensions
+    from lakehouse.iceberg._duckdb import extension_directory
+
+    settings = Settings(
+        home=tmp_path / "home",
+        storage=StorageSettings(
+            type="s3", endpoint="http://127.0.0.1:9", access_key_id=f"AK{secret}", secret_access_key=secret
+        ),
+    )
+    extensions = extension_directory(settings)
+    extensions.mkdir(parents=True)
+    config = {"allow_unredacted_secrets": True, "extension_directory": str(extensions)}
+    with duckdb.connect(config={**config, "autoinstall_known_extensions": False}) as conn:
+        install_extensions(conn)
+        configure_storage(conn, settings)
+        (stored,) = conn.execute("select secret_string from duckdb_secrets(redact=false)").fetchone() or ("",)
+    assert f";key_id=AK{secret};" in stored
+    assert f";secret={secret};" in stored
