@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
+import time
 import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +23,9 @@ from lakehouse.cli import app
 from lakehouse.ingest.kafka import Sink
 
 from .conftest import REPO
+from .test_edge import Gateway as EdgeGateway
+from .test_edge import access_token, enroll_direct, request, sealed_for, seed_reference, upload
+from .test_edge import readings as edge_readings
 
 
 def test_produce_passes_scale_to_the_simulator(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -212,3 +217,97 @@ def test_s3_secrets_with_quotes_reach_duckdb_verbatim(tmp_path: Path, secret: st
         (stored,) = conn.execute("select secret_string from duckdb_secrets(redact=false)").fetchone() or ("",)
     assert f";key_id=AK{secret};" in stored
     assert f";secret={secret};" in stored
+
+
+@contextlib.contextmanager
+def _gateway_in_process(home: Path, **gateway: Any) -> Iterator[EdgeGateway]:
+    """The gateway app over TLS on a free loopback port, in this process (so a test can reach
+    into it); stopped when the block ends."""
+    import uvicorn
+
+    from lakehouse import Settings
+    from lakehouse.ingest.edge import build_app, tls_files
+    from lakehouse.ingest.edge._server import tls_context
+    from lakehouse.local import free_port
+
+    seed_reference(home)
+    settings = Settings(home=home, gateway=gateway)
+    ca, cert, key = tls_files(settings)
+    assert ca is not None
+    port = free_port(set())
+    server = uvicorn.Server(
+        uvicorn.Config(
+            build_app(settings),
+            host="127.0.0.1",
+            port=port,
+            ssl_context_factory=lambda _config, _default: tls_context(cert, key),
+            log_level="warning",
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            assert thread.is_alive(), "the gateway did not start"
+            time.sleep(0.05)
+        yield EdgeGateway(home, f"https://127.0.0.1:{port}", ca, port, {})
+    finally:
+        server.should_exit = True
+        thread.join(timeout=60)
+
+
+def test_gateway_answers_503_when_its_lander_blocks_and_healthz_says_so(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lakehouse.ingest.edge._land import Lander
+
+    release = threading.Event()
+    commit = Lander._commit
+
+    def blocked(self: Lander, identifier: str, uploads: list[Any]) -> Any:
+        release.wait()  # a catalog or object store that does not answer
+        return commit(self, identifier, uploads)
+
+    monkeypatch.setattr(Lander, "_commit", blocked)
+    try:
+        with _gateway_in_process(home, land_timeout=1.0) as gw:
+            assert request(gw, "GET", "/healthz")[0] == 200
+            device = enroll_direct(gw)
+            token = access_token(gw, device)
+
+            status, headers, problem = upload(gw, token, sealed_for(device, 1))
+            assert status == 503, problem
+            assert headers["content-type"] == "application/problem+json"
+            assert problem["code"] == "landing-unavailable" and headers["retry-after"] == "1"
+            assert "retry" in problem["detail"]
+            status, _, health = request(gw, "GET", "/healthz")
+            assert status == 503 and health["code"] == "unhealthy", health
+            assert "waited" in health["detail"]
+
+            release.set()  # the store answers again: the held commit lands, the retry is a duplicate
+            status, _, health = request(gw, "GET", "/healthz")
+            while status == 503:  # the held commit is finishing
+                time.sleep(0.05)
+                status, _, health = request(gw, "GET", "/healthz")
+            assert status == 200 and health == {"status": "ok"}
+            status, _, answer = upload(gw, token, sealed_for(device, 1))
+            assert (status, answer["status"]) == (200, "duplicate"), answer
+    finally:
+        release.set()
+    assert len(edge_readings(home)) == 5  # landed once
+
+
+def test_gateway_healthz_reports_a_dead_lander(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lakehouse.ingest.edge._land import Lander
+
+    def ended(self: Lander) -> None:
+        """The commit thread ends at once, as an unexpected error outside a commit ends it."""
+
+    monkeypatch.setattr(Lander, "_loop", ended)
+    with _gateway_in_process(home) as gw:
+        status, headers, health = request(gw, "GET", "/healthz")
+        assert status == 503 and headers["content-type"] == "application/problem+json"
+        assert health["detail"] == "the commit thread has stopped"
+        device = enroll_direct(gw)
+        status, _, problem = upload(gw, access_token(gw, device), sealed_for(device, 1))
+        assert status == 503 and problem["code"] == "landing-unavailable", problem

@@ -232,6 +232,9 @@ class GatewaySettings(BaseModel):
     rate_per_device: float = Field(default=10.0, gt=0)  # sustained requests/s per device
     rate_burst: int = Field(default=40, ge=1)
     commit_interval: float = Field(default=0.01, ge=0)  # group commit: extra wait for more batches
+    # an upload waits this long for its commit, then is answered 503 (its retry lands it once);
+    # /healthz reports unhealthy while any upload has waited longer
+    land_timeout: float = Field(default=30.0, gt=0)
     schemas: list[str] = ["bronze.sensor_readings"]  # what devices may upload
     # which stores exist and which refrigeration units (readings' device_id) each one owns
     stores_table: str = "bronze.stores"
