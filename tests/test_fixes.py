@@ -311,3 +311,50 @@ def test_gateway_healthz_reports_a_dead_lander(home: Path, monkeypatch: pytest.M
         device = enroll_direct(gw)
         status, _, problem = upload(gw, access_token(gw, device), sealed_for(device, 1))
         assert status == 503 and problem["code"] == "landing-unavailable", problem
+
+
+def test_dbt_past_its_time_limit_is_stopped_with_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+    import sys
+
+    from lakehouse import Settings
+    from lakehouse.errors import TransformError
+    from lakehouse.transform import _dbt
+
+    started: list[subprocess.Popen[bytes]] = []
+
+    class Recorded(subprocess.Popen[bytes]):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            started.append(self)
+
+    monkeypatch.setattr(_dbt.subprocess, "Popen", Recorded)
+    monkeypatch.setattr(
+        _dbt, "dbt_command", lambda args: [sys.executable, "-c", "import time; time.sleep(3600)"]
+    )
+    settings = Settings(home=tmp_path / "home", dbt={"timeout": 0.5})
+    with pytest.raises(
+        TransformError, match=r"dbt build ran past its time limit of 0.5 s .*LAKEHOUSE_DBT__TIMEOUT"
+    ):
+        _dbt.run_dbt(settings, ["build"])
+    (dbt,) = started
+    assert dbt.returncode == -signal.SIGTERM  # stopped and reaped, not left running
+
+
+def test_demo_edge_commands_are_bounded_and_fail_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from lakehouse.errors import LakehouseError
+    from lakehouse.reference import _demo
+
+    monkeypatch.setattr(_demo, "EDGE_COMMAND_TIMEOUT_S", 0.5)
+    hangs = [sys.executable, "-c", "import time; time.sleep(3600)"]
+    with pytest.raises(LakehouseError, match=r"^`lakehouse-edge status` did not finish within 0.5 s"):
+        _demo._edge_command(hangs, ["status"], dict(os.environ))
+    fails = [sys.executable, "-c", "import sys; sys.exit('gateway refused the token')"]
+    with pytest.raises(
+        LakehouseError, match=r"^`lakehouse-edge enroll` failed \(exit 1\): gateway refused the token$"
+    ):
+        _demo._edge_command(fails, ["enroll"], dict(os.environ))

@@ -257,6 +257,12 @@ class GatewaySettings(BaseModel):
     idle_timeout: int = Field(default=5, ge=1)  # keep-alive: idle connections closed after this
 
 
+class DbtSettings(BaseModel):
+    """dbt as the platform runs it (``lakehouse dbt``, the demo's build)."""
+
+    timeout: float = Field(default=3600.0, gt=0)  # seconds a dbt command may run before it is stopped
+
+
 class KeysSettings(BaseModel):
     """Envelope encryption of personal data (the keystore of per-customer data keys)."""
 
@@ -284,6 +290,7 @@ class Settings(BaseSettings):
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     keys: KeysSettings = Field(default_factory=KeysSettings)
+    dbt: DbtSettings = Field(default_factory=DbtSettings)
     contracts_file: Path | None = None  # a bronze.yml replacing the packaged contracts
     policies_dir: Path | None = None  # principals.yml + access.yml; default: policies/ of this checkout
 
