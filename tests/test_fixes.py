@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
+import subprocess
 import threading
 import time
 import tomllib
@@ -358,3 +360,51 @@ def test_demo_edge_commands_are_bounded_and_fail_in_one_line(monkeypatch: pytest
         LakehouseError, match=r"^`lakehouse-edge enroll` failed \(exit 1\): gateway refused the token$"
     ):
         _demo._edge_command(fails, ["enroll"], dict(os.environ))
+
+
+@pytest.fixture
+def unrelated_process() -> Iterator[subprocess.Popen[bytes]]:
+    """A live process in its own group that the platform did not start (as a reused PID would be)."""
+    proc = subprocess.Popen(["sleep", "600"], start_new_session=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()  # ours, by its handle
+        proc.wait()
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"started": "another-boot:12345"},  # the pid was recorded for a process that has ended
+        {},  # a record without a start time proves nothing
+    ],
+)
+def test_stop_never_signals_a_pid_that_now_belongs_to_another_process(
+    tmp_path: Path, unrelated_process: subprocess.Popen[bytes], record: dict[str, str]
+) -> None:
+    from lakehouse.config import recorded_alive
+    from lakehouse.local import stop_recorded
+
+    state_file = tmp_path / "broker.json"
+    state = {"pid": unrelated_process.pid, **record}
+    state_file.write_text(json.dumps(state))
+    assert not recorded_alive(state)
+    assert stop_recorded(state_file, grace=0.5) is False
+    assert unrelated_process.poll() is None  # still running: not signalled
+    assert not state_file.exists()  # the stale record is forgotten
+
+
+def test_stop_signals_the_process_it_recorded(
+    tmp_path: Path, unrelated_process: subprocess.Popen[bytes]
+) -> None:
+    from lakehouse.config import process_identity, recorded_alive
+    from lakehouse.local import stop_recorded
+
+    state_file = tmp_path / "broker.json"
+    state = {"pid": unrelated_process.pid, "started": process_identity(unrelated_process.pid)}
+    state_file.write_text(json.dumps(state))
+    assert recorded_alive(state)
+    assert stop_recorded(state_file, grace=30) is True
+    assert unrelated_process.poll() is not None  # stopped (and reaped by the stop's liveness check)
