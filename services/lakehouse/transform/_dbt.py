@@ -58,7 +58,7 @@ def run_dbt(settings: Settings, args: list[str], *, target: str | None = None) -
             except subprocess.TimeoutExpired:
                 _stop(proc)
                 raise TransformError(
-                    f"dbt {' '.join(args[:1])} ran past its time limit of {settings.dbt.timeout:g} s and "
+                    f"{' '.join(['dbt', *args[:1]])} ran past its time limit of {settings.dbt.timeout:g} s and "
                     f"was stopped; raise dbt.timeout (LAKEHOUSE_DBT__TIMEOUT) or find the slow model in "
                     f"{env['DBT_LOG_PATH']}"
                 ) from None
