@@ -30,8 +30,8 @@ $(INSTALLED): requirements.lock pyproject.toml services/edge-agent/pyproject.tom
 install: $(INSTALLED) ## Create .venv and install the pinned platform (skipped when up to date)
 
 .PHONY: lock
-lock: ## Re-resolve requirements.lock from pyproject.toml
-	$(BIN)/uv pip compile pyproject.toml --extra dev -o requirements.lock --python-version 3.11 --universal --no-header --generate-hashes
+lock: ## Re-resolve requirements.lock from pyproject.toml (the in-repo edge agent is installed by make install, not locked)
+	$(BIN)/uv pip compile pyproject.toml --extra dev -o requirements.lock --python-version 3.11 --universal --no-header --generate-hashes --no-emit-package lakehouse-edge
 
 .PHONY: demo
 demo: install ## Generate the reference domain, load bronze, stream a slice through Kafka, upload from simulated edge devices, build silver/gold/platinum, show KPIs (SCALE=, SEED=)

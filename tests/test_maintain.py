@@ -108,3 +108,40 @@ def test_tables_from_before_the_ledger_property_get_it_before_expiry(lh: Lakehou
     assert len(table.metadata.snapshots) == 1
     assert len(loaded_batch_ids(table)) == 2
     assert lh.load("bronze.sensor_readings", files).files_loaded == []
+
+
+def test_expire_snapshots_covers_the_audit_log(lh: Lakehouse, home: Path) -> None:
+    for _ in range(3):  # each flush is one commit to audit.query_log
+        lh.sql("select 1 as x")
+        assert lh.flush_audit() == 1
+    assert len(lh.catalog.load_table(("audit", "query_log")).metadata.snapshots) == 3
+
+    named = run_cli(
+        "maintain",
+        "expire-snapshots",
+        "audit.query_log",
+        "--keep",
+        "1",
+        "--older-than-hours",
+        "0",
+        "-o",
+        "json",
+        home=home,
+    )
+    assert named.returncode == 0, named.stderr
+    assert json.loads(named.stdout) == [{"table": "audit.query_log", "kept": 1, "expired": 2}]
+    table = lh.catalog.load_table(("audit", "query_log"))
+    assert len(table.metadata.snapshots) == 1
+    assert table.scan().to_arrow().num_rows == 3  # expiry forgets history, never records
+
+    every = run_cli(
+        "maintain", "expire-snapshots", "--keep", "1", "--older-than-hours", "0", "-o", "json", home=home
+    )
+    assert every.returncode == 0, every.stderr
+    assert "audit.query_log" in {r["table"] for r in json.loads(every.stdout)}
+
+
+def test_expire_snapshots_names_a_missing_table_in_one_line(home: Path) -> None:
+    result = run_cli("maintain", "expire-snapshots", "audit.nope", home=home)
+    assert result.returncode == 1
+    assert "no table audit.nope" in result.stderr and "Traceback" not in result.stderr

@@ -47,6 +47,10 @@ class QueryLimitExceeded(QueryError):
     """A policy-bound query ran into one of its bounds (time, memory, result size)."""
 
 
+class TransformError(LakehouseError):
+    """A dbt run could not finish (it ran past its time limit and was stopped)."""
+
+
 class ServerError(LakehouseError):
     """An embedded server (SeaweedFS, broker) failed to start or answer."""
 

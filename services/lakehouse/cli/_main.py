@@ -284,11 +284,11 @@ def stack_stop() -> None:
 @stack_app.command("status")
 def stack_status(output: Annotated[TextOrJson, typer.Option("--output", "-o")] = TextOrJson.text) -> None:
     """Show whether the stack runs and where."""
-    from lakehouse.config import alive, read_state
+    from lakehouse.config import read_state, recorded_alive
 
     state = read_state(Settings.load(profile="stack"))
     public = (
-        {k: state[k] for k in ("pid", "s3_endpoint", "iceberg_uri")} | {"running": alive(state["pid"])}
+        {k: state[k] for k in ("pid", "s3_endpoint", "iceberg_uri")} | {"running": recorded_alive(state)}
         if state
         else {"running": False}
     )
@@ -318,11 +318,11 @@ def broker_stop() -> None:
 @broker_app.command("status")
 def broker_status(output: Annotated[TextOrJson, typer.Option("--output", "-o")] = TextOrJson.text) -> None:
     """Show whether the broker runs and where."""
-    from lakehouse.config import alive
+    from lakehouse.config import recorded_alive
     from lakehouse.local import read_broker_state
 
     state = read_broker_state(Settings.load())
-    public = {**state, "running": alive(state["pid"])} if state else {"running": False}
+    public = {**state, "running": recorded_alive(state)} if state else {"running": False}
     if output is TextOrJson.json:
         _print_json(public)
     else:
@@ -357,6 +357,7 @@ def produce(
         seed=seed,
         start=start,
         partitions=settings.broker.partitions,
+        scale=scale,
     )
     out.print(f"published {sent} events to {topic}")
 

@@ -3,7 +3,17 @@
 from __future__ import annotations
 
 from ._local_state import apply_stack_state, read_state, state_path
-from ._private import PRIVATE_UMASK, alive, private_dir, private_home, read_json, scratch_dir, write_private
+from ._private import (
+    PRIVATE_UMASK,
+    alive,
+    private_dir,
+    private_home,
+    process_identity,
+    read_json,
+    recorded_alive,
+    scratch_dir,
+    write_private,
+)
 from ._project import project_dir
 from ._settings import GatewaySettings, MaskingFormatter, Settings, mask_secrets, parse_bytes
 
@@ -18,9 +28,11 @@ __all__ = [
     "parse_bytes",
     "private_dir",
     "private_home",
+    "process_identity",
     "project_dir",
     "read_json",
     "read_state",
+    "recorded_alive",
     "scratch_dir",
     "state_path",
     "write_private",

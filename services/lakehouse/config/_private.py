@@ -83,6 +83,45 @@ def read_json(path: Path) -> dict[str, Any] | None:
     return data
 
 
+def process_identity(pid: int) -> str | None:
+    """What tells this process apart from a later one given the same PID: this boot's id and
+    the process's start time (``/proc/<pid>/stat`` field 22). None if it cannot be read (no
+    such process, or no ``/proc``)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except FileNotFoundError:
+        return None if Path("/proc/self/stat").exists() else _ps_start_time(pid)
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ": comm may hold spaces
+    return f"{boot}:{fields[19]}"
+
+
+def _ps_start_time(pid: int) -> str | None:
+    """Without /proc (macOS): the start time ``ps`` reports, to the second."""
+    import subprocess
+
+    try:
+        done = subprocess.run(
+            ["ps", "-o", "lstart=", "-p", str(pid)], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return f"ps:{done.stdout.strip()}" if done.returncode == 0 and done.stdout.strip() else None
+
+
+def recorded_alive(state: dict[str, Any]) -> bool:
+    """Whether the process a state file recorded (``pid`` and ``started``, its
+    ``process_identity`` at start) still runs. A PID now held by another process, or a record
+    without an identity, is not it: nothing may signal it on the record's word."""
+    pid = state.get("pid")
+    started = state.get("started")
+    if not isinstance(pid, int) or not isinstance(started, str) or not alive(pid):
+        return False
+    return process_identity(pid) == started
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -232,6 +232,9 @@ class GatewaySettings(BaseModel):
     rate_per_device: float = Field(default=10.0, gt=0)  # sustained requests/s per device
     rate_burst: int = Field(default=40, ge=1)
     commit_interval: float = Field(default=0.01, ge=0)  # group commit: extra wait for more batches
+    # an upload waits this long for its commit, then is answered 503 (its retry lands it once);
+    # /healthz reports unhealthy while any upload has waited longer
+    land_timeout: float = Field(default=30.0, gt=0)
     schemas: list[str] = ["bronze.sensor_readings"]  # what devices may upload
     # which stores exist and which refrigeration units (readings' device_id) each one owns
     stores_table: str = "bronze.stores"
@@ -252,6 +255,12 @@ class GatewaySettings(BaseModel):
     header_timeout: float = Field(default=10.0, gt=0)  # to receive a request's line and headers
     body_timeout: float = Field(default=30.0, gt=0)  # to receive a request's body
     idle_timeout: int = Field(default=5, ge=1)  # keep-alive: idle connections closed after this
+
+
+class DbtSettings(BaseModel):
+    """dbt as the platform runs it (``lakehouse dbt``, the demo's build)."""
+
+    timeout: float = Field(default=3600.0, gt=0)  # seconds a dbt command may run before it is stopped
 
 
 class KeysSettings(BaseModel):
@@ -281,6 +290,7 @@ class Settings(BaseSettings):
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     keys: KeysSettings = Field(default_factory=KeysSettings)
+    dbt: DbtSettings = Field(default_factory=DbtSettings)
     contracts_file: Path | None = None  # a bronze.yml replacing the packaged contracts
     policies_dir: Path | None = None  # principals.yml + access.yml; default: policies/ of this checkout
 

@@ -13,9 +13,14 @@ import datetime as dt
 from dataclasses import dataclass
 
 from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import NoSuchNamespaceError
+from pyiceberg.exceptions import NoSuchTableError as IcebergNoSuchTable
+from pyiceberg.table import Table
+
+from lakehouse.catalog import list_tables
+from lakehouse.errors import NoSuchTableError
 
 from ._ledger import ledger_update
-from ._tables import parse_identifier
 
 
 @dataclass(frozen=True)
@@ -34,7 +39,7 @@ def expire_snapshots(
 ) -> ExpireResult:
     """Expire snapshots beyond the newest ``keep_last`` that are older than ``older_than``.
     The current snapshot and every branch or tag head are always kept."""
-    table = catalog.load_table(parse_identifier(identifier))
+    table = _load(catalog, identifier)
     ledger = ledger_update(table, {})  # a table written before the ledger property: record it first
     missing = {k: v for k, v in ledger.properties.items() if k not in table.properties}
     if missing:
@@ -56,3 +61,16 @@ def expire_snapshots(
     if expire:
         table.maintenance.expire_snapshots().by_ids(expire).commit()
     return ExpireResult(identifier, len(snapshots) - len(expire), len(expire))
+
+
+def _load(catalog: Catalog, identifier: str) -> Table:
+    """Any table in the catalog: the data layers and the ``audit`` namespace alike (the audit
+    log gains a snapshot per flush, so it is the table that most needs expiring)."""
+    parts = identifier.split(".")
+    if len(parts) != 2 or not all(parts):
+        raise NoSuchTableError(f"table must be NAMESPACE.TABLE (e.g. audit.query_log), not {identifier!r}")
+    try:
+        return catalog.load_table((parts[0], parts[1]))
+    except (IcebergNoSuchTable, NoSuchNamespaceError):
+        existing = ", ".join(f"{n}.{t}" for n, t in list_tables(catalog)) or "(none)"
+        raise NoSuchTableError(f"no table {identifier}; tables that exist: {existing}") from None

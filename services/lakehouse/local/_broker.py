@@ -15,7 +15,7 @@ import subprocess
 from importlib import resources
 from typing import Any
 
-from lakehouse.config import Settings, alive, read_json, write_private
+from lakehouse.config import Settings, process_identity, read_json, recorded_alive, write_private
 from lakehouse.errors import ConfigurationError, ServerError
 
 from ._process import free_port, stop_recorded, terminate, wait_for_port
@@ -45,7 +45,7 @@ def bootstrap_servers(settings: Settings) -> str:
     if settings.broker.bootstrap:
         return settings.broker.bootstrap
     state = read_broker_state(settings)
-    if state and alive(state["pid"]):
+    if state and recorded_alive(state):
         return str(state["bootstrap"])
     raise ConfigurationError(
         "no broker: run `lakehouse broker start` or set LAKEHOUSE_BROKER__BOOTSTRAP=host:port"
@@ -55,7 +55,7 @@ def bootstrap_servers(settings: Settings) -> str:
 def start_broker(settings: Settings, *, port: int | None = None, timeout: float = 30.0) -> dict[str, Any]:
     """Start Tansu for this profile, or return the running one's state."""
     state = read_broker_state(settings)
-    if state and alive(state["pid"]):
+    if state and recorded_alive(state):
         return state
     root = settings.home / "broker"
     root.mkdir(parents=True, exist_ok=True)
@@ -102,7 +102,13 @@ def start_broker(settings: Settings, *, port: int | None = None, timeout: float 
     except BaseException:
         terminate(proc.pid, first=signal.SIGINT, grace=3)
         raise
-    state = {"pid": proc.pid, "bootstrap": f"127.0.0.1:{port}", "storage": storage, "log": str(log_path)}
+    state = {
+        "pid": proc.pid,
+        "started": process_identity(proc.pid),
+        "bootstrap": f"127.0.0.1:{port}",
+        "storage": storage,
+        "log": str(log_path),
+    }
     write_private(settings.state_dir / STATE_FILE, json.dumps(state, indent=2))
     logger.info("Tansu started (pid %s) at %s, storage %s", proc.pid, state["bootstrap"], storage)
     return state

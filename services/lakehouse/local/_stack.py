@@ -15,7 +15,7 @@ import subprocess
 import time
 from typing import Any
 
-from lakehouse.config import Settings, alive, read_state, state_path, write_private
+from lakehouse.config import Settings, process_identity, read_state, recorded_alive, state_path, write_private
 from lakehouse.errors import ServerError
 
 from ._process import free_port, stop_recorded, terminate, venv_binary
@@ -54,7 +54,7 @@ def s3_client(settings: Settings) -> Any:
 def start_stack(settings: Settings, *, timeout: float = 60.0) -> dict[str, Any]:
     """Start SeaweedFS for the stack profile, or return the running one's state."""
     state = read_state(settings)
-    if state and alive(state["pid"]):
+    if state and recorded_alive(state):
         return state
     root = settings.home / "stack"
     data_dir = root / "seaweedfs"
@@ -109,6 +109,7 @@ def start_stack(settings: Settings, *, timeout: float = 60.0) -> dict[str, Any]:
     log.close()
     state = {
         "pid": proc.pid,
+        "started": process_identity(proc.pid),  # the pid alone may name another process later
         "s3_endpoint": f"http://127.0.0.1:{http['s3']}",
         "iceberg_uri": f"http://127.0.0.1:{http['iceberg']}",
         "region": settings.storage.region,

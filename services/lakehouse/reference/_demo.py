@@ -85,6 +85,31 @@ EDGE_STORES = 3
 EDGE_DAYS = 7  # each device reports a week after the reference period, two units per store
 
 
+EDGE_COMMAND_TIMEOUT_S = 120.0  # `lakehouse-edge enroll` / `status`: a round trip or a file read
+
+
+EDGE_DELIVERY_TIMEOUT_S = 600.0  # the agents together, to seal and upload their week of readings
+
+
+def _edge_command(edge: list[str], command: list[str], env: dict[str, str]) -> str:
+    """Run a short ``lakehouse-edge`` command; its stdout, or one line saying what went wrong."""
+    import subprocess
+
+    try:
+        done = subprocess.run(
+            [*edge, *command], capture_output=True, text=True, env=env, timeout=EDGE_COMMAND_TIMEOUT_S
+        )
+    except subprocess.TimeoutExpired:
+        raise LakehouseError(
+            f"`lakehouse-edge {command[0]}` did not finish within {EDGE_COMMAND_TIMEOUT_S:g} s and was "
+            "stopped; is the gateway answering?"
+        ) from None
+    if done.returncode:
+        last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise LakehouseError(f"`lakehouse-edge {command[0]}` failed (exit {done.returncode}): {last}")
+    return done.stdout
+
+
 def _edge_slice(settings: Settings, *, store_ids: list[str]) -> str:
     """Start the gateway, enroll one simulated device per store, let the agents upload a week
     of readings, stop the gateway. Devices already enrolled and delivered are left alone."""
@@ -130,9 +155,9 @@ def _edge_slice(settings: Settings, *, store_ids: list[str]) -> str:
                 token_file = state.parent / f".{store}.token"
                 write_private(token_file, token)
                 try:
-                    subprocess.run(
+                    _edge_command(
+                        edge,
                         [
-                            *edge,
                             "enroll",
                             "--gateway",
                             url,
@@ -141,15 +166,11 @@ def _edge_slice(settings: Settings, *, store_ids: list[str]) -> str:
                             "--token-file",
                             str(token_file),
                         ],
-                        check=True,
-                        capture_output=True,
-                        env=env,
+                        env,
                     )
                 finally:
                     token_file.unlink(missing_ok=True)
-            status = json.loads(
-                subprocess.run([*edge, "status"], check=True, capture_output=True, env=env).stdout
-            )
+            status = json.loads(_edge_command(edge, ["status"], env))
             if status["queue"]["last_seq"] and not status["queue"]["pending_batches"]:
                 continue  # delivered on an earlier run
             source = ["--start", (START + dt.timedelta(days=DAYS)).isoformat(), "--limit", str(per_device)]
@@ -176,14 +197,22 @@ def _edge_slice(settings: Settings, *, store_ids: list[str]) -> str:
                     text=True,
                 )
             )
+        deadline = time.monotonic() + EDGE_DELIVERY_TIMEOUT_S
         for agent in agents:
-            _, stderr = agent.communicate(timeout=300)
+            try:
+                _, stderr = agent.communicate(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                raise LakehouseError(
+                    f"the edge agents did not deliver within {EDGE_DELIVERY_TIMEOUT_S:g} s and were "
+                    f"stopped; the gateway's log is {log}"
+                ) from None
             if agent.returncode:
                 raise LakehouseError(f"an edge agent failed: {stderr[-2000:]}")
     finally:
         for agent in agents:
             if agent.poll() is None:
-                agent.kill()
+                agent.kill()  # our own child, by its handle
+                agent.wait()
         terminate(server.pid)
     if not agents:
         return "already in bronze (sequence numbers recorded in the table): nothing doubled"

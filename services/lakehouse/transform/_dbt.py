@@ -8,6 +8,9 @@ import sys
 from pathlib import Path
 
 from lakehouse.config import PRIVATE_UMASK, Settings, private_dir, private_home, project_dir, scratch_dir
+from lakehouse.errors import TransformError
+
+STOP_GRACE_S = 30.0  # after SIGTERM, dbt gets this long to cancel its queries before SIGKILL
 
 
 def dbt_env(settings: Settings, target: str = "local") -> dict[str, str]:
@@ -37,7 +40,9 @@ def run_dbt(settings: Settings, args: list[str], *, target: str | None = None) -
 
     dbt runs with umask 077 (its target, logs and staging files are its owner's only), and
     stages models in a private directory of this run that is removed when dbt exits, even when
-    it fails; one left by a killed run goes the next time dbt runs."""
+    it fails; one left by a killed run goes the next time dbt runs. A run longer than
+    ``settings.dbt.timeout`` is stopped (SIGTERM, then SIGKILL) and ``TransformError`` raised:
+    every model commits atomically, so a stopped run leaves each table as it was or as built."""
     if target is None:
         target = "trino" if settings.engine.type == "trino" else "local"
         if "--target" in args:
@@ -47,4 +52,28 @@ def run_dbt(settings: Settings, args: list[str], *, target: str | None = None) -
     with scratch_dir(settings.state_dir / "dbt-staging", "run-") as staging:
         env = dbt_env(settings, target)
         env["LAKEHOUSE_DBT_STAGING"] = str(staging)
-        return subprocess.call(dbt_command(args), env=env, umask=PRIVATE_UMASK)
+        with subprocess.Popen(dbt_command(args), env=env, umask=PRIVATE_UMASK) as proc:
+            try:
+                return proc.wait(timeout=settings.dbt.timeout)
+            except subprocess.TimeoutExpired:
+                _stop(proc)
+                raise TransformError(
+                    f"{' '.join(['dbt', *args[:1]])} ran past its time limit of {settings.dbt.timeout:g} s and "
+                    f"was stopped; raise dbt.timeout (LAKEHOUSE_DBT__TIMEOUT) or find the slow model in "
+                    f"{env['DBT_LOG_PATH']}"
+                ) from None
+            except BaseException:  # interrupted: dbt must not outlive us
+                _stop(proc)
+                raise
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop our own dbt child by its handle: SIGTERM, then SIGKILL after a grace period."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

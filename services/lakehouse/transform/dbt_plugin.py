@@ -25,7 +25,7 @@ import duckdb
 import pyarrow.parquet as pq
 from dbt.adapters.duckdb.plugins import BasePlugin
 from dbt.adapters.duckdb.utils import TargetConfig
-from pyiceberg.exceptions import NoSuchTableError
+from pyiceberg.exceptions import NoSuchTableError, ResolveError, ValidationError
 from pyiceberg.table import Table
 
 from lakehouse.catalog import load_catalog
@@ -106,19 +106,24 @@ class Plugin(BasePlugin):
 
 
 def _replace_schema_if_changed(catalog: Any, table: Table, schema: Any) -> Table:
-    """Evolve the table to the model's new columns; recreate it if the change cannot evolve."""
+    """Evolve the table to the model's new columns; recreate it only if the change cannot evolve
+    (a type change Iceberg cannot promote, a new required column). Whether it can is decided in
+    memory, before anything is committed; an error while committing the evolution (a conflicting
+    writer, the catalog or object store failing) propagates and leaves the table and its
+    snapshots as they were."""
     current = normalize_schema(table.schema().as_arrow())
     if current.equals(schema):
         return table
+    update = table.update_schema(allow_incompatible_changes=False)
     try:
-        with table.update_schema(allow_incompatible_changes=False) as update:
-            update.union_by_name(schema)
-            for name in set(current.names) - set(schema.names):
-                update.delete_column(name)
-        reloaded: Table = catalog.load_table(table.name())
-        return reloaded
-    except Exception as exc:  # an incompatible type change: a full-refresh model starts over
+        update.union_by_name(schema)
+        for name in sorted(set(current.names) - set(schema.names)):
+            update.delete_column(name)
+    except (ValueError, ValidationError, ResolveError) as exc:  # the schema really is incompatible
         logger.warning("recreating %s: its schema cannot evolve (%s)", ".".join(table.name()), exc)
         catalog.drop_table(table.name())
         created: Table = catalog.create_table(table.name(), schema=schema, properties=dict(table.properties))
         return created
+    update.commit()
+    reloaded: Table = catalog.load_table(table.name())
+    return reloaded

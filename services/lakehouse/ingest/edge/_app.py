@@ -12,6 +12,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator
+from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
@@ -383,9 +384,42 @@ def create_app(gateway: Gateway) -> FastAPI:
         body = await read_limited(request, settings.max_json_bytes)
         return parse_body(model, body, settings.max_json_depth)
 
+    def lander_trouble() -> str | None:
+        """Why uploads cannot land now, or None."""
+        if not gateway.lander.alive():
+            return "the commit thread has stopped"
+        waited = gateway.lander.oldest_wait()
+        if waited >= settings.land_timeout:
+            return f"an upload has waited {waited:.0f} s for its commit (limit {settings.land_timeout:g} s)"
+        return None
+
+    def unavailable(detail: str) -> Problem:
+        retry = {"Retry-After": str(max(1, round(settings.land_timeout)))}
+        return Problem(503, "landing-unavailable", "Service unavailable", detail, retry)
+
+    async def await_commit(future: Future[Outcome]) -> Outcome:
+        """The lander's answer, or 503 once ``land_timeout`` has passed. The commit is not
+        abandoned (shielded): if it lands later, the device's retry is answered duplicate."""
+        waiting = asyncio.wrap_future(future)
+        try:
+            return await asyncio.wait_for(asyncio.shield(waiting), settings.land_timeout)
+        except TimeoutError:
+            waiting.add_done_callback(
+                lambda done: done.cancelled() or done.exception()
+            )  # logged by the lander
+            trouble = lander_trouble() or "the commit is slow"
+            logger.error("answering 503: no commit within %g s (%s)", settings.land_timeout, trouble)
+            raise unavailable(
+                f"the batch was not committed within {settings.land_timeout:g} s; retry it later "
+                "(the same seq lands once)"
+            ) from None
+
     @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    async def healthz() -> JSONResponse:
+        trouble = lander_trouble()
+        if trouble is not None:
+            return problem_response(503, "unhealthy", "Unhealthy", trouble)
+        return JSONResponse({"status": "ok"})
 
     @app.get("/.well-known/jwks.json", summary="Public keys that verify device access tokens")
     async def jwks() -> dict[str, Any]:
@@ -607,9 +641,14 @@ def create_app(gateway: Gateway) -> FastAPI:
             )
             return reject(request, "upload", violation, seq=seq, **who)
         assert opened.rows is not None
-        outcome: Outcome = await asyncio.wrap_future(
-            gateway.lander.submit(identifier, claims.device_id, seq, opened.rows)
-        )
+        if not gateway.lander.alive():
+            return reject(request, "upload", unavailable("the gateway cannot commit now; retry later"), **who)
+        try:
+            outcome = await await_commit(
+                gateway.lander.submit(identifier, claims.device_id, seq, opened.rows)
+            )
+        except Problem as exc:
+            return reject(request, "upload", exc, seq=seq, **who)
         if outcome.status == OUT_OF_ORDER:
             return reject(
                 request,
@@ -652,7 +691,9 @@ def create_app(gateway: Gateway) -> FastAPI:
             )
         if body.to_seq < body.from_seq:
             raise Problem(422, "invalid-request", "Invalid request", "to_seq must not be below from_seq")
-        outcome: Outcome = await asyncio.wrap_future(
+        if not gateway.lander.alive():
+            raise unavailable("the gateway cannot commit now; retry later")
+        outcome = await await_commit(
             gateway.lander.submit_skip(identifier, claims.device_id, body.from_seq, body.to_seq)
         )
         if outcome.status == OUT_OF_ORDER:

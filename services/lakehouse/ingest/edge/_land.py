@@ -33,7 +33,8 @@ import queue
 import threading
 import time
 from collections import defaultdict
-from concurrent.futures import Future
+from collections.abc import Callable
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,8 +79,21 @@ class _Upload:
 
 
 class Lander:
-    def __init__(self, catalog: Catalog, contracts_file: Path | None, *, linger: float):
+    """The commit thread. ``oldest_wait()`` and ``alive()`` tell a health check whether it keeps
+    up: a commit that hangs (a catalog or object store that never answers) leaves uploads
+    waiting, which the gateway answers 503 after its ``land_timeout`` instead of holding them."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        contracts_file: Path | None,
+        *,
+        linger: float,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.catalog, self.contracts_file, self.linger = catalog, contracts_file, linger
+        self._clock = clock
+        self._waiting: dict[int, float] = {}  # id(upload) -> when it was queued, until answered
         self._queue: queue.Queue[_Upload | None] = queue.Queue()
         self._tables: dict[str, Table] = {}
         self._targets: dict[tuple[str, int], pa.Schema] = {}
@@ -95,6 +109,32 @@ class Lander:
     def stop(self) -> None:
         self._queue.put(None)
         self._thread.join(timeout=60)
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def oldest_wait(self) -> float:
+        """Seconds the longest-waiting upload has waited for its commit (0 when none waits)."""
+        with self._lock:
+            oldest = min(self._waiting.values(), default=None)
+        return 0.0 if oldest is None else max(0.0, self._clock() - oldest)
+
+    def _enqueue(self, upload: _Upload) -> Future[Outcome]:
+        with self._lock:
+            self._waiting[id(upload)] = self._clock()
+        self._queue.put(upload)
+        return upload.done
+
+    def _answer(self, upload: _Upload, result: Outcome | BaseException) -> None:
+        with self._lock:
+            self._waiting.pop(id(upload), None)
+        try:
+            if isinstance(result, BaseException):
+                upload.done.set_exception(result)
+            else:
+                upload.done.set_result(result)
+        except InvalidStateError:  # its request was cancelled (the client left): nobody waits
+            pass
 
     def table(self, identifier: str) -> Table:
         with self._lock:
@@ -120,15 +160,13 @@ class Lander:
         return table_marks(table, key=DEVICE_BATCHES).get(device_id, 1)
 
     def submit(self, identifier: str, device_id: str, seq: int, rows: pa.Table) -> Future[Outcome]:
-        upload = _Upload(identifier, device_id, seq, rows)
-        self._queue.put(upload)
-        return upload.done
+        return self._enqueue(_Upload(identifier, device_id, seq, rows))
 
     def submit_skip(self, identifier: str, device_id: str, first: int, last: int) -> Future[Outcome]:
         """Declare seqs ``first``..``last`` of the device lost: recorded in the ledger."""
-        skip = _Upload(identifier, device_id, first, self.target(identifier).empty_table(), skip_to=last)
-        self._queue.put(skip)
-        return skip.done
+        return self._enqueue(
+            _Upload(identifier, device_id, first, self.target(identifier).empty_table(), skip_to=last)
+        )
 
     def dead_letter(self, identifier: str, device_id: str, seq: int, body: bytes | None, reason: str) -> bool:
         """Keep a batch that decrypted but does not fit its contract, with the reason (or, with no
@@ -169,10 +207,10 @@ class Lander:
                 except BaseException as exc:  # every waiting request gets the error, none a hang
                     logger.exception("commit to %s failed", identifier)
                     for upload in uploads:
-                        upload.done.set_exception(exc)
+                        self._answer(upload, exc)
                     continue
                 for upload, outcome in zip(uploads, outcomes, strict=True):
-                    upload.done.set_result(outcome)
+                    self._answer(upload, outcome)
 
     def _commit(self, identifier: str, uploads: list[_Upload]) -> list[Outcome]:
         table = self.table(identifier)

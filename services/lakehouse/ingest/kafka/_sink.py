@@ -159,9 +159,20 @@ class Sink:
         return self.catalog.load_table((layer, name)) if self.catalog.table_exists((layer, name)) else None
 
     def run(self) -> IngestStats:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            if threading.current_thread() is threading.main_thread():
-                signal.signal(sig, self.stop)
+        """Consume until idle, ``stop()``, SIGTERM or SIGINT. In the main thread, SIGTERM and
+        SIGINT stop the sink while it runs; the handlers found before are restored when it ends
+        (elsewhere signals are left alone: only the main thread may set handlers)."""
+        previous: dict[signal.Signals, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                previous[sig] = signal.signal(sig, self.stop)
+        try:
+            return self._run()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _run(self) -> IngestStats:
         self._worker = threading.Thread(target=self._commit_loop, daemon=True, name="sink-committer")
         self._worker.start()
         self._consumer = self._make_consumer()
