@@ -31,6 +31,7 @@ from .errors import (
     ServerError,
     SessionFailed,
     TokenError,
+    TransformError,
     UnknownStore,
     WeakDeviceKey,
 )
@@ -94,6 +95,7 @@ __all__ = [
     "Settings",
     "TableInfo",
     "TokenError",
+    "TransformError",
     "UnknownStore",
     "WeakDeviceKey",
     "load_catalog",
