@@ -144,7 +144,7 @@ _MODEL_SCHEMA = pa.schema([pa.field("id", pa.int64()), pa.field("label", pa.stri
 def test_dbt_model_table_survives_a_transient_error_while_evolving(
     lh: Lakehouse, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from lakehouse.transform.dbt_plugin import _replace_schema_if_changed
+    from lakehouse.ingest._write import _replace_schema_if_changed
 
     table = _model_table(lh)
 
@@ -162,7 +162,7 @@ def test_dbt_model_table_survives_a_transient_error_while_evolving(
 
 
 def test_dbt_model_table_evolves_compatible_changes_and_recreates_incompatible_ones(lh: Lakehouse) -> None:
-    from lakehouse.transform.dbt_plugin import _replace_schema_if_changed
+    from lakehouse.ingest._write import _replace_schema_if_changed
 
     table = _model_table(lh)
     wider = _MODEL_SCHEMA.append(pa.field("extra", pa.string()))

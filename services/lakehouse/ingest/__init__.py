@@ -17,6 +17,7 @@ from ._write import (
     personal_columns,
     received_schema,
     refused_rows,
+    replace_model,
 )
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "read_file",
     "received_schema",
     "refused_rows",
+    "replace_model",
     "serve_metrics",
     "validate",
 ]

@@ -27,6 +27,7 @@ import json
 import logging
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,8 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import NoSuchTableError as IcebergNoSuchTable
+from pyiceberg.exceptions import ResolveError, ValidationError
 from pyiceberg.table import Table
 
 from lakehouse.contracts import Contract, contract_for
@@ -49,6 +52,7 @@ from lakehouse.iceberg import (
     Planned,
     commit_with_replan,
     loaded_batch_ids,
+    normalize_schema,
     open_table,
     table_marks,
     target_arrow_schema,
@@ -474,3 +478,65 @@ class Writer:
             "target_table": d.target,
             "pii_subject": subject,
         }
+
+
+# --- dbt models --------------------------------------------------------------------------------
+
+
+def replace_model(
+    catalog: Catalog,
+    identifier: str,
+    data: pa.Table,
+    *,
+    summary: dict[str, str],
+    personal: set[str],
+    keystore: Keystore | None,
+) -> Table:
+    """A dbt model's rows as the table's whole content, in one snapshot recording ``summary``.
+    Personal columns are checked first (only this keystore's ciphertext or NULL): a model is
+    refused before anything is written. The table follows the model's schema (evolved in place,
+    recreated only when Iceberg cannot evolve it)."""
+    data = data.cast(normalize_schema(data.schema))
+    if personal & set(data.column_names):
+        check_personal(data, personal, keystore, identifier)
+    ident = tuple(identifier.split("."))
+    try:
+        table = catalog.load_table(ident)
+        table = _replace_schema_if_changed(catalog, table, data.schema)
+    except IcebergNoSuchTable:
+        table = catalog.create_table(
+            ident,
+            schema=data.schema,
+            properties={"lakehouse.dbt-model": summary.get("lakehouse.dbt-model", "")},
+        )
+    if table.current_snapshot() is None:
+        table.append(data, snapshot_properties=summary)
+    else:
+        with warnings.catch_warnings():  # pyiceberg warns when the replaced snapshot was empty
+            warnings.filterwarnings("ignore", "Delete operation did not match any records")
+            table.overwrite(data, snapshot_properties=summary)
+    return table
+
+
+def _replace_schema_if_changed(catalog: Any, table: Table, schema: Any) -> Table:
+    """Evolve the table to the model's new columns; recreate it only if the change cannot evolve
+    (a type change Iceberg cannot promote, a new required column). Whether it can is decided in
+    memory, before anything is committed; an error while committing the evolution (a conflicting
+    writer, the catalog or object store failing) propagates and leaves the table and its
+    snapshots as they were."""
+    current = normalize_schema(table.schema().as_arrow())
+    if current.equals(schema):
+        return table
+    update = table.update_schema(allow_incompatible_changes=False)
+    try:
+        update.union_by_name(schema)
+        for name in sorted(set(current.names) - set(schema.names)):
+            update.delete_column(name)
+    except (ValueError, ValidationError, ResolveError) as exc:  # the schema really is incompatible
+        logger.warning("recreating %s: its schema cannot evolve (%s)", ".".join(table.name()), exc)
+        catalog.drop_table(table.name())
+        created: Table = catalog.create_table(table.name(), schema=schema, properties=dict(table.properties))
+        return created
+    update.commit()
+    reloaded: Table = catalog.load_table(table.name())
+    return reloaded

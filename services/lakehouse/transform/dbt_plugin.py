@@ -3,7 +3,7 @@
 ``configure_connection`` gives dbt's DuckDB the bundled extensions, the object store's credentials
 and a view for every catalog table (so sources and earlier models resolve). The ``iceberg_table``
 materialization (dbt/macros/materializations.sql) writes a model's rows to a staging Parquet
-file and calls ``store``, which commits them to the catalog in one overwrite and reports the new
+file and calls ``store``, which commits them through the write path (``ingest.replace_model``) in one overwrite and reports the new
 metadata location back so the model's relation can be re-bound to the committed snapshot.
 
 The staging file is read into memory and removed before the commit, whatever happens next: no
@@ -16,7 +16,6 @@ this keystore's ciphertext or NULL is refused before anything is written.
 from __future__ import annotations
 
 import logging
-import warnings
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -25,13 +24,11 @@ import duckdb
 import pyarrow.parquet as pq
 from dbt.adapters.duckdb.plugins import BasePlugin
 from dbt.adapters.duckdb.utils import TargetConfig
-from pyiceberg.exceptions import NoSuchTableError, ResolveError, ValidationError
-from pyiceberg.table import Table
 
 from lakehouse.catalog import load_catalog
 from lakehouse.config import Settings, apply_stack_state, private_dir
-from lakehouse.iceberg import bind_tables, configure_storage, install_extensions, normalize_schema
-from lakehouse.ingest import check_personal, personal_columns
+from lakehouse.iceberg import bind_tables, configure_storage, install_extensions
+from lakehouse.ingest import personal_columns, replace_model
 from lakehouse.privacy import Keystore
 
 logger = logging.getLogger(__name__)
@@ -75,55 +72,16 @@ class Plugin(BasePlugin):
             data = pq.read_table(staging)
         finally:
             staging.unlink(missing_ok=True)  # the rows live on in memory, then in Iceberg only
-        data = data.cast(normalize_schema(data.schema))
-        ident = (str(relation.schema), str(relation.identifier))
-        identifier = ".".join(ident)
-        personal = self._personal_columns(identifier)
-        if personal & set(data.column_names):
-            check_personal(data, personal, self.keystore, identifier)
-        properties = {
+        identifier = f"{relation.schema}.{relation.identifier}"
+        summary = {
             "lakehouse.dbt-model": str(result.get("unique_id", "")),
             "lakehouse.dbt-invocation": str(result.get("invocation_id", "")),
         }
-        try:
-            table = self.catalog.load_table(ident)
-            table = _replace_schema_if_changed(self.catalog, table, data.schema)
-        except NoSuchTableError:
-            table = self.catalog.create_table(
-                ident,
-                schema=data.schema,
-                properties={"lakehouse.dbt-model": properties["lakehouse.dbt-model"]},
-            )
-        if table.current_snapshot() is None:
-            table.append(data, snapshot_properties=properties)
-        else:
-            with warnings.catch_warnings():  # pyiceberg warns when the replaced snapshot was empty
-                warnings.filterwarnings("ignore", "Delete operation did not match any records")
-                table.overwrite(data, snapshot_properties=properties)
+        personal = self._personal_columns(identifier)
+        keystore = self.keystore if personal & set(data.column_names) else None
+        table = replace_model(
+            self.catalog, identifier, data, summary=summary, personal=personal, keystore=keystore
+        )
         result["metadata_location"] = table.metadata_location
         result["rows"] = data.num_rows
-        logger.info("committed %s rows to %s.%s", data.num_rows, *ident)
-
-
-def _replace_schema_if_changed(catalog: Any, table: Table, schema: Any) -> Table:
-    """Evolve the table to the model's new columns; recreate it only if the change cannot evolve
-    (a type change Iceberg cannot promote, a new required column). Whether it can is decided in
-    memory, before anything is committed; an error while committing the evolution (a conflicting
-    writer, the catalog or object store failing) propagates and leaves the table and its
-    snapshots as they were."""
-    current = normalize_schema(table.schema().as_arrow())
-    if current.equals(schema):
-        return table
-    update = table.update_schema(allow_incompatible_changes=False)
-    try:
-        update.union_by_name(schema)
-        for name in sorted(set(current.names) - set(schema.names)):
-            update.delete_column(name)
-    except (ValueError, ValidationError, ResolveError) as exc:  # the schema really is incompatible
-        logger.warning("recreating %s: its schema cannot evolve (%s)", ".".join(table.name()), exc)
-        catalog.drop_table(table.name())
-        created: Table = catalog.create_table(table.name(), schema=schema, properties=dict(table.properties))
-        return created
-    update.commit()
-    reloaded: Table = catalog.load_table(table.name())
-    return reloaded
+        logger.info("committed %s rows to %s", data.num_rows, identifier)
