@@ -25,7 +25,7 @@ from .errors import (
 if TYPE_CHECKING:
     from ._api import Lakehouse, TableInfo
     from .catalog import LAYERS, load_catalog
-    from .config import Settings
+    from .config import Project, Settings
     from .contracts import Contract, load_contracts
     from .ingest import LoadResult, load_files
     from .query import Engine
@@ -41,6 +41,7 @@ _LAZY = {
     "LoadResult": ".ingest",
     "load_files": ".ingest",
     "Settings": ".config",
+    "Project": ".config",
 }
 
 
@@ -64,6 +65,7 @@ __all__ = [
     "LoadError",
     "LoadResult",
     "NoSuchTableError",
+    "Project",
     "QueryError",
     "QueryLimitExceeded",
     "SchemaMismatchError",

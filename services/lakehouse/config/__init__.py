@@ -4,21 +4,25 @@ from __future__ import annotations
 
 from ._local_state import apply_stack_state, read_state, state_path
 from ._private import PRIVATE_UMASK, alive, private_dir, private_home, read_json, scratch_dir, write_private
-from ._project import project_dir
+from ._project import PROJECT_ENV, Project, environment_project, find_project, project_of
 from ._settings import GatewaySettings, MaskingFormatter, Settings, mask_secrets, parse_bytes
 
 __all__ = [
     "PRIVATE_UMASK",
+    "PROJECT_ENV",
     "GatewaySettings",
     "MaskingFormatter",
+    "Project",
     "Settings",
     "alive",
     "apply_stack_state",
+    "environment_project",
+    "find_project",
     "mask_secrets",
     "parse_bytes",
     "private_dir",
     "private_home",
-    "project_dir",
+    "project_of",
     "read_json",
     "read_state",
     "scratch_dir",

@@ -12,7 +12,6 @@ import logging
 import signal
 import time
 from collections import defaultdict
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import orjson
@@ -20,7 +19,7 @@ import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 
-from lakehouse.config import Settings
+from lakehouse.config import Project, Settings, project_of
 from lakehouse.contracts import Contract, contract_for, load_contracts
 from lakehouse.errors import ContractError, LakehouseError
 from lakehouse.iceberg import OFFSETS, commit_idempotently, open_table, table_marks, target_arrow_schema
@@ -40,12 +39,13 @@ class Committer:
 
     ``keystore``: a keystore, or a function that opens one (called once, the first time personal
     data is met); default: the keystore of the environment's settings (``Settings.load()``), as
-    in a process started as a ``lakehouse`` command."""
+    in a process started as a ``lakehouse`` command. Contracts are ``project``'s (None: the
+    environment's project)."""
 
     def __init__(
         self,
         catalog: Catalog,
-        contracts_file: Path | None,
+        project: Project | None,
         stats: IngestStats,
         *,
         keystore: KeystoreSource = None,
@@ -53,7 +53,7 @@ class Committer:
         from lakehouse.privacy import environment_keystore
 
         self.catalog = catalog
-        self.contracts_file = contracts_file
+        self.project = project
         self.stats = stats
         self.keys = Keys(keystore if keystore is not None else environment_keystore)
 
@@ -61,7 +61,7 @@ class Committer:
         """``rows`` as received (validated against ``received_schema``) -> as ``table`` stores
         them: personal data encrypted, the ingest order stamped. Other routes that commit
         themselves (the gateway) call it before they write."""
-        contract = contract_for(identifier, self.contracts_file)
+        contract = contract_for(identifier, self.project)
         if contract is None or not contract.transforms_rows:
             return rows
         keystore = self.keys.get() if contract.pii else None  # no master key for tables without personal data
@@ -79,7 +79,7 @@ class Committer:
 
     def _commit_topic(self, topic: str, partitions: dict[int, list[Any]]) -> None:
         identifier = f"bronze.{topic}"
-        contract = load_contracts(self.contracts_file).get(identifier)
+        contract = load_contracts(self.project).get(identifier)
         ends = {f"{topic}/{p}": records[-1].offset + 1 for p, records in partitions.items()}
 
         def message(p: int, r: Any) -> Message:
@@ -92,7 +92,7 @@ class Committer:
             )
             return
         try:
-            table, _ = open_table(self.catalog, identifier, contracts_file=self.contracts_file)
+            table, _ = open_table(self.catalog, identifier, project=self.project)
         except ContractError as exc:
             self.commit_dead(
                 [DeadLetter(message(p, r), str(exc), identifier) for p, rs in partitions.items() for r in rs]
@@ -192,7 +192,7 @@ class Committer:
     def commit_dead(self, dead: list[DeadLetter]) -> None:
         if not dead:
             return
-        table, _ = open_table(self.catalog, DEAD_LETTERS, contracts_file=self.contracts_file)
+        table, _ = open_table(self.catalog, DEAD_LETTERS, project=self.project)
         target = target_arrow_schema(table)
         now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         ends: dict[str, int] = {}
@@ -222,7 +222,7 @@ class Committer:
 
     def _dead_letter_row(self, d: DeadLetter) -> dict[str, Any]:
         """A dead letter as stored: of a contract with personal data, sealed (``_ingest``)."""
-        contract = contract_for(d.target, self.contracts_file) if d.target else None
+        contract = contract_for(d.target, self.project) if d.target else None
         keystore = self.keys.get() if contract is not None and contract.pii else None
         key, payload, reason, subject = dead_letter(
             contract, keystore, d.message.key, d.message.value, d.reason
@@ -285,7 +285,7 @@ def _unpack(packed: tuple[bytes, tuple[bytes, bytes], tuple[bytes, bytes]]) -> l
     return [_Record(o, k, v) for o, k, v in zip(offsets, _split(*keys), _split(*values), strict=True)]
 
 
-def _committer_main(conn: Any, settings: Settings, contracts_file: Path | None) -> None:
+def _committer_main(conn: Any, settings: Settings, project: Project) -> None:
     """The committer process: batches in over the pipe, hints and stats out, in order."""
     from lakehouse.catalog import load_catalog
 
@@ -293,9 +293,7 @@ def _committer_main(conn: Any, settings: Settings, contracts_file: Path | None) 
     from lakehouse.privacy import open_keystore
 
     stats = IngestStats()
-    committer = Committer(
-        load_catalog(settings), contracts_file, stats, keystore=lambda: open_keystore(settings)
-    )
+    committer = Committer(load_catalog(settings), project, stats, keystore=lambda: open_keystore(settings))
     while True:
         try:
             batch = conn.recv()
@@ -319,14 +317,16 @@ def _committer_main(conn: Any, settings: Settings, contracts_file: Path | None) 
 
 
 class CommitterProcess:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, project: Project | None = None) -> None:
+        """The committer in a process of its own, with ``project``'s contracts (default: the
+        project ``settings`` name)."""
         import multiprocessing
 
         context = multiprocessing.get_context("spawn")
         self._conn, child = context.Pipe()
         self._proc = context.Process(
             target=_committer_main,
-            args=(child, settings, settings.contracts_file),
+            args=(child, settings, project or project_of(settings)),
             daemon=True,
             name="lakehouse-sink-committer",
         )

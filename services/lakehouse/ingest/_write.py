@@ -20,7 +20,6 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,6 +27,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from lakehouse.config import Project
 from lakehouse.contracts import Contract, contract_for
 from lakehouse.errors import LakehouseError, LoadError, SchemaMismatchError
 from lakehouse.privacy import DEAD_LETTER_SUBJECT, KeyShredded, Keystore, subject_problem
@@ -56,16 +56,16 @@ class Keys:
         return self._keystore
 
 
-def personal_contract(identifier: str, contracts_file: Path | None = None) -> Contract | None:
-    contract = contract_for(identifier, contracts_file)
+def personal_contract(identifier: str, project: Project | None = None) -> Contract | None:
+    contract = contract_for(identifier, project)
     return contract if contract is not None and contract.pii else None
 
 
-def received_schema(identifier: str, contracts_file: Path | None = None) -> pa.Schema | None:
+def received_schema(identifier: str, project: Project | None = None) -> pa.Schema | None:
     """What producers send to a table whose stored rows differ from the rows sent (personal data
     in plaintext, no token, fingerprint or ingest order columns), or None if they do not differ
     (then producers send what is stored)."""
-    contract = contract_for(identifier, contracts_file)
+    contract = contract_for(identifier, project)
     return contract.arrow_schema() if contract is not None and contract.transforms_rows else None
 
 
@@ -259,16 +259,15 @@ def dead_letter(
 # --- dbt models ------------------------------------------------------------------------------
 
 
-def personal_columns(
-    identifier: str, contracts_file: Path | None = None, policies_dir: Path | None = None
-) -> set[str]:
+def personal_columns(identifier: str, project: Project | None = None) -> set[str]:
     """The columns of ``identifier`` declared personal: its contract's ``pii``, and the columns
-    the policies list for it under an ``encrypted`` sensitive class."""
+    the policies list for it under an ``encrypted`` sensitive class (``project``'s contracts and
+    policies; default: the environment's project)."""
     from lakehouse.governance import load_policy
 
-    contract = personal_contract(identifier, contracts_file)
+    contract = personal_contract(identifier, project)
     names = set(contract.pii) if contract is not None else set()
-    policy = load_policy(policies_dir)
+    policy = load_policy(project.policies_dir if project is not None else None)
     for spec in policy.sensitive.values():
         if spec["encrypted"]:
             names |= set(spec["tables"].get(identifier, []))

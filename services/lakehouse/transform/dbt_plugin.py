@@ -29,7 +29,7 @@ from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.table import Table
 
 from lakehouse.catalog import load_catalog
-from lakehouse.config import Settings, apply_stack_state, private_dir
+from lakehouse.config import Settings, apply_stack_state, private_dir, project_of
 from lakehouse.iceberg import bind_tables, configure_storage, install_extensions, normalize_schema
 from lakehouse.ingest import check_personal, personal_columns
 from lakehouse.privacy import Keystore
@@ -42,6 +42,7 @@ class Plugin(BasePlugin):
         settings = Settings.load()
         self.settings = apply_stack_state(settings) if settings.profile == "stack" else settings
         self.catalog = load_catalog(self.settings)
+        self.project = project_of(self.settings)  # LAKEHOUSE_PROJECT_DIR, set by `lakehouse dbt`
 
     def update_connection_config(self, creds: Any, config: dict[str, Any]) -> None:
         if creds.external_root:  # dbt run directly, not through `lakehouse dbt`: still private
@@ -61,9 +62,7 @@ class Plugin(BasePlugin):
     def _personal_columns(self, identifier: str) -> set[str]:
         cache: dict[str, set[str]] = self.__dict__.setdefault("_personal", {})
         if identifier not in cache:
-            cache[identifier] = personal_columns(
-                identifier, self.settings.contracts_file, self.settings.policies_dir
-            )
+            cache[identifier] = personal_columns(identifier, self.project)
         return cache[identifier]
 
     def store(self, target_config: TargetConfig) -> None:

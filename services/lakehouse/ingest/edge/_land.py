@@ -35,12 +35,12 @@ import time
 from collections import defaultdict
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 
+from lakehouse.config import Project
 from lakehouse.iceberg import (
     DEVICE_BATCHES,
     commit_idempotently,
@@ -79,14 +79,14 @@ class _Upload:
 
 
 class Lander:
-    def __init__(self, catalog: Catalog, contracts_file: Path | None, *, linger: float):
-        self.catalog, self.contracts_file, self.linger = catalog, contracts_file, linger
+    def __init__(self, catalog: Catalog, project: Project | None, *, linger: float):
+        self.catalog, self.project, self.linger = catalog, project, linger  # project None: the environment's
         self._queue: queue.Queue[_Upload | None] = queue.Queue()
         self._tables: dict[str, Table] = {}
         self._targets: dict[tuple[str, int], pa.Schema] = {}
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="gateway-lander")
-        self._dead = Committer(catalog, contracts_file, IngestStats())
+        self._dead = Committer(catalog, project, IngestStats())
         self.commits = 0
 
     def start(self) -> Lander:
@@ -100,9 +100,7 @@ class Lander:
     def table(self, identifier: str) -> Table:
         with self._lock:
             if identifier not in self._tables:
-                self._tables[identifier] = open_table(
-                    self.catalog, identifier, contracts_file=self.contracts_file
-                )[0]
+                self._tables[identifier] = open_table(self.catalog, identifier, project=self.project)[0]
             return self._tables[identifier]
 
     def target(self, identifier: str) -> pa.Schema:
@@ -111,7 +109,7 @@ class Lander:
         key = (identifier, table.schema().schema_id)
         with self._lock:
             if key not in self._targets:
-                received = received_schema(identifier, self.contracts_file)  # personal data: plaintext in
+                received = received_schema(identifier, self.project)  # personal data: plaintext in
                 self._targets[key] = received or target_arrow_schema(table)
             return self._targets[key]
 
@@ -138,7 +136,7 @@ class Lander:
         body, the record of seqs the device declared skipped). One per (device, seq): False when
         the device already has one at this seq (or a later one), and this one is not kept."""
         message = Message(f"edge:{device_id}", 0, seq, None, body)
-        dead, _ = open_table(self.catalog, DEAD_LETTERS, contracts_file=self.contracts_file)
+        dead, _ = open_table(self.catalog, DEAD_LETTERS, project=self.project)
         if seq < table_marks(dead, {message.tp}).get(message.tp, 0):
             return False
         self._dead.commit_dead([DeadLetter(message, reason, identifier)])
