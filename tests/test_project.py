@@ -232,6 +232,13 @@ def test_the_project_is_found_from_the_current_directory(project: Path, rentals:
         assert [f.name for f in lh.table("bronze.orders").schema().fields] == USER_COLUMNS
 
 
+def test_a_found_project_writable_by_every_user_is_not_taken(project: Path) -> None:
+    (project / "contracts").chmod(0o777)  # anyone could have planted these contracts
+    with pytest.raises(ConfigurationError, match=r"writable by every user; set LAKEHOUSE_PROJECT_DIR"):
+        find_project(start=project / "policies")
+    assert find_project(project).root == project  # named explicitly, it is the user's choice
+
+
 @pytest.mark.parametrize("kind", ["missing", "file", "no contracts"])
 def test_a_missing_or_invalid_project_dir_is_one_line(
     kind: str, tmp_path: Path, rentals: Path, home: Path

@@ -66,9 +66,23 @@ def _looks_like_project(directory: Path) -> bool:
     return contracts.is_dir() and any(p.is_file() for p in contracts.glob("*.yml"))
 
 
+def _foreign(directory: Path) -> str | None:
+    """Why a project found by walking up may have been put there by someone else (its
+    ``contracts/`` decides what is encrypted and who sees what), or None."""
+    for path in (directory, directory / "contracts"):
+        info = path.stat()
+        if info.st_uid not in (os.getuid(), 0):
+            return f"{path} belongs to another user"
+        if info.st_mode & 0o002:
+            return f"{path} is writable by every user"
+    return None
+
+
 def find_project(configured: Path | None = None, *, start: Path | None = None) -> Project:
     """The project at ``configured``, else the nearest one from ``start`` (default: the current
-    directory) upwards. Raises ConfigurationError naming ``LAKEHOUSE_PROJECT_DIR`` when there is none."""
+    directory) upwards, if it is this user's (or root's) and not writable by every user (a
+    contracts/ planted above the current directory, in /tmp say, is not taken). Raises
+    ConfigurationError naming ``LAKEHOUSE_PROJECT_DIR`` when there is none."""
     if configured is not None:
         root = configured.expanduser().absolute()
         if not root.is_dir():
@@ -85,6 +99,12 @@ def find_project(configured: Path | None = None, *, start: Path | None = None) -
     here = (start or Path.cwd()).absolute()
     for directory in (here, *here.parents):
         if _looks_like_project(directory):
+            problem = _foreign(directory)
+            if problem is not None:
+                raise ConfigurationError(
+                    f"not using the project found at {directory}: {problem}; "
+                    f"set {PROJECT_ENV} to your project directory"
+                )
             return Project(directory)
     raise ConfigurationError(
         f"no project in {here} or above it (a directory holding contracts/*.yml): "
