@@ -209,6 +209,67 @@ def test_dbt_sources_say_which_contracts_they_come_from(project: Path, home: Pat
     assert "rental_ref" in result.stdout and "customers" not in result.stdout
 
 
+DBT_PROJECT = """\
+name: bikes
+version: "1.0.0"
+config-version: 2
+profile: lakehouse
+model-paths: ["models"]
+macro-paths: ["macros"]
+models:
+  bikes:
+    +materialized: iceberg_table
+    silver:
+      +schema: silver
+"""
+
+# personal data the user's policies declare (the retailer's policies know nothing of these tables)
+ACCESS_WITH_PERSONAL_DATA = (
+    ACCESS
+    + """\
+sensitive:
+  pii:
+    encrypted: true
+    masks: {rider_email: redact}
+    tables:
+      silver.rides: [rider_email]
+      silver.rides_leaky: [rider_email]
+"""
+)
+
+
+@pytest.mark.dbt
+def test_dbt_builds_the_users_project_under_the_users_policies(
+    project: Path, rentals: Path, home: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    from lakehouse.transform import run_dbt
+
+    dbt = project / "dbt"
+    (dbt / "models" / "silver").mkdir(parents=True)
+    (dbt / "dbt_project.yml").write_text(DBT_PROJECT)
+    shutil.copy(REPO / "dbt" / "profiles.yml", dbt)
+    shutil.copytree(REPO / "dbt" / "macros", dbt / "macros")  # the iceberg_table materialization
+    (project / "policies" / "access.yml").write_text(ACCESS_WITH_PERSONAL_DATA)
+    sources = run_cli("contracts", "dbt-sources", home=home, env=_env(project))
+    (dbt / "models" / "__sources.yml").write_text(sources.stdout)
+    select = "select rental_ref, station_code, {} as rider_email from {{{{ source('bronze', 'orders') }}}}"
+    (dbt / "models" / "silver" / "rides.sql").write_text(select.format("cast(null as varchar)"))
+    (dbt / "models" / "silver" / "rides_leaky.sql").write_text(select.format("'rider@example.org'"))
+    settings = Settings(home=home, project_dir=project)  # the environment names no project
+    with Lakehouse(settings) as lh:
+        lh.load("bronze.orders", [rentals])
+
+    capfd.readouterr()
+    assert run_dbt(settings, ["run"]) != 0  # the plugin, in dbt's process, read the user's policies...
+    output = capfd.readouterr().out
+    assert "silver.rides_leaky.rider_email row 1 is not this keystore's ciphertext" in output, output[-3000:]
+    with Lakehouse(Settings(home=home, project_dir=project)) as lh:
+        assert lh.sql("select count(*) from silver.rides").column(0)[0].as_py() == 3  # ...and built the rest
+        assert ("silver", "rides_leaky") not in [(t.layer, t.table) for t in lh.tables()]
+
+
 def test_the_gateway_refuses_schemas_the_project_does_not_declare(project: Path, home: Path) -> None:
     from lakehouse.ingest.edge import build_app
 
