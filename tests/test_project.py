@@ -297,6 +297,10 @@ def test_a_found_project_writable_by_every_user_is_not_taken(project: Path) -> N
     (project / "contracts").chmod(0o777)  # anyone could have planted these contracts
     with pytest.raises(ConfigurationError, match=r"writable by every user; set LAKEHOUSE_PROJECT_DIR"):
         find_project(start=project / "policies")
+    (project / "contracts").chmod(0o755)
+    (project / "policies" / "access.yml").chmod(0o666)  # or changed who sees what
+    with pytest.raises(ConfigurationError, match=r"access\.yml is writable by every user"):
+        find_project(start=project / "policies")
     assert find_project(project).root == project  # named explicitly, it is the user's choice
 
 

@@ -67,9 +67,11 @@ def _looks_like_project(directory: Path) -> bool:
 
 
 def _foreign(directory: Path) -> str | None:
-    """Why a project found by walking up may have been put there by someone else (its
-    ``contracts/`` decides what is encrypted and who sees what), or None."""
-    for path in (directory, directory / "contracts"):
+    """Why a project found by walking up may have been put there, or changed, by someone else
+    (its contracts decide what is encrypted, its policies who sees what), or None."""
+    declarations = [directory / "contracts", directory / "policies"]
+    present = [d for d in declarations if d.is_dir()]
+    for path in (directory, *present, *(f for d in present for f in sorted(d.glob("*.yml")))):
         info = path.stat()
         if info.st_uid not in (os.getuid(), 0):
             return f"{path} belongs to another user"
