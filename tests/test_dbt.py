@@ -313,9 +313,11 @@ def test_no_staging_copy_of_a_model_outlives_the_build(built_home: Path) -> None
 def test_dbt_refuses_a_model_with_plaintext_in_a_personal_column(built_home: Path, tmp_path: Path) -> None:
     import shutil
 
-    home, project = tmp_path / "home", tmp_path / "dbt"
+    home, project = tmp_path / "home", tmp_path / "project" / "dbt"
     shutil.copytree(built_home, home)
     shutil.copytree(REPO / "dbt", project, ignore=shutil.ignore_patterns("target", "logs"))
+    for part in ("contracts", "policies"):  # the reference project with a changed model
+        (project.parent / part).symlink_to(REPO / part)
     model = project / "models" / "gold" / "dim_customer.sql"
     text = model.read_text()
     # a look-alike: the customer id dressed as a ciphertext of this keystore
@@ -325,7 +327,12 @@ def test_dbt_refuses_a_model_with_plaintext_in_a_personal_column(built_home: Pat
     with Lakehouse(Settings(home=home)) as lh:
         before = lh.table("gold.dim_customer").current_snapshot().snapshot_id
     result = run_cli(
-        "dbt", "run", "--select", "dim_customer", home=home, env={"LAKEHOUSE_DBT_PROJECT_DIR": str(project)}
+        "dbt",
+        "run",
+        "--select",
+        "dim_customer",
+        home=home,
+        env={"LAKEHOUSE_PROJECT_DIR": str(project.parent)},
     )
     assert result.returncode != 0
     assert "gold.dim_customer.email row 1 is not this keystore's ciphertext" in result.stdout, result.stdout[

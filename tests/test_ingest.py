@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from lakehouse import Lakehouse, Settings
+from lakehouse import Lakehouse, Project, Settings
 from lakehouse.contracts._contracts import load_contracts, parse_contracts
 from lakehouse.errors import LakehouseError, LoadError, SchemaMismatchError
 from lakehouse.ingest import IngestStats
@@ -241,15 +241,18 @@ DRIVERS = """
 
 
 @pytest.fixture
-def drivers_contracts(tmp_path: Path) -> Path:
-    packaged = (Path(__file__).resolve().parents[1] / "services/lakehouse/contracts/bronze.yml").read_text()
-    path = tmp_path / "bronze.yml"
-    path.write_text(packaged.replace("tables:\n", "tables:\n" + DRIVERS, 1))
+def drivers_contracts(tmp_path: Path) -> Project:
+    """A user project declaring only the drivers' table (dead letters are the platform's)."""
+    path = tmp_path / "project" / "contracts" / "drivers.yml"
+    path.parent.mkdir(parents=True)
+    path.write_text("tables:\n" + DRIVERS)
     parse_contracts(path.read_text(), source=str(path))  # valid
-    return path
+    return Project(path.parent.parent)
 
 
-def test_the_gateway_lands_a_personal_data_contract_encrypted(lh: Lakehouse, drivers_contracts: Path) -> None:
+def test_the_gateway_lands_a_personal_data_contract_encrypted(
+    lh: Lakehouse, drivers_contracts: Project
+) -> None:
     from lakehouse.ingest import validate
     from lakehouse.ingest.edge._land import Lander
 

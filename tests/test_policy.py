@@ -124,7 +124,9 @@ def test_invalid_policies_name_file_and_line(
 def test_policy_check_cli(tmp_path: Path) -> None:
     assert run_cli("policy", "check", home=tmp_path).returncode == 0
     broken = _broken(tmp_path, "access.yml", "[full_name, email, city]", "[full_name, emial, city]")
-    result = run_cli("policy", "check", home=tmp_path, env={"LAKEHOUSE_POLICIES_DIR": str(broken)})
+    for part in ("contracts", "dbt"):  # the reference project with broken policies
+        (broken.parent / part).symlink_to(REPO / part)
+    result = run_cli("policy", "check", home=tmp_path, env={"LAKEHOUSE_PROJECT_DIR": str(broken.parent)})
     assert result.returncode == 1
     assert "unknown column 'emial'" in result.stderr and "access.yml:" in result.stderr
 

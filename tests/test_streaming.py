@@ -211,13 +211,15 @@ def test_two_sinks_in_one_group_split_partitions(home: Path, broker: str) -> Non
 
 
 def _contract_variant(tmp_path: Path, edit) -> Path:  # type: ignore[no-untyped-def]
-    from importlib import resources
+    """A copy of the reference project whose bronze.orders contract ``edit`` changed."""
+    from .conftest import REPO
 
-    doc = yaml.safe_load(resources.files("lakehouse").joinpath("contracts/bronze.yml").read_text())
+    doc = yaml.safe_load((REPO / "contracts" / "bronze.yml").read_text())
     edit(doc["tables"]["orders"])
-    path = tmp_path / "bronze.yml"
+    path = tmp_path / "project" / "contracts" / "bronze.yml"
+    path.parent.mkdir(parents=True)
     path.write_text(yaml.safe_dump(doc))
-    return path
+    return path.parent.parent
 
 
 def test_compatible_contract_change_evolves_without_rewriting(
@@ -232,7 +234,7 @@ def test_compatible_contract_change_evolves_without_rewriting(
         t["version"] = 2
         t["columns"].append({"name": "loyalty_tier", "type": "string"})
 
-    v2 = {"LAKEHOUSE_CONTRACTS_FILE": str(_contract_variant(tmp_path, add_tier))}
+    v2 = {"LAKEHOUSE_PROJECT_DIR": str(_contract_variant(tmp_path, add_tier))}
     send_raw(
         broker,
         "orders",
@@ -263,7 +265,7 @@ def test_incompatible_contract_change_is_refused_and_dead_lettered(
             if c["name"] == "store_id":
                 c["type"] = "int"
 
-    bad = {"LAKEHOUSE_CONTRACTS_FILE": str(_contract_variant(tmp_path, retype))}
+    bad = {"LAKEHOUSE_PROJECT_DIR": str(_contract_variant(tmp_path, retype))}
     send_raw(broker, "orders", [(None, envelope(order(500 + i), version=2)) for i in range(5)])
     result = run_cli("sink", "run", "--topics", "orders", "--idle-exit", "3", home=home, env=bad)
     assert result.returncode == 1

@@ -39,7 +39,7 @@ from .errors import (
 if TYPE_CHECKING:
     from ._api import Lakehouse, TableInfo
     from .catalog import LAYERS, load_catalog
-    from .config import Settings
+    from .config import Project, Settings
     from .contracts import Contract, load_contracts
     from .ingest import LoadResult, load_files
     from .query import Engine
@@ -55,6 +55,7 @@ _LAZY = {
     "LoadResult": ".ingest",
     "load_files": ".ingest",
     "Settings": ".config",
+    "Project": ".config",
 }
 
 
@@ -85,6 +86,7 @@ __all__ = [
     "NoSuchTableError",
     "PersonalDataError",
     "PolicyError",
+    "Project",
     "QueryError",
     "QueryLimitExceeded",
     "ReferenceUnavailable",

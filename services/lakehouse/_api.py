@@ -16,7 +16,7 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 
 from lakehouse.catalog import list_tables, load_catalog
-from lakehouse.config import Settings, apply_stack_state
+from lakehouse.config import Project, Settings, apply_stack_state, project_of
 from lakehouse.errors import AccessDenied, LakehouseError, NoSuchTableError
 from lakehouse.iceberg import parse_identifier
 from lakehouse.ingest import LoadResult, ProgressCallback, load_files
@@ -50,6 +50,9 @@ class Lakehouse:
     session holding only the rows and masked columns ``policies/`` grants that user, and
     ``tables()`` lists only those tables. Everything that would reach around the policy (the
     catalog, pyiceberg tables, the keystore, loads) is refused.
+
+    Contracts and policies are the project's (``Settings.project_dir``, else the nearest project
+    from the current directory upwards), resolved when first needed.
     """
 
     def __init__(self, settings: Settings | None = None, *, user: str | None = None) -> None:
@@ -64,6 +67,11 @@ class Lakehouse:
                 f"{what} is not available on a policy-bound handle (user {self.user}): "
                 "query through sql(), which applies the policy"
             )
+
+    @cached_property
+    def project(self) -> Project:
+        """The project whose contracts, policies and dbt models this handle uses."""
+        return project_of(self.settings)
 
     @cached_property
     def _catalog(self) -> Catalog:
@@ -83,7 +91,7 @@ class Lakehouse:
                 from lakehouse.query import GovernedEngine
 
                 self._engine = GovernedEngine(
-                    self.settings, self._catalog, load_policy(self.settings.policies_dir), self.user
+                    self.settings, self._catalog, load_policy(self.project.policies_dir), self.user
                 )
             else:
                 self._engine = Engine(self.settings, self._catalog)
@@ -190,7 +198,7 @@ class Lakehouse:
         self._operator_only("load()")
         from lakehouse.contracts import contract_for
 
-        contract = contract_for(identifier, self.settings.contracts_file)
+        contract = contract_for(identifier, self.project)
         return load_files(
             self._catalog,
             identifier,
@@ -198,7 +206,7 @@ class Lakehouse:
             fmt=fmt,
             create=create,
             progress=progress,
-            contracts_file=self.settings.contracts_file,
+            project=self.project,
             keystore=self.keystore if contract is not None and contract.pii else None,
         )
 

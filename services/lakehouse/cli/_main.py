@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table as RichTable
 
-from lakehouse.config import Settings
+from lakehouse.config import Settings, project_of
 from lakehouse.errors import LakehouseError
 
 if TYPE_CHECKING:
@@ -237,7 +237,7 @@ def generate(
     from lakehouse.reference import generate as make
     from lakehouse.reference import write_files
 
-    paths = write_files(make(scale, seed), out_dir, format.value)
+    paths = write_files(make(scale, seed, project_of(Settings.load())), out_dir, format.value)
     for name, path in paths.items():
         out.print(f"{name:<22} {path}")
 
@@ -358,6 +358,7 @@ def produce(
         start=start,
         partitions=settings.broker.partitions,
         scale=scale,
+        project=project_of(settings),
     )
     out.print(f"published {sent} events to {topic}")
 
@@ -365,7 +366,10 @@ def produce(
 @sink_app.command("run")
 def sink_run(
     topics: Annotated[
-        list[str] | None, typer.Option("--topics", help="Topics to sink (default: all simulated)")
+        list[str] | None,
+        typer.Option(
+            "--topics", help="Topics to sink (default: every bronze table of the project's contracts)"
+        ),
     ] = None,
     idle_exit: Annotated[
         float | None, typer.Option(help="Stop after this many seconds without messages")
@@ -383,14 +387,16 @@ def sink_run(
     output: Annotated[TextOrJson, typer.Option("--output", "-o")] = TextOrJson.text,
 ) -> None:
     """Consume topics into their bronze tables, exactly once; SIGTERM flushes and commits."""
+    from lakehouse.contracts import load_contracts
     from lakehouse.ingest import serve_metrics
     from lakehouse.ingest.kafka import Sink
     from lakehouse.local import bootstrap_servers
-    from lakehouse.reference import TOPICS, ensure_topics
+    from lakehouse.reference import ensure_topics
 
     lh = _lakehouse()
     settings = lh.settings
-    chosen = [t for item in (topics or list(TOPICS)) for t in item.split(",") if t]
+    declared = [c.name for c in load_contracts(lh.project).values() if c.layer == "bronze" and not c.system]
+    chosen = [t for item in (topics or declared) for t in item.split(",") if t]
     bootstrap = bootstrap_servers(settings)
     ensure_topics(bootstrap, chosen, settings.broker.partitions)
     sink = Sink(
@@ -402,7 +408,7 @@ def sink_run(
         batch_max_seconds=batch_seconds,
         batch_min_records=batch_min_records,
         idle_exit=idle_exit,
-        contracts_file=settings.contracts_file,
+        project=lh.project,
         settings=settings,
     )
     if metrics_port is not None:
@@ -428,7 +434,7 @@ def contracts_dbt_sources(
     """Print dbt's bronze __sources.yml generated from the contracts."""
     from lakehouse.contracts import dbt_sources_yaml
 
-    text = dbt_sources_yaml()
+    text = dbt_sources_yaml(project_of(Settings.load()))
     if check is not None:
         if not check.exists() or check.read_text() != text:
             raise LakehouseError(
@@ -578,8 +584,8 @@ def policy_check() -> None:
     """Validate policies/ against every table's columns; errors name file:line."""
     from lakehouse.governance import load_policy, table_schemas
 
-    settings = Settings.load()
-    policy = load_policy(settings.policies_dir, table_schemas(settings.contracts_file))
+    project = project_of(Settings.load())
+    policy = load_policy(project.policies_dir, table_schemas(project))
     out.print(f"policy ok: {len(policy.principals)} users, {len(policy.roles)} roles", highlight=False)
 
 
@@ -593,11 +599,9 @@ def policy_compile(
     """Compile the policy for Trino: OPA Rego + data, and file-based rules.json."""
     from lakehouse.governance import load_policy, table_schemas, write_compiled
 
-    settings = Settings.load()
-    schemas = table_schemas(settings.contracts_file)
-    for path in write_compiled(
-        load_policy(settings.policies_dir, schemas), schemas, out_dir, catalog=catalog
-    ):
+    project = project_of(Settings.load())
+    schemas = table_schemas(project)
+    for path in write_compiled(load_policy(project.policies_dir, schemas), schemas, out_dir, catalog=catalog):
         out.print(str(path), highlight=False)
 
 
@@ -629,11 +633,11 @@ def policy_explain(
     """What USER sees of TABLE: allowed, row filter and masks (as Trino SQL)."""
     from lakehouse.governance import load_policy, table_schemas, trino_decision_sql
 
-    settings = Settings.load()
-    schemas = table_schemas(settings.contracts_file)
+    project = project_of(Settings.load())
+    schemas = table_schemas(project)
     if table not in schemas:
         raise typer.BadParameter(f"unknown table {table}")
-    decision = load_policy(settings.policies_dir, schemas).decide(user, table, schemas[table])
+    decision = load_policy(project.policies_dir, schemas).decide(user, table, schemas[table])
     row_filter, masks = trino_decision_sql(decision)
     result = {
         "user": user,
@@ -674,7 +678,7 @@ def gdpr_forget(
     from lakehouse.privacy import forget
 
     lh = _lakehouse()
-    report = forget(lh.catalog, lh.keystore, customer_id, lh.settings.contracts_file)
+    report = forget(lh.catalog, lh.keystore, customer_id, lh.project)
     if output is TextOrJson.json:
         _print_json(report.as_dict())
     else:

@@ -14,22 +14,26 @@ from ._private import (
     scratch_dir,
     write_private,
 )
-from ._project import project_dir
+from ._project import PROJECT_ENV, Project, environment_project, find_project, project_of
 from ._settings import GatewaySettings, MaskingFormatter, Settings, mask_secrets, parse_bytes
 
 __all__ = [
     "PRIVATE_UMASK",
+    "PROJECT_ENV",
     "GatewaySettings",
     "MaskingFormatter",
+    "Project",
     "Settings",
     "alive",
     "apply_stack_state",
+    "environment_project",
+    "find_project",
     "mask_secrets",
     "parse_bytes",
     "private_dir",
     "private_home",
     "process_identity",
-    "project_dir",
+    "project_of",
     "read_json",
     "read_state",
     "recorded_alive",

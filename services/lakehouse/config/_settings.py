@@ -152,6 +152,22 @@ def _url_passwords(value: str) -> list[str]:
     return found
 
 
+# settings the project directory replaced: silently ignoring one would load another project's tables
+_RETIRED = {
+    "LAKEHOUSE_CONTRACTS_FILE": "put the contract files in <project>/contracts/",
+    "LAKEHOUSE_POLICIES_DIR": "put principals.yml and access.yml in <project>/policies/",
+    "LAKEHOUSE_DBT_PROJECT_DIR": "put the dbt project in <project>/dbt/",
+}
+
+
+def _refuse_retired_settings() -> None:
+    for name, instead in _RETIRED.items():
+        if name in os.environ:
+            raise ConfigurationError(
+                f"{name} is no longer read: {instead} and set LAKEHOUSE_PROJECT_DIR to <project>"
+            )
+
+
 class CatalogSettings(BaseModel):
     """The Iceberg catalog: ``sql`` (SQLite or PostgreSQL URL) or ``rest`` (Nessie, SeaweedFS)."""
 
@@ -291,8 +307,9 @@ class Settings(BaseSettings):
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     keys: KeysSettings = Field(default_factory=KeysSettings)
     dbt: DbtSettings = Field(default_factory=DbtSettings)
-    contracts_file: Path | None = None  # a bronze.yml replacing the packaged contracts
-    policies_dir: Path | None = None  # principals.yml + access.yml; default: policies/ of this checkout
+    # the user's project: contracts/ (every *.yml), dbt/ and policies/; unset: the nearest
+    # directory from the current one upwards holding contracts/*.yml (lakehouse.config.project)
+    project_dir: Path | None = None
 
     @classmethod
     def settings_customise_sources(
@@ -317,7 +334,10 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _profile_defaults(self) -> Settings:
+        _refuse_retired_settings()
         self.home = self.home.expanduser().absolute()
+        if self.project_dir is not None:
+            self.project_dir = self.project_dir.expanduser().absolute()
         defaults = {
             "local": ("sql", "file", "duckdb"),
             "stack": ("rest", "s3", "duckdb"),

@@ -1,7 +1,8 @@
-"""Data contracts: each bronze table declared once (contracts/bronze.yml).
+"""Data contracts: each source table declared once, in the project's ``contracts/*.yml``.
 
 One declaration gives the Iceberg schema and partition spec, the Arrow schema that incoming rows
-are validated against, and dbt's source definitions.
+are validated against, and dbt's source definitions. The platform's own tables (dead letters)
+are declared in the package (``platform.yml``), always loaded, and never by a project.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from pyiceberg.types import (
     TimestampType,
 )
 
+from lakehouse.config import Project, environment_project
 from lakehouse.errors import ContractError
 
 _DECIMAL = re.compile(r"^decimal\((\d+),\s*(\d+)\)$")
@@ -258,23 +260,61 @@ class Contract(BaseModel, frozen=True):
         return props
 
 
-def load_contracts(path: Path | None = None) -> dict[str, Contract]:
-    """All bronze contracts by identifier (``bronze.orders``): the packaged ones or ``path``'s."""
-    return _load_contracts(str(path) if path else None)
+def load_contracts(project: Project | None = None) -> dict[str, Contract]:
+    """Every contract by identifier (``bronze.orders``): the platform's own tables and those
+    declared in ``project``'s ``contracts/*.yml`` (default: the environment's project, as a
+    ``lakehouse`` command finds it; see ``lakehouse.config.find_project``)."""
+    source = project if project is not None else environment_project()
+    return _load_contracts(str(source.contracts_dir))
+
+
+PLATFORM_CONTRACTS = "platform.yml"
 
 
 @cache
-def _load_contracts(path: str | None) -> dict[str, Contract]:
-    if path:
-        return parse_contracts(Path(path).read_text(), source=path)
-    text = resources.files("lakehouse").joinpath("contracts/bronze.yml").read_text()
-    return parse_contracts(text, source="contracts/bronze.yml")
+def platform_contracts() -> dict[str, Contract]:
+    """The platform's own tables (``bronze.dead_letters``), whatever the project."""
+    text = resources.files("lakehouse.contracts").joinpath(PLATFORM_CONTRACTS).read_text()
+    return parse_contracts(text, source=f"lakehouse/contracts/{PLATFORM_CONTRACTS}")
+
+
+@cache
+def _load_contracts(directory: str) -> dict[str, Contract]:
+    platform = platform_contracts()
+    contracts = dict(platform)
+    declared_in: dict[str, Path] = {}
+    for path in sorted(p for p in Path(directory).glob("*.yml") if p.is_file()):
+        for identifier, contract in parse_contracts(path.read_text(), source=str(path)).items():
+            if identifier in platform:
+                raise ContractError(
+                    f"{path}: {identifier} is the platform's own table and cannot be declared by a "
+                    "project; name your table differently"
+                )
+            if identifier in declared_in:
+                raise ContractError(
+                    f"{path}: {identifier} is already declared in {declared_in[identifier]}; declare each "
+                    "table once"
+                )
+            declared_in[identifier] = path
+            contracts[identifier] = contract
+    return contracts
 
 
 def parse_contracts(text: str, *, source: str) -> dict[str, Contract]:
-    document = yaml.safe_load(text) or {}
+    try:
+        document = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ContractError(f"{source}{where}: not valid YAML ({problem})") from exc
+    tables = document.get("tables") if isinstance(document, dict) else None
+    if not isinstance(tables, dict):
+        raise ContractError(f"{source}: expected a 'tables:' mapping of table name to declaration")
     contracts: dict[str, Contract] = {}
-    for name, body in (document.get("tables") or {}).items():
+    for name, body in tables.items():
+        if not isinstance(body, dict):
+            raise ContractError(f"{source}: table {name!r}: expected a mapping (columns, primary_key, ...)")
         try:
             contract = Contract(name=name, **body)
         except ValidationError as exc:
@@ -283,8 +323,8 @@ def parse_contracts(text: str, *, source: str) -> dict[str, Contract]:
     return contracts
 
 
-def contract_for(identifier: str, path: Path | None = None) -> Contract | None:
-    return load_contracts(path).get(identifier)
+def contract_for(identifier: str, project: Project | None = None) -> Contract | None:
+    return load_contracts(project).get(identifier)
 
 
 # Iceberg's allowed type promotions (spec: "Schema Evolution").
@@ -337,10 +377,12 @@ def evolve_to_contract(table: Table, contract: Contract) -> Table:
     return table
 
 
-def dbt_sources_yaml() -> str:
-    """dbt's ``__sources.yml`` for bronze, generated from the contracts."""
+def dbt_sources_yaml(project: Project | None = None) -> str:
+    """dbt's ``__sources.yml`` for bronze, generated from the project's contracts (default: the
+    environment's project); its header names the files it came from."""
+    project = project if project is not None else environment_project()
     tables = []
-    for contract in load_contracts().values():
+    for contract in load_contracts(project).values():
         if contract.system:
             continue
         columns: list[dict[str, Any]] = []
@@ -369,13 +411,15 @@ def dbt_sources_yaml() -> str:
         "sources": [
             {
                 "name": "bronze",
-                "description": "Raw tables landed by the platform; generated from contracts/bronze.yml.",
+                "description": "Raw tables landed by the platform; generated from the project's contracts/.",
                 "schema": "bronze",
                 "tables": tables,
             }
         ],
     }
+    files = ", ".join(p.relative_to(project.root).as_posix() for p in project.contract_files())
     header = (
-        "# GENERATED from services/lakehouse/contracts/bronze.yml by `lakehouse contracts dbt-sources`.\n"
+        f"# GENERATED from the project's {files or 'contracts/'} by `lakehouse contracts dbt-sources`:\n"
+        "# edit the contracts, then regenerate; changes made here are lost.\n"
     )
     return header + yaml.safe_dump(document, sort_keys=False, width=110)

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from lakehouse.config import project_dir
+from lakehouse.config import Project, environment_project
 from lakehouse.contracts import load_contracts
 
 from ._policy import Decision, Filter, MaskKind, Policy
@@ -24,15 +24,14 @@ REGO_FILE = Path(__file__).with_name("trino.rego")
 LAYERS = ("bronze", "silver", "gold", "platinum")
 
 
-def table_schemas(contracts_file: Path | None = None, dbt_dir: Path | None = None) -> dict[str, list[str]]:
-    """Columns of every table the platform builds: bronze from its contracts, the other layers
-    from the dbt models' YAML (gold and platinum contracts are enforced, so these are exact)."""
-    schemas = {
-        c.identifier: [col.name for col in c.stored_columns] for c in load_contracts(contracts_file).values()
-    }
-    root = dbt_dir or project_dir()
+def table_schemas(project: Project | None = None) -> dict[str, list[str]]:
+    """Columns of every table the platform builds: bronze from the project's contracts, the other
+    layers from its dbt models' YAML (gold and platinum contracts are enforced, so these are
+    exact). ``project`` defaults to the environment's; one without dbt/ has bronze tables only."""
+    project = project if project is not None else environment_project()
+    schemas = {c.identifier: [col.name for col in c.stored_columns] for c in load_contracts(project).values()}
     for layer in LAYERS[1:]:
-        for path in sorted((root / "models" / layer).glob("*.yml")):
+        for path in sorted((project.dbt_dir / "models" / layer).glob("*.yml")):
             for model in (yaml.safe_load(path.read_text()) or {}).get("models", []):
                 schemas[f"{layer}.{model['name']}"] = [c["name"] for c in model.get("columns", [])]
     from lakehouse.audit import AUDIT_TABLE, COLUMNS, KEY_SCHEMA, KEY_TABLE

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import yaml
 
+from lakehouse.config import environment_project
 from lakehouse.errors import PolicyError
 
 MaskKind = Literal["redact", "hash", "year", "null", "token", "decrypt"]
@@ -187,17 +188,15 @@ class Policy:
         return {c for spec in self.sensitive.values() for c in spec["tables"].get(table, [])}
 
 
-def default_policies_dir() -> Path:
-    return Path(__file__).resolve().parents[3] / "policies"
-
-
 def load_policy(directory: Path | None = None, schemas: dict[str, list[str]] | None = None) -> Policy:
     """Read and validate ``principals.yml`` and ``access.yml``. With ``schemas`` (table ->
-    columns), tables and columns named by the policy are checked to exist."""
-    directory = directory or default_policies_dir()
+    columns), tables and columns named by the policy are checked to exist. ``directory``
+    defaults to the environment's project's ``policies/``."""
+    directory = directory or environment_project().policies_dir
     if not (directory / "principals.yml").exists():
         raise PolicyError(
-            f"no policies at {directory}: set LAKEHOUSE_POLICIES_DIR to a directory with principals.yml and access.yml"
+            f"no policies at {directory}: put principals.yml and access.yml in the project's policies/ "
+            "(the project is LAKEHOUSE_PROJECT_DIR)"
         )
     principals_doc = _read(directory / "principals.yml")
     access_doc = _read(directory / "access.yml")

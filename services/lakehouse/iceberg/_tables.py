@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from pathlib import Path
 from typing import NoReturn
 
 import pyarrow as pa
@@ -16,6 +15,7 @@ from pyiceberg.exceptions import TableAlreadyExistsError
 from pyiceberg.table import Table
 
 from lakehouse.catalog import LAYERS
+from lakehouse.config import Project
 from lakehouse.contracts import Contract, contract_for, evolve_to_contract
 from lakehouse.errors import LoadError, NoSuchTableError
 
@@ -41,13 +41,14 @@ def open_table(
     identifier: str,
     *,
     create_from: Callable[[], tuple[pa.Schema, str]] | None = None,
-    contracts_file: Path | None = None,
+    project: Project | None = None,
 ) -> tuple[Table, bool]:
     """The table to load into: existing (evolved to its contract), created from its contract,
     or created from ``create_from()`` (the schema of the data, and where it came from) when
-    the caller was asked to create tables. Returns (table, created)."""
+    the caller was asked to create tables. Contracts are ``project``'s (default: the
+    environment's). Returns (table, created)."""
     layer, name = parse_identifier(identifier)
-    contract = contract_for(identifier, contracts_file)
+    contract = contract_for(identifier, project)
     try:
         table = catalog.load_table((layer, name))
     except IcebergNoSuchTable:
@@ -89,6 +90,6 @@ def _no_such_table(catalog: Catalog, identifier: str) -> NoReturn:
 
     existing = ", ".join(f"{n}.{t}" for n, t in list_tables(catalog)) or "(none)"
     raise NoSuchTableError(
-        f"no table {identifier} and no contract declares it; pass --create to create it from the "
+        f"no table {identifier} and no contract of the project declares it; pass --create to create it from the "
         f"files' schema. Tables that exist: {existing}"
     )

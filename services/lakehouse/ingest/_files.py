@@ -21,6 +21,7 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 from pyiceberg.catalog import Catalog
 
+from lakehouse.config import Project
 from lakehouse.contracts import contract_for
 from lakehouse.errors import LakehouseError, LoadError, SchemaMismatchError
 from lakehouse.iceberg import (
@@ -124,12 +125,13 @@ def load_files(
     fmt: str | None = None,
     create: bool = False,
     progress: ProgressCallback | None = None,
-    contracts_file: Path | None = None,
+    project: Project | None = None,
     keystore: Keystore | None = None,
 ) -> LoadResult:
     """Append files to ``identifier`` in one atomic commit, skipping files already loaded.
     Personal data (the contract's ``pii``) is encrypted with ``keystore`` before it is written;
-    without one, such a table refuses the load."""
+    without one, such a table refuses the load. Contracts are ``project``'s (default: the
+    environment's); a table no contract declares is created from the files only with ``create``."""
     started = time.perf_counter()
     parse_identifier(identifier)
     files = [Path(p) for p in paths]
@@ -139,19 +141,19 @@ def load_files(
     if missing:
         raise LoadError(f"file(s) not found: {', '.join(missing)}")
     formats = [detect_format(p, fmt) for p in files]
-    writer = Writer(catalog, contracts_file, keystore=keystore)
+    writer = Writer(catalog, project, keystore=keystore)
     table, created = open_table(
         catalog,
         identifier,
         create_from=(lambda: (read_file(files[0], formats[0], None).schema, files[0].name))
         if create
         else None,
-        contracts_file=contracts_file,
+        project=project,
     )
     result = LoadResult(table=identifier, created=created)
     target = target_arrow_schema(table)
     done = loaded_batch_ids(table)
-    contract = contract_for(identifier, contracts_file)
+    contract = contract_for(identifier, project)
     if contract is not None and contract.pii and keystore is None:
         raise LoadError(
             f"{identifier} holds personal data ({', '.join(contract.pii)}): load it through the platform "

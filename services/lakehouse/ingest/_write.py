@@ -30,7 +30,6 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -42,6 +41,7 @@ from pyiceberg.exceptions import NoSuchTableError as IcebergNoSuchTable
 from pyiceberg.exceptions import ResolveError, ValidationError
 from pyiceberg.table import Table
 
+from lakehouse.config import Project
 from lakehouse.contracts import Contract, contract_for
 from lakehouse.errors import KeyShredded, LoadError, PersonalDataError, SchemaMismatchError
 from lakehouse.iceberg import (
@@ -85,16 +85,16 @@ class LazyKeystore:
         return self._keystore
 
 
-def personal_contract(identifier: str, contracts_file: Path | None = None) -> Contract | None:
-    contract = contract_for(identifier, contracts_file)
+def personal_contract(identifier: str, project: Project | None = None) -> Contract | None:
+    contract = contract_for(identifier, project)
     return contract if contract is not None and contract.pii else None
 
 
-def received_schema(identifier: str, contracts_file: Path | None = None) -> pa.Schema | None:
+def received_schema(identifier: str, project: Project | None = None) -> pa.Schema | None:
     """What producers send to a table whose stored rows differ from the rows sent (personal data
     in plaintext, no token, fingerprint or ingest order columns), or None if they do not differ
     (then producers send what is stored)."""
-    contract = contract_for(identifier, contracts_file)
+    contract = contract_for(identifier, project)
     return contract.arrow_schema() if contract is not None and contract.transforms_rows else None
 
 
@@ -288,16 +288,15 @@ def dead_letter(
 # --- dbt models ------------------------------------------------------------------------------
 
 
-def personal_columns(
-    identifier: str, contracts_file: Path | None = None, policies_dir: Path | None = None
-) -> set[str]:
+def personal_columns(identifier: str, project: Project | None = None) -> set[str]:
     """The columns of ``identifier`` declared personal: its contract's ``pii``, and the columns
-    the policies list for it under an ``encrypted`` sensitive class."""
+    the policies list for it under an ``encrypted`` sensitive class (``project``'s contracts and
+    policies; default: the environment's project)."""
     from lakehouse.governance import load_policy
 
-    contract = personal_contract(identifier, contracts_file)
+    contract = personal_contract(identifier, project)
     names = set(contract.pii) if contract is not None else set()
-    policy = load_policy(policies_dir)
+    policy = load_policy(project.policies_dir if project is not None else None)
     for spec in policy.sensitive.values():
         if spec["encrypted"]:
             names |= set(spec["tables"].get(identifier, []))
@@ -358,18 +357,18 @@ class Writer:
     data is met); default: the keystore of the environment's settings, as in a process started
     as a ``lakehouse`` command."""
 
-    def __init__(self, catalog: Catalog, contracts_file: Path | None, *, keystore: KeystoreSource = None):
+    def __init__(self, catalog: Catalog, project: Project | None, *, keystore: KeystoreSource = None):
         from lakehouse.privacy import environment_keystore
 
         self.catalog = catalog
-        self.contracts_file = contracts_file
+        self.project = project  # None: the environment's project
         self.keys = LazyKeystore(keystore if keystore is not None else environment_keystore)
 
     def contract(self, identifier: str) -> Contract | None:
-        return contract_for(identifier, self.contracts_file)
+        return contract_for(identifier, self.project)
 
     def table(self, identifier: str) -> Table:
-        return open_table(self.catalog, identifier, contracts_file=self.contracts_file)[0]
+        return open_table(self.catalog, identifier, project=self.project)[0]
 
     def stored(self, identifier: str, rows: pa.Table, table: Table, *, source: str = "upload") -> pa.Table:
         """``rows`` as received (validated against ``received_schema``) -> as ``table`` stores them."""

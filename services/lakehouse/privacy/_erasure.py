@@ -21,6 +21,7 @@ from pyiceberg.expressions import EqualTo
 
 from lakehouse.audit import record_key_operation
 from lakehouse.catalog import list_tables
+from lakehouse.config import Project
 from lakehouse.contracts import load_contracts
 from lakehouse.errors import KeyShredded, KeystoreError
 
@@ -71,9 +72,9 @@ DEAD_LETTERS = "bronze.dead_letters"
 DEAD_LETTER_SEALED = ["message_key", "payload"]  # sealed under the subject named in pii_subject
 
 
-def personal_tables(catalog: Any, contracts_file: Any = None) -> list[tuple[str, str, list[str]]]:
+def personal_tables(catalog: Any, project: Project | None = None) -> list[tuple[str, str, list[str]]]:
     """(table, subject column, personal columns) for every table holding personal data."""
-    contracts = [c for c in load_contracts(contracts_file).values() if c.pii]
+    contracts = [c for c in load_contracts(project).values() if c.pii]
     pii = {name for c in contracts for name in c.pii}
     subjects = {c.pii_subject for c in contracts if c.pii_subject}
     found = []
@@ -90,15 +91,15 @@ def personal_tables(catalog: Any, contracts_file: Any = None) -> list[tuple[str,
     return found
 
 
-def forget(catalog: Any, keystore: Keystore, subject: str, contracts_file: Any = None) -> ErasureReport:
+def forget(catalog: Any, keystore: Keystore, subject: str, project: Project | None = None) -> ErasureReport:
     destroyed = keystore.forget(subject)
-    for identifier, column, _ in personal_tables(catalog, contracts_file):
+    for identifier, column, _ in personal_tables(catalog, project):
         table = catalog.load_table(tuple(identifier.split(".")))
         if table.current_snapshot() is not None:
             with warnings.catch_warnings():  # a table without the subject's rows: nothing to delete
                 warnings.filterwarnings("ignore", "Delete operation did not match any records")
                 table.delete(delete_filter=_is(column, subject))
-    report = verify(catalog, keystore, subject, contracts_file)
+    report = verify(catalog, keystore, subject, project)
     report.key_destroyed = destroyed
     record_key_operation(catalog, "forget", subject, {"key_destroyed": destroyed, "erased": report.erased})
     return report
@@ -117,9 +118,9 @@ def _readable(keystore: Keystore, value: str | bytes) -> int:
     return 1
 
 
-def verify(catalog: Any, keystore: Keystore, subject: str, contracts_file: Any = None) -> ErasureReport:
+def verify(catalog: Any, keystore: Keystore, subject: str, project: Project | None = None) -> ErasureReport:
     report = ErasureReport(subject, key_destroyed=keystore.forgotten(subject))
-    for identifier, column, personal in personal_tables(catalog, contracts_file):
+    for identifier, column, personal in personal_tables(catalog, project):
         table = catalog.load_table(tuple(identifier.split(".")))
         history_rows = checked = decryptable = 0
         for snapshot in table.metadata.snapshots:

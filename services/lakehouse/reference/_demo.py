@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table as RichTable
 
 from lakehouse._api import Lakehouse
-from lakehouse.config import Settings, scratch_dir
+from lakehouse.config import PROJECT_ENV, Settings, project_of, scratch_dir
 from lakehouse.errors import LakehouseError
 from lakehouse.transform import run_dbt
 
@@ -65,9 +65,15 @@ def _stream_slice(settings: Settings, lh: Lakehouse, *, scale: float, seed: int)
                 seed=seed,
                 scale=scale,
                 partitions=settings.broker.partitions,
+                project=lh.project,
             )
         stats = Sink(
-            lh.catalog, bootstrap, ["orders", "order_lines"], idle_exit=2, settings=lh.settings
+            lh.catalog,
+            bootstrap,
+            ["orders", "order_lines"],
+            idle_exit=2,
+            project=lh.project,
+            settings=lh.settings,
         ).run()
     finally:
         stop_broker(settings)
@@ -127,7 +133,12 @@ def _edge_slice(settings: Settings, *, store_ids: list[str]) -> str:
     ca_file, _, _ = tls_files(settings)
     port = free_port(set())
     bin_dir = Path(sys.executable).parent
-    env = {**os.environ, "LAKEHOUSE_HOME": str(settings.home), "LAKEHOUSE_PROFILE": settings.profile}
+    env = {
+        **os.environ,
+        "LAKEHOUSE_HOME": str(settings.home),
+        "LAKEHOUSE_PROFILE": settings.profile,
+        PROJECT_ENV: str(project_of(settings).root),
+    }
     log = settings.state_dir / "gateway" / "demo-gateway.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as log_file:
@@ -259,7 +270,7 @@ def _load_reference(settings: Settings, lh: Lakehouse, *, scale: float, seed: in
     if legacy.is_dir():
         shutil.rmtree(legacy)
     with scratch_dir(settings.state_dir / "reference", "demo-") as data_dir:
-        files = write_files(generate(scale, seed), data_dir)
+        files = write_files(generate(scale, seed, lh.project), data_dir)
         console.print(
             f"   {len(files)} files in a private directory, removed after loading "
             f"({time.perf_counter() - t:.1f}s)"

@@ -18,7 +18,9 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from lakehouse.contracts import load_contracts
+from lakehouse.config import Project
+from lakehouse.contracts import Contract, load_contracts
+from lakehouse.errors import ConfigurationError
 
 START = dt.datetime(2026, 3, 2)  # a Monday
 
@@ -123,11 +125,6 @@ class Fault:
     peak: float  # °C above normal at the worst
 
 
-def _empty_rows(table: str) -> dict[str, list[object]]:
-    """Column lists to fill, one per column of the table's contract."""
-    return {c.name: [] for c in load_contracts()[f"bronze.{table}"].columns}
-
-
 def _ts(values: np.ndarray) -> pa.Array:
     return pa.array(values.astype("datetime64[us]"), pa.timestamp("us"))
 
@@ -136,12 +133,47 @@ def _ids(prefix: str, numbers: np.ndarray, width: int) -> list[str]:
     return [f"{prefix}{n:0{width}d}" for n in numbers]
 
 
+REFERENCE_TABLES = (
+    "regions",
+    "stores",
+    "products",
+    "customers",
+    "devices",
+    "sensor_readings",
+    "orders",
+    "order_lines",
+    "returns",
+    "waste",
+    "quality_inspections",
+    "shipments",
+)
+
+
+def reference_contracts(project: Project | None = None) -> dict[str, Contract]:
+    """The reference retailer's contracts, by table name, from ``project`` (default: the
+    environment's), which must be the reference project (this repository's root) or declare
+    the same tables."""
+    contracts = load_contracts(project)
+    missing = [f"bronze.{t}" for t in REFERENCE_TABLES if f"bronze.{t}" not in contracts]
+    if missing:
+        raise ConfigurationError(
+            f"the reference retailer needs {', '.join(missing)}, which the project does not declare: "
+            "run it in the reference project (the repository's root, or LAKEHOUSE_PROJECT_DIR set to it)"
+        )
+    return {t: contracts[f"bronze.{t}"] for t in REFERENCE_TABLES}
+
+
 class _Generator:
-    def __init__(self, scale: float, seed: int) -> None:
+    def __init__(self, scale: float, seed: int, contracts: dict[str, Contract]) -> None:
+        self.contracts = contracts
         self.rng = np.random.default_rng(seed)
         self.scale = scale
         self.start = np.datetime64(START, "us")
         self.n_stores, self.n_products, self.n_customers = domain_sizes(scale)
+
+    def _empty_rows(self, table: str) -> dict[str, list[object]]:
+        """Column lists to fill, one per column of the table's contract."""
+        return {c.name: [] for c in self.contracts[table].columns}
 
     # -- masters ------------------------------------------------------------------------------
 
@@ -185,7 +217,7 @@ class _Generator:
         self.price_change_day = np.where(rng.random(n) < 0.2, rng.integers(20, DAYS - 20, n), -1)
         self.price_v1 = price
         self.price_v2 = (price * rng.uniform(1.05, 1.15, n)).round(2)
-        rows = _empty_rows("products")
+        rows = self._empty_rows("products")
         first_seen = START - dt.timedelta(days=400)
 
         def add(i: int, p: float, when: dt.datetime) -> None:
@@ -212,7 +244,7 @@ class _Generator:
         n = self.n_customers
         self.customer_ids = [f"C{i:06d}" for i in range(1, n + 1)]
         self.customer_store = rng.integers(0, self.n_stores, n)
-        rows = _empty_rows("customers")
+        rows = self._empty_rows("customers")
         moves = rng.random(n) < 0.15
         for i in range(n):
             first, last = _FIRST[rng.integers(len(_FIRST))], _LAST[rng.integers(len(_LAST))]
@@ -348,8 +380,8 @@ class _Generator:
         promo_prod = rng.choice(self.n_products, size=max(3, self.n_products // 6), replace=False)
         promo_start = rng.integers(0, DAYS - 7, promo_prod.size)
         promo_disc = rng.choice([10.0, 15.0, 20.0, 25.0], promo_prod.size)
-        order_rows = _empty_rows("orders")
-        line_rows = _empty_rows("order_lines")
+        order_rows = self._empty_rows("orders")
+        line_rows = self._empty_rows("order_lines")
         self.sold: list[
             tuple[int, int, int, int, int]
         ] = []  # (day, store, product, qty, order_no) for returns
@@ -431,7 +463,7 @@ class _Generator:
     def returns(self) -> pa.Table:
         rng = self.rng
         fault_days = self._fault_days()
-        rows = _empty_rows("returns")
+        rows = self._empty_rows("returns")
         line_no: dict[int, int] = {}
         for day, s, p, qty, order_no in self.sold:
             line_no[order_no] = line_no.get(order_no, 0) + 1
@@ -459,7 +491,7 @@ class _Generator:
         rng = self.rng
         fault_days = self._fault_days()
         unit_of = {(self.device_store[i], k): self.device_ids[i] for i, k in enumerate(self.device_type)}
-        rows = _empty_rows("waste")
+        rows = self._empty_rows("waste")
 
         def add(store: str, p: int, day: int, qty: int, reason: str) -> None:
             unit = _CATEGORIES[str(self.product_cat[p])][3]
@@ -504,7 +536,7 @@ class _Generator:
     def quality_inspections(self) -> pa.Table:
         rng = self.rng
         fault_days = self._fault_days()
-        rows = _empty_rows("quality_inspections")
+        rows = self._empty_rows("quality_inspections")
         for day in range(DAYS):
             for store in self.store_ids:
                 for p in rng.choice(self.n_products, size=rng.poisson(3), replace=False):
@@ -527,7 +559,7 @@ class _Generator:
 
     def shipments(self) -> pa.Table:
         rng = self.rng
-        rows = _empty_rows("shipments")
+        rows = self._empty_rows("shipments")
         for day in range(DAYS):
             for s, store in enumerate(self.store_ids):
                 for p in rng.choice(
@@ -548,7 +580,7 @@ class _Generator:
         return self._as_contract("shipments", rows)
 
     def _as_contract(self, name: str, rows: dict[str, list[object]]) -> pa.Table:
-        schema = load_contracts()[f"bronze.{name}"].arrow_schema()
+        schema = self.contracts[name].arrow_schema()
         arrays = []
         for f in schema:
             values = rows[f.name]
@@ -559,9 +591,10 @@ class _Generator:
         return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def generate(scale: float = 1.0, seed: int = 42) -> dict[str, pa.Table]:
-    """Every bronze table of the reference domain, by table name. Same inputs, same bytes."""
-    g = _Generator(scale, seed)
+def generate(scale: float = 1.0, seed: int = 42, project: Project | None = None) -> dict[str, pa.Table]:
+    """Every bronze table of the reference domain, by table name, shaped by the reference
+    project's contracts (``project``; default: the environment's). Same inputs, same bytes."""
+    g = _Generator(scale, seed, reference_contracts(project))
     tables = {
         "regions": g.regions(),
         "stores": g.stores(),

@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import orjson
 
-from lakehouse.contracts import load_contracts
+from lakehouse.config import Project, environment_project
 
-from ._domain import DAYS, START, domain_sizes
+from ._domain import DAYS, START, domain_sizes, reference_contracts
 
 logger = logging.getLogger(__name__)
 
@@ -168,20 +168,26 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot encode {type(value).__name__}")
 
 
-def event(topic: str, seed: int, i: int, scale: float = 1.0) -> tuple[bytes, bytes]:
-    """Event ``i`` of ``topic`` for ``seed``: (key, value) as sent; ids exist at ``scale``."""
+def event(
+    topic: str, seed: int, i: int, scale: float = 1.0, project: Project | None = None
+) -> tuple[bytes, bytes]:
+    """Event ``i`` of ``topic`` for ``seed``: (key, value) as sent; ids exist at ``scale``; the
+    envelope names the contract version of the reference ``project`` (default: the environment's)."""
+
     if topic not in EVENTS:
         raise ValueError(f"no simulator for topic {topic!r}; topics: {', '.join(EVENTS)}")
     key, data = EVENTS[topic](np.random.default_rng([seed, i, 2]), seed, i, _Ids.at(scale))
-    contract = load_contracts()[f"bronze.{topic}"]
+    contract = reference_contracts(project)[topic]
     envelope = {"schema": contract.identifier, "version": contract.version, "data": data}
     return key.encode(), orjson.dumps(envelope, default=_json_default)
 
 
-def events(topic: str, seed: int, start: int = 0, scale: float = 1.0) -> Iterator[tuple[bytes, bytes]]:
-    i = start
+def events(
+    topic: str, seed: int, start: int = 0, scale: float = 1.0, project: Project | None = None
+) -> Iterator[tuple[bytes, bytes]]:
+    i, project = start, project or environment_project()  # resolved once, not per event
     while True:
-        yield event(topic, seed, i, scale)
+        yield event(topic, seed, i, scale, project)
         i += 1
 
 
@@ -212,6 +218,7 @@ def produce(
     start: int = 0,
     partitions: int = 3,
     scale: float = 1.0,
+    project: Project | None = None,
 ) -> int:
     """Publish ``count`` events, or ``rate`` events/s for ``duration`` seconds; returns how many."""
     from kafka import KafkaProducer
@@ -227,7 +234,7 @@ def produce(
         client_id="lakehouse-produce",
     )
     sent = 0
-    source = events(topic, seed, start, scale)
+    source = events(topic, seed, start, scale, project)
     try:
         if count is not None:
             for _ in range(count):

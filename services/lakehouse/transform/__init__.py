@@ -4,4 +4,4 @@ from __future__ import annotations
 
 from ._dbt import run_dbt
 
-__all__ = ["project_dir", "run_dbt"]
+__all__ = ["run_dbt"]

@@ -1,4 +1,4 @@
-"""Running dbt on the platform's project, with the platform's settings in its environment."""
+"""Running dbt on the project's dbt/, with the platform's settings (and the project) in its environment."""
 
 from __future__ import annotations
 
@@ -7,16 +7,27 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lakehouse.config import PRIVATE_UMASK, Settings, private_dir, private_home, project_dir, scratch_dir
+from lakehouse.config import (
+    PRIVATE_UMASK,
+    PROJECT_ENV,
+    Settings,
+    private_dir,
+    private_home,
+    project_of,
+    scratch_dir,
+)
 from lakehouse.errors import TransformError
 
 STOP_GRACE_S = 30.0  # after SIGTERM, dbt gets this long to cancel its queries before SIGKILL
 
 
 def dbt_env(settings: Settings, target: str = "local") -> dict[str, str]:
+    """dbt's environment: the platform's plugin in dbt's process reads its settings from it,
+    and the project by its absolute path (the same one this process resolved)."""
     env = dict(os.environ)
     env.update(
         {
+            PROJECT_ENV: str(project_of(settings).root),
             "LAKEHOUSE_HOME": str(settings.home),
             "LAKEHOUSE_PROFILE": settings.profile,
             "LAKEHOUSE_DBT_TARGET": target,
@@ -29,14 +40,14 @@ def dbt_env(settings: Settings, target: str = "local") -> dict[str, str]:
     return env
 
 
-def dbt_command(args: list[str]) -> list[str]:
-    directory = project_dir()
+def dbt_command(settings: Settings, args: list[str]) -> list[str]:
+    directory = project_of(settings).dbt_project_dir()
     executable = Path(sys.executable).parent / "dbt"
     return [str(executable), *args, "--project-dir", str(directory), "--profiles-dir", str(directory)]
 
 
 def run_dbt(settings: Settings, args: list[str], *, target: str | None = None) -> int:
-    """Run dbt with the platform's project and settings; returns dbt's exit code.
+    """Run dbt on the project's dbt/ with the platform's settings; returns dbt's exit code.
 
     dbt runs with umask 077 (its target, logs and staging files are its owner's only), and
     stages models in a private directory of this run that is removed when dbt exits, even when
@@ -52,7 +63,7 @@ def run_dbt(settings: Settings, args: list[str], *, target: str | None = None) -
     with scratch_dir(settings.state_dir / "dbt-staging", "run-") as staging:
         env = dbt_env(settings, target)
         env["LAKEHOUSE_DBT_STAGING"] = str(staging)
-        with subprocess.Popen(dbt_command(args), env=env, umask=PRIVATE_UMASK) as proc:
+        with subprocess.Popen(dbt_command(settings, args), env=env, umask=PRIVATE_UMASK) as proc:
             try:
                 return proc.wait(timeout=settings.dbt.timeout)
             except subprocess.TimeoutExpired:

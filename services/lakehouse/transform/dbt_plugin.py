@@ -26,7 +26,7 @@ from dbt.adapters.duckdb.plugins import BasePlugin
 from dbt.adapters.duckdb.utils import TargetConfig
 
 from lakehouse.catalog import load_catalog
-from lakehouse.config import Settings, apply_stack_state, private_dir
+from lakehouse.config import Settings, apply_stack_state, private_dir, project_of
 from lakehouse.iceberg import bind_tables, configure_storage, install_extensions
 from lakehouse.ingest import personal_columns, replace_model
 from lakehouse.privacy import Keystore
@@ -39,6 +39,7 @@ class Plugin(BasePlugin):
         settings = Settings.load()
         self.settings = apply_stack_state(settings) if settings.profile == "stack" else settings
         self.catalog = load_catalog(self.settings)
+        self.project = project_of(self.settings)  # LAKEHOUSE_PROJECT_DIR, set by `lakehouse dbt`
 
     def update_connection_config(self, creds: Any, config: dict[str, Any]) -> None:
         if creds.external_root:  # dbt run directly, not through `lakehouse dbt`: still private
@@ -58,9 +59,7 @@ class Plugin(BasePlugin):
     def _personal_columns(self, identifier: str) -> set[str]:
         cache: dict[str, set[str]] = self.__dict__.setdefault("_personal", {})
         if identifier not in cache:
-            cache[identifier] = personal_columns(
-                identifier, self.settings.contracts_file, self.settings.policies_dir
-            )
+            cache[identifier] = personal_columns(identifier, self.project)
         return cache[identifier]
 
     def store(self, target_config: TargetConfig) -> None:

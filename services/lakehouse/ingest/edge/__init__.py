@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lakehouse.config import Settings
+from lakehouse.config import Project, Settings, project_of
 from lakehouse.errors import (
     ConfigurationError,
     EnrollmentRefused,
@@ -170,6 +170,8 @@ def build_app(settings: Settings) -> FastAPI:
     if settings.profile == "cluster" and settings.gateway.registry_url is None:
         raise ConfigurationError("the cluster profile needs gateway.registry_url (PostgreSQL)")
     g = settings.gateway
+    project = project_of(settings)
+    _check_schemas(g.schemas, project)
     reg, ownership = _registry_and_ownership(settings)
     keys = signing_keys(settings).ensure()
     gateway = Gateway(
@@ -177,13 +179,25 @@ def build_app(settings: Settings) -> FastAPI:
         registry=reg,
         tokens=Tokens(keys, reg, issuer=g.issuer, audience=g.audience, ttl=g.token_ttl, skew=g.clock_skew),
         ingest_keys=ingest_keys(settings).ensure(),
-        lander=Lander(load_catalog(settings), settings.contracts_file, linger=g.commit_interval),
+        lander=Lander(load_catalog(settings), project, linger=g.commit_interval),
         audit=AuditLog(paths(settings).audit),
         limiter=RateLimiter(g.rate_per_device, g.rate_burst),
         ownership=ownership,
         address_limiter=RateLimiter(g.rate_per_address, g.address_burst),
     )
     return create_app(gateway)
+
+
+def _check_schemas(schemas: list[str], project: Project) -> None:
+    """Every table devices may upload to is declared by the project's contracts."""
+    from lakehouse.contracts import load_contracts
+
+    undeclared = [s for s in schemas if s not in load_contracts(project)]
+    if undeclared:
+        raise ConfigurationError(
+            f"gateway.schemas names {', '.join(undeclared)}, which the contracts of the project at "
+            f"{project.root} do not declare: declare it in contracts/ or set LAKEHOUSE_GATEWAY__SCHEMAS"
+        )
 
 
 def serve(settings: Settings, *, host: str | None = None, port: int | None = None) -> None:

@@ -255,7 +255,7 @@ class Gateway:
 
 def create_app(gateway: Gateway) -> FastAPI:
     settings = gateway.settings.gateway
-    contracts = load_contracts(gateway.settings.contracts_file)
+    contracts = load_contracts(gateway.lander.project)
     audit = gateway.audit
 
     @asynccontextmanager

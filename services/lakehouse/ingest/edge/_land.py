@@ -36,12 +36,12 @@ from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 
+from lakehouse.config import Project
 from lakehouse.iceberg import (
     DEVICE_BATCHES,
     Planned,
@@ -86,12 +86,12 @@ class Lander:
     def __init__(
         self,
         catalog: Catalog,
-        contracts_file: Path | None,
+        project: Project | None,
         *,
         linger: float,
         clock: Callable[[], float] = time.monotonic,
     ):
-        self.catalog, self.contracts_file, self.linger = catalog, contracts_file, linger
+        self.catalog, self.project, self.linger = catalog, project, linger  # project None: the environment's
         self._clock = clock
         self._waiting: dict[int, float] = {}  # id(upload) -> when it was queued, until answered
         self._queue: queue.Queue[_Upload | None] = queue.Queue()
@@ -99,7 +99,7 @@ class Lander:
         self._targets: dict[tuple[str, int], pa.Schema] = {}
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="gateway-lander")
-        self._writer = Writer(catalog, contracts_file)
+        self._writer = Writer(catalog, project)
         self.commits = 0
 
     def start(self) -> Lander:
@@ -148,7 +148,7 @@ class Lander:
         key = (identifier, table.schema().schema_id)
         with self._lock:
             if key not in self._targets:
-                received = received_schema(identifier, self.contracts_file)  # personal data: plaintext in
+                received = received_schema(identifier, self.project)  # personal data: plaintext in
                 self._targets[key] = received or target_arrow_schema(table)
             return self._targets[key]
 

@@ -11,7 +11,6 @@ import logging
 import signal
 import time
 from collections import defaultdict
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import orjson
@@ -19,7 +18,7 @@ import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 
-from lakehouse.config import Settings
+from lakehouse.config import Project, Settings, project_of
 from lakehouse.contracts import Contract, load_contracts
 from lakehouse.errors import ContractError, LakehouseError
 from lakehouse.iceberg import (
@@ -48,18 +47,18 @@ class Committer:
     """Commits batches of consumer records to their bronze tables and dead letters, exactly once:
     each table's ledger holds the next offset per partition (``lakehouse.kafka-offsets``).
 
-    ``keystore``: as for ``Writer``."""
+    ``keystore``: as for ``Writer``; contracts are ``project``'s (None: the environment's project)."""
 
     def __init__(
         self,
         catalog: Catalog,
-        contracts_file: Path | None,
+        project: Project | None,
         stats: IngestStats,
         *,
         keystore: KeystoreSource = None,
     ) -> None:
-        self.writer = Writer(catalog, contracts_file, keystore=keystore)
-        self.contracts_file = contracts_file
+        self.writer = Writer(catalog, project, keystore=keystore)
+        self.project = project
         self.stats = stats
 
     def commit_batch(self, pending: dict[tuple[str, int], list[Any]]) -> dict[tuple[str, int], int]:
@@ -74,7 +73,7 @@ class Committer:
 
     def _commit_topic(self, topic: str, partitions: dict[int, list[Any]]) -> None:
         identifier = f"bronze.{topic}"
-        contract = load_contracts(self.contracts_file).get(identifier)
+        contract = load_contracts(self.project).get(identifier)
         ends = {f"{topic}/{p}": records[-1].offset + 1 for p, records in partitions.items()}
 
         def message(p: int, r: Any) -> Message:
@@ -225,7 +224,7 @@ def _unpack(packed: tuple[bytes, tuple[bytes, bytes], tuple[bytes, bytes]]) -> l
     return [_Record(o, k, v) for o, k, v in zip(offsets, _split(*keys), _split(*values), strict=True)]
 
 
-def _committer_main(conn: Any, settings: Settings, contracts_file: Path | None) -> None:
+def _committer_main(conn: Any, settings: Settings, project: Project) -> None:
     """The committer process: batches in over the pipe, hints and stats out, in order."""
     from lakehouse.catalog import load_catalog
 
@@ -233,9 +232,7 @@ def _committer_main(conn: Any, settings: Settings, contracts_file: Path | None) 
     from lakehouse.privacy import open_keystore
 
     stats = IngestStats()
-    committer = Committer(
-        load_catalog(settings), contracts_file, stats, keystore=lambda: open_keystore(settings)
-    )
+    committer = Committer(load_catalog(settings), project, stats, keystore=lambda: open_keystore(settings))
     while True:
         try:
             batch = conn.recv()
@@ -259,14 +256,16 @@ def _committer_main(conn: Any, settings: Settings, contracts_file: Path | None) 
 
 
 class CommitterProcess:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, project: Project | None = None) -> None:
+        """The committer in a process of its own, with ``project``'s contracts (default: the
+        project ``settings`` name)."""
         import multiprocessing
 
         context = multiprocessing.get_context("spawn")
         self._conn, child = context.Pipe()
         self._proc = context.Process(
             target=_committer_main,
-            args=(child, settings, settings.contracts_file),
+            args=(child, settings, project or project_of(settings)),
             daemon=True,
             name="lakehouse-sink-committer",
         )

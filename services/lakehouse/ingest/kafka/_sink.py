@@ -21,13 +21,12 @@ import signal
 import threading
 import time
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 
-from lakehouse.config import Settings
+from lakehouse.config import Project, Settings
 from lakehouse.iceberg import table_marks
 from lakehouse.ingest import IngestStats, KeystoreSource
 
@@ -55,7 +54,7 @@ class Sink:
         batch_max_seconds: float = 2.0,
         batch_min_records: int = 10_000,
         idle_exit: float | None = None,
-        contracts_file: Path | None = None,
+        project: Project | None = None,
         settings: Settings | None = None,
         keystore: KeystoreSource = None,
     ) -> None:
@@ -67,7 +66,8 @@ class Sink:
         With ``settings``, commits run in a separate process (its own interpreter lock, so
         decoding records and committing them use both cores) that opens the settings' keystore;
         without, in a thread, with ``keystore`` (default: the keystore of the environment's
-        settings, opened when a topic with personal data first needs it)."""
+        settings, opened when a topic with personal data first needs it). Contracts are
+        ``project``'s (default: the project ``settings`` name, else the environment's)."""
         self.catalog = catalog
         self.bootstrap = bootstrap
         self.topics = topics
@@ -77,7 +77,7 @@ class Sink:
         self.batch_max_seconds = batch_max_seconds
         self.batch_min_records = batch_min_records
         self.idle_exit = idle_exit
-        self.contracts_file = contracts_file
+        self.project = project
         self.stats = IngestStats()
         self._stop = threading.Event()
         self._pending: dict[tuple[str, int], list[Any]] = defaultdict(list)  # (topic, partition) -> records
@@ -93,11 +93,9 @@ class Sink:
         self._hints_lock = threading.Lock()
         self._worker_error: BaseException | None = None
         self._worker: threading.Thread | None = None
-        self._process = CommitterProcess(settings) if settings is not None else None
+        self._process = CommitterProcess(settings, project) if settings is not None else None
         self._committer = (
-            Committer(catalog, contracts_file, self.stats, keystore=keystore)
-            if self._process is None
-            else None
+            Committer(catalog, project, self.stats, keystore=keystore) if self._process is None else None
         )
 
     def stop(self, *_: object) -> None:
