@@ -334,7 +334,7 @@ def test_dbt_past_its_time_limit_is_stopped_with_a_clear_error(
 
     monkeypatch.setattr(_dbt.subprocess, "Popen", Recorded)
     monkeypatch.setattr(
-        _dbt, "dbt_command", lambda args: [sys.executable, "-c", "import time; time.sleep(3600)"]
+        _dbt, "dbt_command", lambda _settings, args: [sys.executable, "-c", "import time; time.sleep(3600)"]
     )
     settings = Settings(home=tmp_path / "home", dbt={"timeout": 0.5})
     with pytest.raises(

@@ -15,7 +15,7 @@ import pytest
 from lakehouse import ConfigurationError, ContractError, Lakehouse, Project, Settings, load_contracts
 from lakehouse.config import find_project
 from lakehouse.ingest import IngestStats
-from lakehouse.ingest._committer import Committer, _Record
+from lakehouse.ingest.kafka._committer import Committer, _Record
 
 from .conftest import LAKEHOUSE_BIN, REPO, run_cli
 
