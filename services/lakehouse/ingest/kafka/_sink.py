@@ -156,6 +156,18 @@ class Sink:
         layer, name = identifier.split(".")
         return self.catalog.load_table((layer, name)) if self.catalog.table_exists((layer, name)) else None
 
+    def _caught_up(self) -> bool:
+        """Every assigned partition read to its end: an empty poll alone is not enough (a slow
+        broker or a busy machine can leave fetches empty for seconds while records wait)."""
+        assigned = list(self._consumer.assignment())
+        if not assigned:
+            return False
+        ends = self._consumer.end_offsets(assigned)
+        behind = {tp: end for tp, end in ends.items() if self._consumer.position(tp) < end}
+        if behind:
+            self._last_activity = time.monotonic()  # records are waiting: not idle
+        return not behind
+
     def run(self) -> IngestStats:
         """Consume until idle, ``stop()``, SIGTERM or SIGINT. In the main thread, SIGTERM and
         SIGINT stop the sink while it runs; the handlers found before are restored when it ends
@@ -201,7 +213,7 @@ class Sink:
                     batch_started = time.monotonic()
                 joined = bool(self.stats.assigned)
                 idle = time.monotonic() - self._last_activity
-                if self.idle_exit is not None and joined and idle >= self.idle_exit:
+                if self.idle_exit is not None and joined and idle >= self.idle_exit and self._caught_up():
                     break
             self.flush()  # SIGTERM or idle: commit what was read
             self._drain()
