@@ -20,6 +20,7 @@ def loaded(lh: Lakehouse, reference_files: dict[str, Path]) -> Lakehouse:
     return lh
 
 
+@pytest.mark.unit
 def test_counts_match_pyiceberg(loaded: Lakehouse) -> None:
     for info in loaded.tables():
         via_iceberg = loaded.table(f"{info.layer}.{info.table}").scan().to_arrow().num_rows
@@ -27,6 +28,7 @@ def test_counts_match_pyiceberg(loaded: Lakehouse) -> None:
         assert via_sql == via_iceberg == info.rows, info
 
 
+@pytest.mark.unit
 def test_join_cte_window_and_subquery_match_python(loaded: Lakehouse) -> None:
     orders = loaded.table("bronze.orders").scan().to_arrow().to_pylist()
     lines = loaded.table("bronze.order_lines").scan().to_arrow().to_pylist()
@@ -56,11 +58,13 @@ def test_join_cte_window_and_subquery_match_python(loaded: Lakehouse) -> None:
     assert [r["rnk"] for r in result] == list(range(1, len(expected) + 1))
 
 
+@pytest.mark.unit
 def test_default_schema_like_the_trino_cli(loaded: Lakehouse) -> None:
     qualified = loaded.sql("select count(*) as n from bronze.orders").to_pylist()
     assert loaded.sql("select count(*) as n from orders", schema="bronze").to_pylist() == qualified
 
 
+@pytest.mark.unit
 def test_unknown_table_lists_the_tables_that_exist(loaded: Lakehouse) -> None:
     with pytest.raises(NoSuchTableError) as info:
         loaded.sql("select * from gold.nope")
@@ -69,11 +73,13 @@ def test_unknown_table_lists_the_tables_that_exist(loaded: Lakehouse) -> None:
         loaded.sql("select * from nope", schema="bronze")
 
 
+@pytest.mark.unit
 def test_sql_errors_are_query_errors(loaded: Lakehouse) -> None:
     with pytest.raises(QueryError, match="syntax error"):
         loaded.sql("selec 1")
 
 
+@pytest.mark.unit
 def test_new_commits_are_visible_to_the_next_query(loaded: Lakehouse, tmp_path: Path) -> None:
     before = loaded.sql("select count(*) as n from bronze.regions").column("n")[0].as_py()
     (tmp_path / "r.csv").write_text("region_id\nR9\n")
@@ -81,6 +87,7 @@ def test_new_commits_are_visible_to_the_next_query(loaded: Lakehouse, tmp_path: 
     assert loaded.sql("select count(*) as n from bronze.regions").column("n")[0].as_py() == before + 1
 
 
+@pytest.mark.unit
 def test_views_read_iceberg_metadata_not_private_files(loaded: Lakehouse) -> None:
     table = loaded.table("bronze.sensor_readings")
     direct = loaded.sql(f"select count(*) as n from iceberg_scan('{table.metadata_location}')")
@@ -89,6 +96,7 @@ def test_views_read_iceberg_metadata_not_private_files(loaded: Lakehouse) -> Non
     assert hottest == pc.max(table.scan().to_arrow().column("temperature_c")).as_py()
 
 
+@pytest.mark.integration
 def test_cli_tables_json_and_sql_outputs(home: Path, reference_files: dict[str, Path]) -> None:
     assert run_cli("load", "bronze.regions", str(reference_files["regions"]), home=home).returncode == 0
     listing = run_cli("tables", "--output", "json", home=home)
@@ -108,6 +116,7 @@ def test_cli_tables_json_and_sql_outputs(home: Path, reference_files: dict[str, 
     )
 
 
+@pytest.mark.unit
 def test_reference_generation_is_deterministic() -> None:
     from lakehouse.reference import generate
 
@@ -116,6 +125,7 @@ def test_reference_generation_is_deterministic() -> None:
     assert not a["orders"].equals(c["orders"])
 
 
+@pytest.mark.unit
 def test_reference_domain_has_signal_and_dirt() -> None:
     from lakehouse.reference._domain import SENSOR_ERROR_C, generate
 

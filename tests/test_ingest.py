@@ -25,6 +25,8 @@ from lakehouse.ingest._committer import Committer, _Record
 from lakehouse.ingest._write import as_stored, check_personal, ingest_sequence, received_schema
 from lakehouse.privacy import DEAD_LETTER_SUBJECT, Keystore
 
+pytestmark = pytest.mark.unit
+
 CUSTOMERS = load_contracts()["bronze.customers"]
 READINGS = load_contracts()["bronze.sensor_readings"]
 

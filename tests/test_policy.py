@@ -49,6 +49,7 @@ def _line_of(path: Path, needle: str) -> int:
     return next(i for i, line in enumerate(path.read_text().splitlines(), start=1) if needle in line)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("file", "old", "new", "needle", "message"),
     [
@@ -121,6 +122,7 @@ def test_invalid_policies_name_file_and_line(
     assert f"{directory / file}:{_line_of(directory / file, needle)}:" in text, text
 
 
+@pytest.mark.integration
 def test_policy_check_cli(tmp_path: Path) -> None:
     assert run_cli("policy", "check", home=tmp_path).returncode == 0
     broken = _broken(tmp_path, "access.yml", "[full_name, email, city]", "[full_name, emial, city]")
@@ -129,6 +131,7 @@ def test_policy_check_cli(tmp_path: Path) -> None:
     assert "unknown column 'emial'" in result.stderr and "access.yml:" in result.stderr
 
 
+@pytest.mark.unit
 def test_reference_policies(policy: Policy, schemas: dict[str, list[str]]) -> None:
     fct = schemas["gold.fct_sales"]
     assert trino_decision_sql(policy.decide("alice", "gold.fct_sales", fct))[0] == (
@@ -184,6 +187,7 @@ def _table(identifier: str, columns: list[str] | None = None) -> dict[str, Any]:
     return table
 
 
+@pytest.mark.unit
 def test_rego_agrees_with_the_policy_for_every_user_and_table(
     policy: Policy, schemas: dict[str, list[str]]
 ) -> None:
@@ -226,6 +230,7 @@ def test_rego_agrees_with_the_policy_for_every_user_and_table(
     assert checked > 60
 
 
+@pytest.mark.unit
 def test_rego_filters_catalogs_schemas_and_tables(policy: Policy, schemas: dict[str, list[str]]) -> None:
     engine = _rego(policy, schemas)
     tables = sorted(schemas)
@@ -260,6 +265,7 @@ def test_rego_filters_catalogs_schemas_and_tables(policy: Policy, schemas: dict[
     )
 
 
+@pytest.mark.unit
 def test_rules_json_matches_the_policy(policy: Policy, schemas: dict[str, list[str]]) -> None:
     rules = rules_json(policy, schemas)
     sam = [r for r in rules["tables"] if r.get("user") == "^sam$"]
@@ -335,6 +341,7 @@ MATRIX_TABLES = [
 ]
 
 
+@pytest.mark.e2e
 @pytest.mark.dbt
 @pytest.mark.parametrize("user", USERS[:-1])
 def test_embedded_engine_agrees_with_the_compiled_trino_policy(
@@ -394,6 +401,7 @@ def test_embedded_engine_agrees_with_the_compiled_trino_policy(
         assert got.sort_by(order).to_pylist() == expected.sort_by(order).to_pylist(), (user, identifier)
 
 
+@pytest.mark.e2e
 @pytest.mark.dbt
 def test_filters_and_masks_show_in_results(engines: dict[str, Any]) -> None:
     sam, alice, dana, carol = engines["sam"], engines["alice"], engines["dana"], engines["carol"]
@@ -425,6 +433,7 @@ def test_filters_and_masks_show_in_results(engines: dict[str, Any]) -> None:
     assert raw.startswith("pii:v1:") and "@" not in raw  # stored encrypted
 
 
+@pytest.mark.e2e
 @pytest.mark.dbt
 def test_joins_and_aggregates_see_only_granted_rows(engines: dict[str, Any]) -> None:
     sam, raw = engines["sam"], engines["__raw__"]
@@ -450,6 +459,7 @@ def test_joins_and_aggregates_see_only_granted_rows(engines: dict[str, Any]) -> 
         sam.sql("select * from customers", schema="bronze")
 
 
+@pytest.mark.e2e
 @pytest.mark.dbt
 def test_cli_runs_as_a_user(policy_home: Path) -> None:
     result = run_cli(
@@ -463,6 +473,7 @@ def test_cli_runs_as_a_user(policy_home: Path) -> None:
     assert unknown.returncode == 1 and "unknown user 'mallory'" in unknown.stderr
 
 
+@pytest.mark.e2e
 @pytest.mark.dbt
 def test_every_query_is_audited_and_the_log_is_under_policy(engines: dict[str, Any]) -> None:
     sam, carol = engines["sam"], engines["carol"]
@@ -485,6 +496,7 @@ def test_every_query_is_audited_and_the_log_is_under_policy(engines: dict[str, A
         engines["dana"].sql("select * from audit.query_log")
 
 
+@pytest.mark.e2e
 @pytest.mark.dbt
 def test_duckdb_file_for_superset_holds_only_the_users_view(policy_home: Path, tmp_path: Path) -> None:
     import duckdb
@@ -512,6 +524,7 @@ def test_duckdb_file_for_superset_holds_only_the_users_view(policy_home: Path, t
     assert out.stat().st_mode & 0o077 == 0
 
 
+@pytest.mark.e2e
 @pytest.mark.dbt
 def test_the_operators_unrestricted_queries_are_audited_too(policy_home: Path) -> None:
     import getpass

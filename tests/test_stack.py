@@ -16,7 +16,7 @@ from lakehouse.local._stack import s3_client
 
 from .conftest import dbt_build, load_reference, run_cli
 
-pytestmark = [pytest.mark.s3, pytest.mark.dbt]
+pytestmark = [pytest.mark.e2e, pytest.mark.s3, pytest.mark.dbt]
 STACK = {"LAKEHOUSE_PROFILE": "stack"}
 
 

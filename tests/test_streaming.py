@@ -23,7 +23,7 @@ from lakehouse.reference import ensure_topics, produce
 
 from .conftest import run_cli, start_cli
 
-pytestmark = pytest.mark.kafka
+pytestmark = [pytest.mark.integration, pytest.mark.kafka]
 
 
 def count(home: Path, sql: str) -> int:
