@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -88,12 +89,28 @@ def test_new_commits_are_visible_to_the_next_query(loaded: Lakehouse, tmp_path: 
 
 
 @pytest.mark.unit
-def test_views_read_iceberg_metadata_not_private_files(loaded: Lakehouse) -> None:
+def test_views_read_iceberg_metadata_not_private_files(loaded: Lakehouse, home: Path) -> None:
     table = loaded.table("bronze.sensor_readings")
     direct = loaded.sql(f"select count(*) as n from iceberg_scan('{table.metadata_location}')")
     assert direct.column("n")[0].as_py() == table.scan().to_arrow().num_rows
     hottest = loaded.sql("select max(temperature_c) as t from bronze.sensor_readings").column("t")[0].as_py()
     assert hottest == pc.max(table.scan().to_arrow().column("temperature_c")).as_py()
+    # each view is a scan of its table's current Iceberg metadata, never a list of data files
+    views = {
+        f"{r['schema_name']}.{r['view_name']}": r["sql"]
+        for r in loaded.sql(
+            "select schema_name, view_name, sql from duckdb_views() where not internal"
+        ).to_pylist()
+    }
+    assert set(views) == {f"{i.layer}.{i.table}" for i in loaded.tables()}
+    for name, sql in views.items():
+        assert f"iceberg_scan('{loaded.table(name).metadata_location}')" in sql, sql
+        assert ".parquet" not in sql, sql
+    # what the engine keeps on disk (its extensions) is its owner's alone, like the home around it
+    for path in (home, home / "duckdb", home / "duckdb" / "extensions"):
+        assert path.stat().st_uid == os.getuid(), path
+        assert path.stat().st_mode & 0o777 == 0o700, f"{path} {oct(path.stat().st_mode & 0o777)}"
+    assert [p for p in home.rglob("*") if p.stat().st_uid != os.getuid()] == []
 
 
 @pytest.mark.integration
