@@ -63,11 +63,10 @@ def test_every_layer_is_an_iceberg_table_any_engine_reads(built: Lakehouse, buil
         table = catalog.load_table(name)
         scanned = built.sql(f"select count(*) as n from iceberg_scan('{table.metadata_location}')")
         assert table.scan().to_arrow().num_rows == scanned.column("n")[0].as_py() > 0
-        assert table.properties.get("lakehouse.dbt-model", "").endswith(
-            name.split(".")[1]
-        ) or table.current_snapshot().summary.additional_properties["lakehouse.dbt-model"].endswith(
-            name.split(".")[1]
-        )
+        # the model that made the table is recorded on it and on the snapshot the build wrote
+        model = f"model.lakehouse.{name.split('.')[1]}"
+        assert table.properties["lakehouse.dbt-model"] == model
+        assert table.current_snapshot().summary.additional_properties["lakehouse.dbt-model"] == model
 
 
 @pytest.mark.e2e
