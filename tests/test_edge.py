@@ -689,17 +689,18 @@ def test_no_token_or_secret_reaches_the_gateway_log(battery_gateway: Gateway) ->
 
 @pytest.mark.integration
 def test_rate_limit_answers_429_with_retry_after(home: Path) -> None:
-    gw = start_gateway(home, rate_per_device="1", rate_burst="3")
+    # one token per 100 s after a burst of 3: however slow the machine, the 4th upload on is refused
+    gw = start_gateway(home, rate_per_device="0.01", rate_burst="3")
     try:
         device = enroll_direct(gw)
         token = access_token(gw, device)
         statuses = []
-        for seq in range(1, 9):
+        for seq in range(1, 7):
             status, headers, _ = upload(gw, token, sealed_for(device, seq, rows=sample(2, day=seq)))
             statuses.append((status, headers.get("retry-after")))
-        assert [s for s, _ in statuses[:3]] == [201, 201, 201]
-        limited = [(s, r) for s, r in statuses if s == 429]
-        assert limited and all(r and int(r) >= 1 for _, r in limited)
+        assert [s for s, _ in statuses] == [201, 201, 201, 429, 429, 429], statuses
+        assert all(r is None for _, r in statuses[:3])
+        assert all(r is not None and 1 <= int(r) <= 100 for _, r in statuses[3:]), statuses
     finally:
         gw.stop()
 

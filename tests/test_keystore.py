@@ -208,7 +208,6 @@ sys.exit(1)
 def test_a_running_process_refuses_a_forgotten_subject_within_seconds(tmp_path: Path, master: bytes) -> None:
     import subprocess
     import sys
-    import time
 
     path = tmp_path / "keystore.json"
     sealed = Keystore(path, master).encrypt("C7", "email", "gone@example.com")
@@ -221,10 +220,10 @@ def test_a_running_process_refuses_a_forgotten_subject_within_seconds(tmp_path: 
     try:
         assert watcher.stdout is not None
         assert watcher.stdout.readline().strip() == "ready gone@example.com"  # key cached there
-        forgotten_at = time.monotonic()
         Keystore(path, master).forget("C7")
+        # the real clock's refresh (the 1 s bound is proven with a fake clock above); the watcher
+        # gives up after 30 s and says "still decrypts"
         assert watcher.stdout.readline().strip() == "shredded"
-        assert time.monotonic() - forgotten_at < 3.0
         assert watcher.wait(timeout=10) == 0
     finally:
         if watcher.poll() is None:
