@@ -53,7 +53,7 @@ test: install ## Lint, then every tier (unit, integration, e2e): real Iceberg ca
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 .PHONY: test-unit
-test-unit: install ## Only the unit tier: in-process, no server, no subprocess CLI, no dbt (seconds, for the edit loop)
+test-unit: install ## Only the unit tier: in-process, no server, no subprocess CLI, no dbt (about 20 s, for the edit loop)
 	$(BIN)/pytest -m unit $(PYTEST_ARGS)
 
 .PHONY: test-integration
