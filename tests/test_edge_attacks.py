@@ -322,6 +322,48 @@ def test_rate_limiter_memory_is_bounded() -> None:
     assert len(limiter._buckets) <= 1000
 
 
+# --- key sets with injected clocks -----------------------------------------------------------
+
+
+@pytest.mark.unit
+def test_a_rotation_elsewhere_is_picked_up_within_a_second_and_retired_keys_expire(tmp_path: Path) -> None:
+    from lakehouse.ingest.edge._keys import KeySet
+
+    now, wall = [1000.0], [1_750_000_000.0]
+    path = tmp_path / "signing.json"
+    running = KeySet(path, "signing", retention=60, clock=lambda: now[0], wall=lambda: wall[0]).ensure()
+    old = running.active()
+    other = KeySet(path, "signing", retention=60, wall=lambda: wall[0])  # `gateway rotate-keys`
+    new = other.rotate()
+    now[0] += 0.999
+    assert running.active().kid == old.kid  # the file is looked at once a second, not per request
+    now[0] += 0.002
+    assert running.active().kid == new.kid
+    retired = running.get(old.kid)  # still verifies the tokens it signed
+    assert retired is not None and retired.retired_at == wall[0]
+    assert {k["kid"] for k in running.jwks()["keys"]} == {old.kid, new.kid}
+    wall[0] += 59.9
+    assert running.get(old.kid) is not None
+    wall[0] += 0.2  # retention over: the retired key neither verifies nor is published
+    assert running.get(old.kid) is None
+    assert [k["kid"] for k in running.jwks()["keys"]] == [new.kid]
+
+
+@pytest.mark.unit
+def test_the_production_clocks_are_the_real_ones(tmp_path: Path) -> None:
+    import time
+
+    from lakehouse.ingest.edge._keys import KeySet
+    from lakehouse.privacy import Keystore
+
+    limiter = RateLimiter(1.0, 1)
+    keys = KeySet(tmp_path / "k.json", "ingest", retention=1)
+    store = Keystore(tmp_path / "keystore.json", bytes(32))
+    assert limiter.clock is time.monotonic
+    assert (keys._clock, keys._wall) == (time.monotonic, time.time)
+    assert store._clock is time.monotonic
+
+
 # --- text shown to operators ------------------------------------------------------------------
 
 HOSTILE = [chr(c) for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)]] + [
