@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import sqlglot
 
-from lakehouse import AccessDenied, Lakehouse, Settings
+from lakehouse import AccessDenied, Lakehouse, NoSuchTableError, Settings
 from lakehouse.governance._compile import REGO_FILE, opa_data, rules_json, table_schemas, trino_decision_sql
 from lakehouse.governance._policy import Policy, PolicyError, load_policy
 from lakehouse.query import GovernedEngine
@@ -531,7 +531,7 @@ def test_the_operators_unrestricted_queries_are_audited_too(policy_home: Path) -
 
     with Lakehouse(Settings(home=policy_home)) as operator:
         operator.sql("select count(*) as operator_marker from gold.fct_sales")
-        with pytest.raises(Exception, match="no table"):
+        with pytest.raises(NoSuchTableError, match="no table"):
             operator.sql("select * from gold.nope -- operator_marker")
     with Lakehouse(Settings(home=policy_home), user="carol") as carol:
         log = carol.sql(
