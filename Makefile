@@ -17,7 +17,7 @@ INSTALLED := $(VENV)/.installed-$(LOCK_HASH)
 
 .PHONY: help
 help: ## Show this help
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(INSTALLED): requirements.lock pyproject.toml services/edge-agent/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,12 +45,20 @@ lint: install ## ruff (lint and format), mypy, and the layer contracts (import-l
 	$(BIN)/lint-imports --no-cache
 
 .PHONY: test
-test: install ## Unit and integration tests: real Iceberg catalog, DuckDB, dbt, SeaweedFS, Tansu (Kafka), the TLS gateway with edge agents
+test: install ## Lint, then every tier (unit, integration, e2e): real Iceberg catalog, DuckDB, dbt, SeaweedFS, Tansu (Kafka), the TLS gateway with edge agents
 	$(BIN)/ruff check services tests
 	$(BIN)/ruff format --check services tests
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+.PHONY: test-unit
+test-unit: install ## Only the unit tier: in-process, no server, no subprocess CLI, no dbt (about 20 s, for the edit loop)
+	$(BIN)/pytest -m unit $(PYTEST_ARGS)
+
+.PHONY: test-integration
+test-integration: install ## Only the integration tier: SeaweedFS, Tansu, dbt, the TLS gateway, the CLI as a subprocess
+	$(BIN)/pytest -m integration $(PYTEST_ARGS)
 
 .PHONY: bench
 bench: install ## Benchmarks, each a ratio against a baseline measured in the same run

@@ -114,3 +114,20 @@ def start_cli(*args: str, home: Path, env: dict[str, str] | None = None) -> subp
     return subprocess.Popen(
         [LAKEHOUSE_BIN, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment
     )
+
+
+TIERS = ("unit", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test carries exactly one tier (pyproject.toml's markers); collection fails otherwise."""
+    wrong = []
+    for item in items:
+        tiers = sorted({mark.name for mark in item.iter_markers() if mark.name in TIERS})
+        if len(tiers) != 1:
+            wrong.append(f"{item.nodeid}: {', '.join(tiers) or 'no tier'}")
+    if wrong:
+        raise pytest.UsageError(
+            f"each test needs exactly one tier marker of {', '.join(TIERS)} "
+            f"(pytestmark or @pytest.mark.<tier>); wrong: " + "; ".join(wrong)
+        )

@@ -8,6 +8,8 @@ from lakehouse.contracts._contracts import dbt_sources_yaml, parse_contracts
 
 from .conftest import REPO
 
+pytestmark = pytest.mark.unit
+
 
 def test_every_reference_table_is_declared() -> None:
     names = {c.name for c in load_contracts().values()}

@@ -45,6 +45,7 @@ INTERMEDIATE = {
 }
 
 
+@pytest.mark.e2e
 def test_every_layer_is_an_iceberg_table_any_engine_reads(built: Lakehouse, built_home: Path) -> None:
     tables = {(i.layer, i.table) for i in built.tables()}
     assert {t for layer, t in tables if layer == "gold"} == GOLD
@@ -62,13 +63,13 @@ def test_every_layer_is_an_iceberg_table_any_engine_reads(built: Lakehouse, buil
         table = catalog.load_table(name)
         scanned = built.sql(f"select count(*) as n from iceberg_scan('{table.metadata_location}')")
         assert table.scan().to_arrow().num_rows == scanned.column("n")[0].as_py() > 0
-        assert table.properties.get("lakehouse.dbt-model", "").endswith(
-            name.split(".")[1]
-        ) or table.current_snapshot().summary.additional_properties["lakehouse.dbt-model"].endswith(
-            name.split(".")[1]
-        )
+        # the model that made the table is recorded on it and on the snapshot the build wrote
+        model = f"model.lakehouse.{name.split('.')[1]}"
+        assert table.properties["lakehouse.dbt-model"] == model
+        assert table.current_snapshot().summary.additional_properties["lakehouse.dbt-model"] == model
 
 
+@pytest.mark.e2e
 def test_silver_removes_the_dirt(built: Lakehouse) -> None:
     q = built.sql
     # staging is 1:1 with its source; the int_ layer deduplicates and conforms
@@ -94,6 +95,7 @@ def test_silver_removes_the_dirt(built: Lakehouse) -> None:
     assert unknown > 0  # and dirt that a join drops (counted by a test)
 
 
+@pytest.mark.e2e
 def test_scd2_history_is_contiguous_with_one_current_version(built: Lakehouse) -> None:
     gaps = built.sql(
         """
@@ -112,6 +114,7 @@ def test_scd2_history_is_contiguous_with_one_current_version(built: Lakehouse) -
     assert moved.column("n")[0].as_py() > 0
 
 
+@pytest.mark.e2e
 def test_scd2_versions_follow_address_changes_not_ciphertexts(built: Lakehouse) -> None:
     # the address is encrypted with a fresh nonce each time; versions open on its fingerprint
     versions = built.sql(
@@ -140,6 +143,7 @@ def test_scd2_versions_follow_address_changes_not_ciphertexts(built: Lakehouse) 
     assert len(versions) <= bronze
 
 
+@pytest.mark.e2e
 def test_sales_use_the_price_version_valid_when_sold(built: Lakehouse) -> None:
     wrong = built.sql(
         """
@@ -150,6 +154,7 @@ def test_sales_use_the_price_version_valid_when_sold(built: Lakehouse) -> None:
     assert wrong.to_pylist() == [{"n": 0}]
 
 
+@pytest.mark.e2e
 def test_cold_chain_compliance_matches_raw_readings(built: Lakehouse) -> None:
     # recompute minutes above the safe maximum from bronze, independently of dbt's models
     readings = built.table("bronze.sensor_readings").scan().to_arrow().to_pylist()
@@ -172,6 +177,7 @@ def test_cold_chain_compliance_matches_raw_readings(built: Lakehouse) -> None:
     assert total.as_py() == minutes > 0
 
 
+@pytest.mark.e2e
 def test_platinum_features_cover_the_full_grid(built: Lakehouse) -> None:
     counts = built.sql(
         """
@@ -187,6 +193,7 @@ def test_platinum_features_cover_the_full_grid(built: Lakehouse) -> None:
     assert labels.to_pylist() == [{"n": 2}]
 
 
+@pytest.mark.e2e
 def test_device_hours_without_readings_are_on_the_spine(built: Lakehouse) -> None:
     # every hour of each unit's reporting span has exactly one row, readings or not
     spans = built.sql(
@@ -201,6 +208,7 @@ def test_device_hours_without_readings_are_on_the_spine(built: Lakehouse) -> Non
     assert cadence.to_pylist() == [15.0]  # derived from the reference units' readings
 
 
+@pytest.mark.e2e
 def test_conflicting_readings_keep_the_copy_received_last(built_home: Path, tmp_path: Path) -> None:
     home = tmp_path / "home"
     shutil.copytree(built_home, home)
@@ -237,6 +245,7 @@ def test_conflicting_readings_keep_the_copy_received_last(built_home: Path, tmp_
     assert [(r["temperature_c"], r["copies_received"]) for r in kept] == [(9.8, 3), (1.2, 3)]
 
 
+@pytest.mark.e2e
 def test_a_join_that_drops_too_many_rows_fails_the_build(built_home: Path, tmp_path: Path) -> None:
     home = tmp_path / "home"
     shutil.copytree(built_home, home)
@@ -259,6 +268,7 @@ def test_a_join_that_drops_too_many_rows_fails_the_build(built_home: Path, tmp_p
     assert "configured to fail if >max(allowed_dropped_rows)" in result.stdout
 
 
+@pytest.mark.e2e
 def test_rebuild_keeps_history_and_time_travel(built: Lakehouse, built_home: Path) -> None:
     table = built.table("gold.dim_store")
     first = table.current_snapshot()
@@ -269,6 +279,7 @@ def test_rebuild_keeps_history_and_time_travel(built: Lakehouse, built_home: Pat
     assert table.scan(snapshot_id=first.snapshot_id).to_arrow().num_rows == table.scan().to_arrow().num_rows
 
 
+@pytest.mark.integration
 def test_a_failing_dbt_test_stops_the_build(
     home: Path, reference_files: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -287,6 +298,7 @@ def test_a_failing_dbt_test_stops_the_build(
     assert ("gold", "dim_store") not in built and ("gold", "fct_sales") not in built
 
 
+@pytest.mark.unit
 def test_dbt_sources_and_models_follow_the_layout() -> None:
     models = REPO / "dbt" / "models"
     for sql in models.rglob("*.sql"):
@@ -304,12 +316,14 @@ def _private_files(root: Path) -> list[str]:
     ]
 
 
+@pytest.mark.e2e
 def test_no_staging_copy_of_a_model_outlives_the_build(built_home: Path) -> None:
     staging = built_home / "state" / "dbt-staging"
     assert staging.stat().st_mode & 0o777 == 0o700
     assert [p for p in staging.rglob("*")] == []  # no Parquet copy of any model, no run directory
 
 
+@pytest.mark.e2e
 def test_dbt_refuses_a_model_with_plaintext_in_a_personal_column(built_home: Path, tmp_path: Path) -> None:
     import shutil
 
@@ -343,6 +357,7 @@ def test_dbt_refuses_a_model_with_plaintext_in_a_personal_column(built_home: Pat
     assert list((home / "state" / "dbt-staging").rglob("*")) == []  # the staged copy went too
 
 
+@pytest.mark.integration
 def test_state_under_the_home_is_private_after_loads_and_a_build(
     home: Path, reference_files: dict[str, Path]
 ) -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from .conftest import run_cli
 
-pytestmark = [pytest.mark.slow, pytest.mark.kafka, pytest.mark.dbt]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.kafka, pytest.mark.dbt]
 
 
 def test_demo_runs_and_reruns_without_doubling(home: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -20,6 +21,7 @@ def loaded(lh: Lakehouse, reference_files: dict[str, Path]) -> Lakehouse:
     return lh
 
 
+@pytest.mark.unit
 def test_counts_match_pyiceberg(loaded: Lakehouse) -> None:
     for info in loaded.tables():
         via_iceberg = loaded.table(f"{info.layer}.{info.table}").scan().to_arrow().num_rows
@@ -27,6 +29,7 @@ def test_counts_match_pyiceberg(loaded: Lakehouse) -> None:
         assert via_sql == via_iceberg == info.rows, info
 
 
+@pytest.mark.unit
 def test_join_cte_window_and_subquery_match_python(loaded: Lakehouse) -> None:
     orders = loaded.table("bronze.orders").scan().to_arrow().to_pylist()
     lines = loaded.table("bronze.order_lines").scan().to_arrow().to_pylist()
@@ -56,11 +59,13 @@ def test_join_cte_window_and_subquery_match_python(loaded: Lakehouse) -> None:
     assert [r["rnk"] for r in result] == list(range(1, len(expected) + 1))
 
 
+@pytest.mark.unit
 def test_default_schema_like_the_trino_cli(loaded: Lakehouse) -> None:
     qualified = loaded.sql("select count(*) as n from bronze.orders").to_pylist()
     assert loaded.sql("select count(*) as n from orders", schema="bronze").to_pylist() == qualified
 
 
+@pytest.mark.unit
 def test_unknown_table_lists_the_tables_that_exist(loaded: Lakehouse) -> None:
     with pytest.raises(NoSuchTableError) as info:
         loaded.sql("select * from gold.nope")
@@ -69,11 +74,13 @@ def test_unknown_table_lists_the_tables_that_exist(loaded: Lakehouse) -> None:
         loaded.sql("select * from nope", schema="bronze")
 
 
+@pytest.mark.unit
 def test_sql_errors_are_query_errors(loaded: Lakehouse) -> None:
     with pytest.raises(QueryError, match="syntax error"):
         loaded.sql("selec 1")
 
 
+@pytest.mark.unit
 def test_new_commits_are_visible_to_the_next_query(loaded: Lakehouse, tmp_path: Path) -> None:
     before = loaded.sql("select count(*) as n from bronze.regions").column("n")[0].as_py()
     (tmp_path / "r.csv").write_text("region_id\nR9\n")
@@ -81,14 +88,32 @@ def test_new_commits_are_visible_to_the_next_query(loaded: Lakehouse, tmp_path: 
     assert loaded.sql("select count(*) as n from bronze.regions").column("n")[0].as_py() == before + 1
 
 
-def test_views_read_iceberg_metadata_not_private_files(loaded: Lakehouse) -> None:
+@pytest.mark.unit
+def test_views_read_iceberg_metadata_not_private_files(loaded: Lakehouse, home: Path) -> None:
     table = loaded.table("bronze.sensor_readings")
     direct = loaded.sql(f"select count(*) as n from iceberg_scan('{table.metadata_location}')")
     assert direct.column("n")[0].as_py() == table.scan().to_arrow().num_rows
     hottest = loaded.sql("select max(temperature_c) as t from bronze.sensor_readings").column("t")[0].as_py()
     assert hottest == pc.max(table.scan().to_arrow().column("temperature_c")).as_py()
+    # each view is a scan of its table's current Iceberg metadata, never a list of data files
+    views = {
+        f"{r['schema_name']}.{r['view_name']}": r["sql"]
+        for r in loaded.sql(
+            "select schema_name, view_name, sql from duckdb_views() where not internal"
+        ).to_pylist()
+    }
+    assert set(views) == {f"{i.layer}.{i.table}" for i in loaded.tables()}
+    for name, sql in views.items():
+        assert f"iceberg_scan('{loaded.table(name).metadata_location}')" in sql, sql
+        assert ".parquet" not in sql, sql
+    # what the engine keeps on disk (its extensions) is its owner's alone, like the home around it
+    for path in (home, home / "duckdb", home / "duckdb" / "extensions"):
+        assert path.stat().st_uid == os.getuid(), path
+        assert path.stat().st_mode & 0o777 == 0o700, f"{path} {oct(path.stat().st_mode & 0o777)}"
+    assert [p for p in home.rglob("*") if p.stat().st_uid != os.getuid()] == []
 
 
+@pytest.mark.integration
 def test_cli_tables_json_and_sql_outputs(home: Path, reference_files: dict[str, Path]) -> None:
     assert run_cli("load", "bronze.regions", str(reference_files["regions"]), home=home).returncode == 0
     listing = run_cli("tables", "--output", "json", home=home)
@@ -108,6 +133,7 @@ def test_cli_tables_json_and_sql_outputs(home: Path, reference_files: dict[str, 
     )
 
 
+@pytest.mark.unit
 def test_reference_generation_is_deterministic() -> None:
     from lakehouse.reference import generate
 
@@ -116,6 +142,7 @@ def test_reference_generation_is_deterministic() -> None:
     assert not a["orders"].equals(c["orders"])
 
 
+@pytest.mark.unit
 def test_reference_domain_has_signal_and_dirt() -> None:
     from lakehouse.reference._domain import SENSOR_ERROR_C, generate
 

@@ -17,7 +17,7 @@ from lakehouse.privacy import KeyShredded
 
 from .conftest import run_cli
 
-pytestmark = pytest.mark.dbt
+pytestmark = [pytest.mark.e2e, pytest.mark.dbt]
 
 
 @pytest.fixture

@@ -36,7 +36,7 @@ from lakehouse.query._governed import GovernedEngine, QueryShape
 CANARY = "CANARY-7f3a9c"
 ENV_CANARY = "CANARY-ENV-51d2"
 
-pytestmark = pytest.mark.dbt
+pytestmark = [pytest.mark.e2e, pytest.mark.dbt]
 
 
 @pytest.fixture(scope="module")

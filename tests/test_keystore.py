@@ -19,6 +19,7 @@ def master() -> bytes:
     return os.urandom(32)
 
 
+@pytest.mark.unit
 def test_round_trip_binding_and_no_plaintext_at_rest(tmp_path: Path, master: bytes) -> None:
     store = Keystore(tmp_path / "keystore.json", master)
     sealed = store.encrypt("C000001", "email", "ava@example.com")
@@ -41,6 +42,7 @@ def test_round_trip_binding_and_no_plaintext_at_rest(tmp_path: Path, master: byt
     assert (tmp_path / "keystore.json").stat().st_mode & 0o077 == 0
 
 
+@pytest.mark.unit
 def test_wrong_master_key_is_refused(tmp_path: Path, master: bytes) -> None:
     Keystore(tmp_path / "keystore.json", master).encrypt("C1", "email", "x@example.com")
     with pytest.raises(KeystoreError, match="does not open with this master key"):
@@ -50,6 +52,7 @@ def test_wrong_master_key_is_refused(tmp_path: Path, master: bytes) -> None:
     assert master_key_from(base64.b64encode(master).decode()) == master
 
 
+@pytest.mark.unit
 def test_rotation_rewraps_data_keys_without_touching_ciphertexts(tmp_path: Path, master: bytes) -> None:
     store = Keystore(tmp_path / "keystore.json", master)
     sealed = {f"C{i}": store.encrypt(f"C{i}", "full_name", f"Name {i}") for i in range(20)}
@@ -64,6 +67,7 @@ def test_rotation_rewraps_data_keys_without_touching_ciphertexts(tmp_path: Path,
     assert all(fresh.decrypt(v) == f"Name {s[1:]}" for s, v in sealed.items())
 
 
+@pytest.mark.unit
 def test_forgetting_a_subject_shreds_every_copy(tmp_path: Path, master: bytes) -> None:
     store = Keystore(tmp_path / "keystore.json", master)
     copies = [store.encrypt("C7", "email", "gone@example.com") for _ in range(3)]
@@ -78,6 +82,7 @@ def test_forgetting_a_subject_shreds_every_copy(tmp_path: Path, master: bytes) -
         store.encrypt("C7", "email", "again@example.com")
 
 
+@pytest.mark.unit
 def test_tokens_are_deterministic_and_keyed(tmp_path: Path, master: bytes) -> None:
     store = Keystore(tmp_path / "a.json", master)
     assert store.token("ava@example.com") == Keystore(tmp_path / "a.json", master).token("ava@example.com")
@@ -87,6 +92,7 @@ def test_tokens_are_deterministic_and_keyed(tmp_path: Path, master: bytes) -> No
     assert len(store.token("x") or "") == 64 and store.token(None) is None
 
 
+@pytest.mark.unit
 def test_personal_data_cannot_be_loaded_around_the_keystore(
     lh: Lakehouse, reference_files: dict[str, Path]
 ) -> None:
@@ -106,6 +112,7 @@ class FakeClock:
         return self.now
 
 
+@pytest.mark.unit
 def test_a_forget_elsewhere_is_seen_within_a_second_and_the_key_dropped(
     tmp_path: Path, master: bytes
 ) -> None:
@@ -127,6 +134,7 @@ def test_a_forget_elsewhere_is_seen_within_a_second_and_the_key_dropped(
     assert "C7" not in running._cache and running.decrypt(kept) == "kept@example.com"
 
 
+@pytest.mark.unit
 def test_writes_refuse_a_forgotten_subject_at_once(tmp_path: Path, master: bytes) -> None:
     clock = FakeClock()  # never advances: only the forced check before a write can see it
     path = tmp_path / "keystore.json"
@@ -138,6 +146,7 @@ def test_writes_refuse_a_forgotten_subject_at_once(tmp_path: Path, master: bytes
     assert running.shredded({"C7", "C8"}) == {"C7"}
 
 
+@pytest.mark.unit
 def test_the_keystore_file_is_checked_at_most_once_a_second(
     tmp_path: Path, master: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -149,13 +158,17 @@ def test_the_keystore_file_is_checked_at_most_once_a_second(
     monkeypatch.setattr(Keystore, "_stat", lambda self: checks.append(1) or original(self))
     for _ in range(500):
         store.decrypt(sealed)
-    assert len(checks) <= 1
-    clock.now += 1.0
+    assert len(checks) == 0  # the write just checked it, and no time has passed
+    clock.now += 0.999
+    store.decrypt(sealed)
+    assert len(checks) == 0
+    clock.now += 0.001
     store.decrypt(sealed)
     store.decrypt(sealed)
-    assert len(checks) <= 2
+    assert len(checks) == 1  # a second later: one check, then none again until the next second
 
 
+@pytest.mark.unit
 def test_a_rotation_elsewhere_is_picked_up(tmp_path: Path, master: bytes) -> None:
     clock = FakeClock()
     path = tmp_path / "keystore.json"
@@ -191,10 +204,10 @@ sys.exit(1)
 """
 
 
+@pytest.mark.integration
 def test_a_running_process_refuses_a_forgotten_subject_within_seconds(tmp_path: Path, master: bytes) -> None:
     import subprocess
     import sys
-    import time
 
     path = tmp_path / "keystore.json"
     sealed = Keystore(path, master).encrypt("C7", "email", "gone@example.com")
@@ -207,10 +220,10 @@ def test_a_running_process_refuses_a_forgotten_subject_within_seconds(tmp_path: 
     try:
         assert watcher.stdout is not None
         assert watcher.stdout.readline().strip() == "ready gone@example.com"  # key cached there
-        forgotten_at = time.monotonic()
         Keystore(path, master).forget("C7")
+        # the real clock's refresh (the 1 s bound is proven with a fake clock above); the watcher
+        # gives up after 30 s and says "still decrypts"
         assert watcher.stdout.readline().strip() == "shredded"
-        assert time.monotonic() - forgotten_at < 3.0
         assert watcher.wait(timeout=10) == 0
     finally:
         if watcher.poll() is None:
@@ -231,6 +244,7 @@ def _race_for_the_master_key(home: str, subject: str, barrier: Any, out: Any) ->
         out.put((subject, "error", repr(exc)))
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("round_", range(3))
 def test_racing_first_loads_create_one_master_key(tmp_path: Path, round_: int) -> None:
     import multiprocessing
@@ -264,6 +278,7 @@ def test_racing_first_loads_create_one_master_key(tmp_path: Path, round_: int) -
     assert {store.decrypt(sealed) for _, _, sealed in results} == {f"C{i}@example.com" for i in range(racers)}
 
 
+@pytest.mark.unit
 def test_fingerprints_are_per_subject_and_die_with_the_key(tmp_path: Path, master: bytes) -> None:
     store = Keystore(tmp_path / "keystore.json", master)
     address = ["1 Oak St", "Austin", "73301"]
@@ -279,6 +294,7 @@ def test_fingerprints_are_per_subject_and_die_with_the_key(tmp_path: Path, maste
         store.fingerprint("C1", address)
 
 
+@pytest.mark.unit
 def test_only_this_keystores_ciphertexts_pass_the_check(tmp_path: Path, master: bytes) -> None:
     import base64 as b64
 

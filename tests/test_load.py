@@ -27,6 +27,7 @@ def snapshot_count(lh: Lakehouse, table: str) -> int:
     return len(lh.table(table).metadata.snapshots)
 
 
+@pytest.mark.unit
 def test_csv_parquet_and_jsonl_load_into_a_contract_table(lh: Lakehouse, tmp_path: Path) -> None:
     csv = write(tmp_path / "a.csv", REGIONS_CSV)
     pq.write_table(
@@ -45,6 +46,7 @@ def test_csv_parquet_and_jsonl_load_into_a_contract_table(lh: Lakehouse, tmp_pat
     assert snapshot_count(lh, "bronze.regions") == 1  # three files, one atomic commit
 
 
+@pytest.mark.unit
 def test_loading_the_same_batch_twice_adds_nothing(lh: Lakehouse, tmp_path: Path) -> None:
     csv = write(tmp_path / "a.csv", REGIONS_CSV)
     copy = write(tmp_path / "same-bytes-other-name.csv", REGIONS_CSV)
@@ -56,6 +58,7 @@ def test_loading_the_same_batch_twice_adds_nothing(lh: Lakehouse, tmp_path: Path
     assert snapshot_count(lh, "bronze.regions") == 1
 
 
+@pytest.mark.unit
 def test_a_bad_file_commits_nothing_and_names_column_and_row(lh: Lakehouse, tmp_path: Path) -> None:
     good = write(tmp_path / "good.csv", "store_id,square_meters\nS1,100\n")
     bad = write(tmp_path / "bad.csv", "store_id,square_meters\nS2,120\nS3,130\nS4,lots\n")
@@ -75,6 +78,7 @@ def test_a_bad_file_commits_nothing_and_names_column_and_row(lh: Lakehouse, tmp_
     assert lh.sql("select store_id from bronze.stores").to_pylist() == [{"store_id": "S0"}]
 
 
+@pytest.mark.unit
 def test_parquet_with_a_wrong_type_names_the_row(lh: Lakehouse, tmp_path: Path) -> None:
     path = tmp_path / "lines.parquet"
     pq.write_table(
@@ -84,6 +88,7 @@ def test_parquet_with_a_wrong_type_names_the_row(lh: Lakehouse, tmp_path: Path) 
         lh.load("bronze.order_lines", [path])
 
 
+@pytest.mark.unit
 def test_missing_or_empty_required_columns_are_refused(lh: Lakehouse, tmp_path: Path) -> None:
     with pytest.raises(SchemaMismatchError, match=r"required column 'order_ts' of bronze\.orders is missing"):
         lh.load("bronze.orders", [write(tmp_path / "o.csv", "order_id\nO1\n")])
@@ -94,11 +99,13 @@ def test_missing_or_empty_required_columns_are_refused(lh: Lakehouse, tmp_path: 
         )
 
 
+@pytest.mark.unit
 def test_unknown_columns_are_refused_with_the_table_columns(lh: Lakehouse, tmp_path: Path) -> None:
     with pytest.raises(SchemaMismatchError, match=r"column\(s\) \['colour'\] are not in bronze.regions"):
         lh.load("bronze.regions", [write(tmp_path / "r.csv", "region_id,colour\nR1,red\n")])
 
 
+@pytest.mark.unit
 def test_create_keeps_decimals_dates_timestamps_and_strings(lh: Lakehouse, tmp_path: Path) -> None:
     data = pa.table(
         {
@@ -133,6 +140,7 @@ def test_create_keeps_decimals_dates_timestamps_and_strings(lh: Lakehouse, tmp_p
     assert via_sql == [{"total": decimal.Decimal("12345678.89")}]
 
 
+@pytest.mark.unit
 def test_csv_values_parse_into_contract_types(lh: Lakehouse, tmp_path: Path) -> None:
     text = (
         "product_id,perishable,shelf_life_days,unit_cost,unit_price,safe_temp_max_c,updated_at\n"
@@ -146,6 +154,7 @@ def test_csv_values_parse_into_contract_types(lh: Lakehouse, tmp_path: Path) -> 
     assert rows[1]["updated_at"] == dt.datetime(2026, 3, 2, 11, 30, 0, 250000)
 
 
+@pytest.mark.unit
 def test_concurrent_loads_both_land(lh: Lakehouse, tmp_path: Path, home: Path) -> None:
     lh.load("bronze.regions", [write(tmp_path / "seed.csv", "region_id\nR0\n")])
     errors: list[BaseException] = []
@@ -169,6 +178,7 @@ def test_concurrent_loads_both_land(lh: Lakehouse, tmp_path: Path, home: Path) -
     assert ids == {"R0", "R1", "R2", "R3", "R4"}
 
 
+@pytest.mark.unit
 def test_bad_identifiers_and_missing_files_are_clear(lh: Lakehouse, tmp_path: Path) -> None:
     with pytest.raises(LoadError, match=r"LAYER\.TABLE"):
         lh.load("orders", [tmp_path / "x.csv"])
@@ -180,6 +190,7 @@ def test_bad_identifiers_and_missing_files_are_clear(lh: Lakehouse, tmp_path: Pa
         lh.load("bronze.orders", [write(tmp_path / "data.txt", "x")])
 
 
+@pytest.mark.integration
 def test_cli_load_reports_errors_once_and_exits_1(home: Path, tmp_path: Path) -> None:
     bad = write(tmp_path / "bad.csv", "store_id,square_meters\nS1,big\n")
     result = run_cli("load", "bronze.stores", str(bad), home=home)
@@ -194,6 +205,7 @@ def test_cli_load_reports_errors_once_and_exits_1(home: Path, tmp_path: Path) ->
     assert "skipped" in again.stdout and "already loaded" in again.stdout
 
 
+@pytest.mark.unit
 def test_csv_without_contract_created_from_inferred_types(lh: Lakehouse, tmp_path: Path) -> None:
     table = pa.table({"k": ["a", "b"], "n": [1, 2], "day": [dt.date(2026, 1, 1), dt.date(2026, 1, 2)]})
     pacsv.write_csv(table, tmp_path / "t.csv")
@@ -201,6 +213,7 @@ def test_csv_without_contract_created_from_inferred_types(lh: Lakehouse, tmp_pat
     assert lh.sql("select k, n, day from bronze.my_upload order by k").to_pylist() == table.to_pylist()
 
 
+@pytest.mark.unit
 def test_partitioned_load_writes_one_partition_per_file(lh: Lakehouse, tmp_path: Path) -> None:
     days = [dt.datetime(2026, 3, d, h) for d in (4, 2, 3, 2, 4, 2) for h in (1, 23)]
     data = pa.table(
@@ -226,6 +239,7 @@ def test_partitioned_load_writes_one_partition_per_file(lh: Lakehouse, tmp_path:
     )
 
 
+@pytest.mark.unit
 def test_large_unpartitioned_load_is_split_across_files_losslessly(
     lh: Lakehouse, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

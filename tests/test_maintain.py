@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from lakehouse import Lakehouse
 from lakehouse.iceberg import (
@@ -44,6 +45,7 @@ def _readings_file(path: Path, day: int) -> Path:
     return path
 
 
+@pytest.mark.integration
 def test_expiry_keeps_loaded_files_and_marks(lh: Lakehouse, tmp_path: Path, home: Path) -> None:
     files = [_readings_file(tmp_path / f"r{d}.parquet", d) for d in (1, 2, 3)]
     for f in files:
@@ -94,6 +96,7 @@ def test_expiry_keeps_loaded_files_and_marks(lh: Lakehouse, tmp_path: Path, home
     assert lh.sql("select count(*) from bronze.sensor_readings").column(0)[0].as_py() == 14
 
 
+@pytest.mark.unit
 def test_tables_from_before_the_ledger_property_get_it_before_expiry(lh: Lakehouse, tmp_path: Path) -> None:
     files = [_readings_file(tmp_path / f"r{d}.parquet", d) for d in (1, 2)]
     for f in files:

@@ -13,6 +13,8 @@ from lakehouse import Lakehouse, Settings
 from lakehouse.config import private_dir, scratch_dir
 from lakehouse.reference import generate
 
+pytestmark = pytest.mark.unit
+
 
 def test_private_dir_creates_and_tightens(tmp_path: Path) -> None:
     created = private_dir(tmp_path / "a" / "b")

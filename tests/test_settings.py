@@ -10,6 +10,7 @@ from lakehouse import ConfigurationError, Settings
 from .conftest import run_cli
 
 
+@pytest.mark.unit
 def test_local_profile_keeps_all_state_under_home(tmp_path: Path) -> None:
     settings = Settings(home=tmp_path / "h")
     assert settings.profile == "local"
@@ -20,6 +21,7 @@ def test_local_profile_keeps_all_state_under_home(tmp_path: Path) -> None:
     assert settings.engine.type == "duckdb"
 
 
+@pytest.mark.unit
 def test_home_and_nested_settings_come_from_the_environment(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -32,6 +34,7 @@ def test_home_and_nested_settings_come_from_the_environment(
     assert settings.engine.threads == 8
 
 
+@pytest.mark.unit
 def test_profiles_pick_their_backends() -> None:
     stack = Settings(profile="stack")
     assert (stack.catalog.type, stack.storage.type, stack.storage.sse) == ("rest", "s3", "AES256")
@@ -41,6 +44,7 @@ def test_profiles_pick_their_backends() -> None:
     assert cluster.storage.sse == "aws:kms"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("weak", ["minioadmin", "changeme", "password"])
 def test_cluster_refuses_default_secrets(monkeypatch: pytest.MonkeyPatch, weak: str) -> None:
     monkeypatch.setenv("LAKEHOUSE_PROFILE", "cluster")
@@ -49,6 +53,7 @@ def test_cluster_refuses_default_secrets(monkeypatch: pytest.MonkeyPatch, weak: 
         Settings()
 
 
+@pytest.mark.unit
 def test_secrets_come_from_a_secrets_directory_and_never_print(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -62,6 +67,7 @@ def test_secrets_come_from_a_secrets_directory_and_never_print(
     assert "s3cr3t" not in repr(settings) and "s3cr3t" not in settings.model_dump_json()
 
 
+@pytest.mark.unit
 def test_the_master_key_comes_from_a_secret_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import base64
     import os
@@ -81,6 +87,7 @@ def test_the_master_key_comes_from_a_secret_file(monkeypatch: pytest.MonkeyPatch
     assert not (tmp_path / "home" / "state" / "keys" / "master.key").exists()  # nothing generated
 
 
+@pytest.mark.unit
 def test_the_cluster_profile_never_generates_a_master_key(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -124,6 +131,7 @@ def _password_variants() -> list[tuple[str, str]]:
     return variants
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(("value", "secret"), _password_variants())
 def test_no_password_is_printed_from_settings(
     monkeypatch: pytest.MonkeyPatch, value: str, secret: str
@@ -146,6 +154,7 @@ def test_no_password_is_printed_from_settings(
     assert all(f not in mask_secrets(sentence, settings.secret_values()) for f in forms if len(f) >= 4)
 
 
+@pytest.mark.integration
 def test_lakehouse_settings_and_its_errors_mask_passwords(tmp_path: Path) -> None:
     secret = "Zq8!pw@ss/word"
     url = f"postgresql://lake:{secret}@db.internal:5432/lakehouse?sslpassword=Kx9secondpw"

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import boto3
 import pytest
+from botocore import UNSIGNED
+from botocore.config import Config
 from botocore.exceptions import ClientError
 from pyiceberg.catalog.rest import RestCatalog
 
@@ -16,7 +18,7 @@ from lakehouse.local._stack import s3_client
 
 from .conftest import dbt_build, load_reference, run_cli
 
-pytestmark = [pytest.mark.s3, pytest.mark.dbt]
+pytestmark = [pytest.mark.e2e, pytest.mark.s3, pytest.mark.dbt]
 STACK = {"LAKEHOUSE_PROFILE": "stack"}
 
 
@@ -68,6 +70,23 @@ def test_s3_refuses_unsigned_and_wrongly_signed_requests(stack_built: Path) -> N
     with pytest.raises(ClientError) as info:
         intruder.list_objects_v2(Bucket="warehouse")
     assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    # no signature at all: neither a listing nor an object that exists is served
+    key = s3_client(Settings(profile="stack", home=stack_built)).list_objects_v2(
+        Bucket="warehouse", MaxKeys=1
+    )["Contents"][0]["Key"]
+    anonymous = boto3.client(
+        "s3",
+        endpoint_url=state["s3_endpoint"],
+        region_name="us-east-1",
+        config=Config(signature_version=UNSIGNED),
+    )
+    for attempt in (
+        lambda: anonymous.list_objects_v2(Bucket="warehouse"),
+        lambda: anonymous.get_object(Bucket="warehouse", Key=key),
+    ):
+        with pytest.raises(ClientError) as unsigned:
+            attempt()
+        assert unsigned.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
 
 
 def test_any_iceberg_client_reads_the_tables_through_rest(stack_built: Path) -> None:

@@ -32,6 +32,7 @@ def compiled(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return home / "dbt" / "trino" / "target" / "compiled" / "lakehouse" / "models"
 
 
+@pytest.mark.integration
 def test_every_model_compiles_for_trino_and_parses(compiled: Path) -> None:
     files = sorted(compiled.rglob("*.sql"))
     models = [f for f in files if f.parent.name in ("silver", "gold", "platinum")]
@@ -43,6 +44,7 @@ def test_every_model_compiles_for_trino_and_parses(compiled: Path) -> None:
             assert not pattern.search(sql), f"{path.name}: {what} is DuckDB-only SQL"
 
 
+@pytest.mark.integration
 def test_trino_sql_references_the_iceberg_catalog(compiled: Path) -> None:
     sql = (compiled / "gold" / "fct_sales.sql").read_text()
     assert '"iceberg"."silver"."int_order_lines"' in sql
@@ -57,6 +59,7 @@ def test_trino_sql_references_the_iceberg_catalog(compiled: Path) -> None:
     assert "unnest(sequence(" in spine and "generate_series" not in spine
 
 
+@pytest.mark.unit
 def test_the_lint_catches_duckdb_only_sql() -> None:
     sample = "select a,\n  b,\nfrom t where isodow(d) = 1"
     found = [what for what, pattern in DUCKDB_ONLY.items() if pattern.search(sample)]

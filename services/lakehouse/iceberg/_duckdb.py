@@ -16,7 +16,7 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 
 from lakehouse.catalog import list_tables
-from lakehouse.config import Settings
+from lakehouse.config import Settings, private_dir
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +121,8 @@ def new_source_connection(settings: Settings) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection that can read the warehouse: the bundled extensions and the object
     store's credentials, nothing bound yet. Never hand it a policy-bound user's SQL."""
     ext_dir = extension_directory(settings)
-    ext_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(ext_dir.parent)  # the engine's files are its owner's alone, like the home around them
+    private_dir(ext_dir)
     conn = duckdb.connect(
         config={
             "extension_directory": str(ext_dir),

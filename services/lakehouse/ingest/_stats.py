@@ -54,6 +54,9 @@ class IngestStats:
                 f'lakehouse_sink_lag{{topic="{tp.rsplit("/", 1)[0]}",partition="{tp.rsplit("/", 1)[1]}"}} {n}'
                 for tp, n in sorted(self.lag.items())
             ),
+            "# HELP lakehouse_sink_assigned_partitions Partitions this member of the group holds now.",
+            "# TYPE lakehouse_sink_assigned_partitions gauge",
+            f"lakehouse_sink_assigned_partitions {len(self.assigned)}",
             "# HELP lakehouse_sink_pending_messages Messages read and held for the next commit.",
             "# TYPE lakehouse_sink_pending_messages gauge",
             f"lakehouse_sink_pending_messages {self.pending}",

@@ -12,6 +12,7 @@ import os
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -52,11 +53,25 @@ def _pem(private: Any) -> str:
 
 
 class KeySet:
-    def __init__(self, path: Path, kind: Kind, *, retention: float):
+    """``clock`` paces the re-reads (monotonic); ``wall`` dates rotations and retention (epoch
+    seconds, shared with other processes through the file). Both injectable for tests."""
+
+    def __init__(
+        self,
+        path: Path,
+        kind: Kind,
+        *,
+        retention: float,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ):
         self.path, self.kind, self.retention = path, kind, retention
+        self._clock, self._wall = clock, wall
         self._lock = threading.Lock()
         self._keys: list[Key] = []
-        self._mtime: float | None = None
+        # (inode, mtime, size): a rotation replaces the file, so the inode changes even when two
+        # writes fall in the same mtime tick
+        self._signature: tuple[int, int, int] | None = None
         self._checked = 0.0
 
     # -- the file ---------------------------------------------------------------------------
@@ -93,7 +108,7 @@ class KeySet:
 
     def rotate(self) -> Key:
         """A new active key; the previous one is retired (kept while it may still be needed)."""
-        now = time.time()
+        now = self._wall()
         keys = self._read() if self.path.exists() else []
         keys = [
             Key(k.kid, k.private, k.created_at, k.retired_at or now)
@@ -107,21 +122,22 @@ class KeySet:
             None,
         )
         self._write([fresh, *keys])
-        self._mtime = None
+        self._signature = None
         return fresh
 
     def _current(self) -> list[Key]:
         """The keys, re-read at most once a second when the file changed (a rotation)."""
         with self._lock:
-            now = time.monotonic()
-            if self._mtime is None or now - self._checked > 1.0:
+            now = self._clock()
+            if self._signature is None or now - self._checked > 1.0:
                 self._checked = now
                 try:
-                    mtime = self.path.stat().st_mtime
+                    st = self.path.stat()
                 except FileNotFoundError as exc:
                     raise ConfigurationError(f"key set {self.path} is missing") from exc
-                if mtime != self._mtime:
-                    self._keys, self._mtime = self._read(), mtime
+                signature = (st.st_ino, st.st_mtime_ns, st.st_size)
+                if signature != self._signature:
+                    self._keys, self._signature = self._read(), signature
             return self._keys
 
     # -- use ---------------------------------------------------------------------------------
@@ -131,7 +147,7 @@ class KeySet:
 
     def get(self, kid: str) -> Key | None:
         """A key that may still verify or open: the active one, or one retired within retention."""
-        now = time.time()
+        now = self._wall()
         for key in self._current():
             if key.kid == kid and (key.retired_at is None or now - key.retired_at < self.retention):
                 return key
@@ -141,7 +157,7 @@ class KeySet:
         """Public signing keys as a JWKS (RFC 8037 OKP keys)."""
         from lakehouse_edge.envelope import b64e
 
-        now = time.time()
+        now = self._wall()
         return {
             "keys": [
                 {
