@@ -30,6 +30,7 @@ from .test_edge import access_token, enroll_direct, request, sealed_for, seed_re
 from .test_edge import readings as edge_readings
 
 
+@pytest.mark.unit
 def test_produce_passes_scale_to_the_simulator(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: dict[str, Any] = {}
 
@@ -81,6 +82,7 @@ def _sink(lh: Lakehouse, monkeypatch: pytest.MonkeyPatch, on_poll: Callable[[Sin
     return sink
 
 
+@pytest.mark.unit
 def test_sink_stops_on_sigterm_and_restores_the_handlers_it_found(
     lh: Lakehouse, monkeypatch: pytest.MonkeyPatch, user_handlers: Callable[[int, Any], None]
 ) -> None:
@@ -90,6 +92,7 @@ def test_sink_stops_on_sigterm_and_restores_the_handlers_it_found(
     assert signal.getsignal(signal.SIGINT) is user_handlers
 
 
+@pytest.mark.integration
 def test_sink_restores_the_handlers_when_it_fails(
     lh: Lakehouse, monkeypatch: pytest.MonkeyPatch, user_handlers: Callable[[int, Any], None]
 ) -> None:
@@ -102,6 +105,7 @@ def test_sink_restores_the_handlers_when_it_fails(
     assert signal.getsignal(signal.SIGINT) is user_handlers
 
 
+@pytest.mark.unit
 def test_sink_outside_the_main_thread_leaves_signals_alone(
     lh: Lakehouse, monkeypatch: pytest.MonkeyPatch, user_handlers: Callable[[int, Any], None]
 ) -> None:
@@ -141,6 +145,7 @@ def _model_table(lh: Lakehouse) -> Any:
 _MODEL_SCHEMA = pa.schema([pa.field("id", pa.int64()), pa.field("label", pa.string())])
 
 
+@pytest.mark.unit
 def test_dbt_model_table_survives_a_transient_error_while_evolving(
     lh: Lakehouse, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -161,6 +166,7 @@ def test_dbt_model_table_survives_a_transient_error_while_evolving(
     assert sorted(kept.scan().to_arrow().column("label").to_pylist()) == ["a", "b"]
 
 
+@pytest.mark.unit
 def test_dbt_model_table_evolves_compatible_changes_and_recreates_incompatible_ones(lh: Lakehouse) -> None:
     from lakehouse.ingest._write import _replace_schema_if_changed
 
@@ -176,6 +182,7 @@ def test_dbt_model_table_evolves_compatible_changes_and_recreates_incompatible_o
     assert recreated.metadata.snapshots == []  # string -> long cannot evolve: starts over
 
 
+@pytest.mark.unit
 def test_the_platform_declares_the_edge_agent_it_imports() -> None:
     from importlib.metadata import requires
 
@@ -192,6 +199,7 @@ def test_the_platform_declares_the_edge_agent_it_imports() -> None:
     assert not [line for line in locked if line.startswith(("lakehouse-edge", "-e"))]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "secret",
     ["'", "a'b", "x'); select 42; --", "''", "back\\slash'", "end'", "$$q'$$", "ünï'cödé"],
@@ -258,6 +266,7 @@ def _gateway_in_process(home: Path, **gateway: Any) -> Iterator[EdgeGateway]:
         thread.join(timeout=60)
 
 
+@pytest.mark.integration
 def test_gateway_answers_503_when_its_lander_blocks_and_healthz_says_so(
     home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -299,6 +308,7 @@ def test_gateway_answers_503_when_its_lander_blocks_and_healthz_says_so(
     assert len(edge_readings(home)) == 5  # landed once
 
 
+@pytest.mark.integration
 def test_gateway_healthz_reports_a_dead_lander(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from lakehouse.ingest.edge._land import Lander
 
@@ -315,6 +325,7 @@ def test_gateway_healthz_reports_a_dead_lander(home: Path, monkeypatch: pytest.M
         assert status == 503 and problem["code"] == "landing-unavailable", problem
 
 
+@pytest.mark.integration
 def test_dbt_past_its_time_limit_is_stopped_with_a_clear_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -345,6 +356,7 @@ def test_dbt_past_its_time_limit_is_stopped_with_a_clear_error(
     assert dbt.returncode == -signal.SIGTERM  # stopped and reaped, not left running
 
 
+@pytest.mark.unit
 def test_demo_edge_commands_are_bounded_and_fail_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
 
@@ -374,6 +386,7 @@ def unrelated_process() -> Iterator[subprocess.Popen[bytes]]:
         proc.wait()
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     "record",
     [
@@ -396,6 +409,7 @@ def test_stop_never_signals_a_pid_that_now_belongs_to_another_process(
     assert not state_file.exists()  # the stale record is forgotten
 
 
+@pytest.mark.integration
 def test_stop_signals_the_process_it_recorded(
     tmp_path: Path, unrelated_process: subprocess.Popen[bytes]
 ) -> None:

@@ -14,6 +14,8 @@ from lakehouse import Lakehouse, LoadError
 from lakehouse.iceberg import BATCH_IDS, Backoff, Planned, commit_with_replan, loaded_batch_ids
 from lakehouse.iceberg import _ledger as ledger
 
+pytestmark = pytest.mark.unit
+
 
 def _table(lh: Lakehouse, tmp_path: Path) -> tuple[str, Path]:
     seed = tmp_path / "seed.parquet"

@@ -113,6 +113,7 @@ def test_tables_from_before_the_ledger_property_get_it_before_expiry(lh: Lakehou
     assert lh.load("bronze.sensor_readings", files).files_loaded == []
 
 
+@pytest.mark.integration
 def test_expire_snapshots_covers_the_audit_log(lh: Lakehouse, home: Path) -> None:
     for _ in range(3):  # each flush is one commit to audit.query_log
         lh.sql("select 1 as x")
@@ -144,6 +145,7 @@ def test_expire_snapshots_covers_the_audit_log(lh: Lakehouse, home: Path) -> Non
     assert "audit.query_log" in {r["table"] for r in json.loads(every.stdout)}
 
 
+@pytest.mark.integration
 def test_expire_snapshots_names_a_missing_table_in_one_line(home: Path) -> None:
     result = run_cli("maintain", "expire-snapshots", "audit.nope", home=home)
     assert result.returncode == 1

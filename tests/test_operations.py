@@ -18,6 +18,8 @@ from lakehouse.ingest.edge import (
 )
 from lakehouse.privacy import rotate_keys
 
+pytestmark = pytest.mark.unit
+
 
 def _audit(settings: Settings) -> list[dict]:
     return [json.loads(line) for line in paths(settings).audit.read_text().splitlines()]

@@ -91,6 +91,7 @@ def _one_line_error(result: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
+@pytest.mark.integration
 def test_the_cli_loads_a_user_orders_table_with_the_users_schema(
     project: Path, rentals: Path, home: Path
 ) -> None:
@@ -105,6 +106,7 @@ def test_the_cli_loads_a_user_orders_table_with_the_users_schema(
         assert lh.sql("select count(*) from bronze.orders").column(0)[0].as_py() == 3
 
 
+@pytest.mark.unit
 def test_the_api_loads_through_the_settings_project(project: Path, rentals: Path, home: Path) -> None:
     # the test runs in the repository, whose own project (the retailer) would apply by default
     assert "LAKEHOUSE_PROJECT_DIR" not in os.environ and find_project().root == REPO
@@ -118,6 +120,7 @@ def test_the_api_loads_through_the_settings_project(project: Path, rentals: Path
         assert "lakehouse.created-from" not in properties  # ...not from the file
 
 
+@pytest.mark.integration
 def test_the_reference_contracts_are_not_applied(project: Path, tmp_path: Path, home: Path) -> None:
     contracts = load_contracts(Project(project))
     assert set(contracts) == {"bronze.orders", "bronze.dead_letters"}  # the platform's own table stays
@@ -136,6 +139,7 @@ def test_the_reference_contracts_are_not_applied(project: Path, tmp_path: Path, 
         assert lh.sql("select full_name from bronze.customers").column(0).to_pylist() == ["Ada Quinn"]
 
 
+@pytest.mark.unit
 def test_a_table_outside_the_contracts_loads_only_with_create(
     project: Path, tmp_path: Path, home: Path
 ) -> None:
@@ -148,6 +152,7 @@ def test_a_table_outside_the_contracts_loads_only_with_create(
         assert lh.sql("select sum(docks) from bronze.stations").column(0)[0].as_py() == 32
 
 
+@pytest.mark.integration
 def test_the_users_policies_govern_queries(project: Path, rentals: Path, home: Path) -> None:
     check = run_cli("policy", "check", home=home, env=_env(project))
     assert check.returncode == 0, check.stderr
@@ -162,6 +167,7 @@ def test_the_users_policies_govern_queries(project: Path, rentals: Path, home: P
     ]
 
 
+@pytest.mark.unit
 def test_the_kafka_route_lands_in_the_users_table(project: Path, home: Path) -> None:
     message = orjson.dumps(
         {
@@ -187,6 +193,7 @@ def test_the_kafka_route_lands_in_the_users_table(project: Path, home: Path) -> 
     assert [d["source_offset"] for d in dead] == [1]  # a retailer's order does not fit the user's table
 
 
+@pytest.mark.integration
 def test_a_project_cannot_redefine_a_platform_table(project: Path, rentals: Path, home: Path) -> None:
     (project / "contracts" / "mine.yml").write_text(
         "tables:\n  dead_letters:\n    primary_key: [id]\n    columns: [{name: id, type: string, required: true}]\n"
@@ -195,6 +202,7 @@ def test_a_project_cannot_redefine_a_platform_table(project: Path, rentals: Path
     assert "mine.yml" in error and "bronze.dead_letters is the platform's own table" in error
 
 
+@pytest.mark.unit
 def test_a_table_declared_twice_is_refused(project: Path) -> None:
     (project / "contracts" / "again.yml").write_text(RENTALS)
     with pytest.raises(ContractError, match=r"bronze\.orders is already declared in") as caught:
@@ -202,6 +210,7 @@ def test_a_table_declared_twice_is_refused(project: Path) -> None:
     assert "rentals.yml" in str(caught.value) and "again.yml" in str(caught.value)
 
 
+@pytest.mark.integration
 def test_dbt_sources_say_which_contracts_they_come_from(project: Path, home: Path) -> None:
     result = run_cli("contracts", "dbt-sources", home=home, env=_env(project))
     assert result.returncode == 0, result.stderr
@@ -238,6 +247,7 @@ sensitive:
 )
 
 
+@pytest.mark.integration
 @pytest.mark.dbt
 def test_dbt_builds_the_users_project_under_the_users_policies(
     project: Path, rentals: Path, home: Path, capfd: pytest.CaptureFixture[str]
@@ -270,6 +280,7 @@ def test_dbt_builds_the_users_project_under_the_users_policies(
         assert ("silver", "rides_leaky") not in [(t.layer, t.table) for t in lh.tables()]
 
 
+@pytest.mark.unit
 def test_the_gateway_refuses_schemas_the_project_does_not_declare(project: Path, home: Path) -> None:
     from lakehouse.ingest.edge import build_app
 
@@ -277,6 +288,7 @@ def test_the_gateway_refuses_schemas_the_project_does_not_declare(project: Path,
         build_app(Settings(home=home, project_dir=project))  # the default schemas are the retailer's
 
 
+@pytest.mark.integration
 def test_the_project_is_found_from_the_current_directory(project: Path, rentals: Path, home: Path) -> None:
     assert find_project(start=project / "policies").root == project
     environment = {k: v for k, v in os.environ.items() if not k.startswith("LAKEHOUSE_")}
@@ -293,6 +305,7 @@ def test_the_project_is_found_from_the_current_directory(project: Path, rentals:
         assert [f.name for f in lh.table("bronze.orders").schema().fields] == USER_COLUMNS
 
 
+@pytest.mark.unit
 def test_a_found_project_writable_by_every_user_is_not_taken(project: Path) -> None:
     (project / "contracts").chmod(0o777)  # anyone could have planted these contracts
     with pytest.raises(ConfigurationError, match=r"writable by every user; set LAKEHOUSE_PROJECT_DIR"):
@@ -304,6 +317,7 @@ def test_a_found_project_writable_by_every_user_is_not_taken(project: Path) -> N
     assert find_project(project).root == project  # named explicitly, it is the user's choice
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("kind", ["missing", "file", "no contracts"])
 def test_a_missing_or_invalid_project_dir_is_one_line(
     kind: str, tmp_path: Path, rentals: Path, home: Path
@@ -319,6 +333,7 @@ def test_a_missing_or_invalid_project_dir_is_one_line(
         Lakehouse(Settings(home=home, project_dir=target)).load("bronze.orders", [rentals])
 
 
+@pytest.mark.integration
 def test_no_project_anywhere_names_the_setting(tmp_path: Path, rentals: Path, home: Path) -> None:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("LAKEHOUSE_")}
     result = subprocess.run(
@@ -333,6 +348,7 @@ def test_no_project_anywhere_names_the_setting(tmp_path: Path, rentals: Path, ho
     assert "no project in" in error and "set LAKEHOUSE_PROJECT_DIR" in error
 
 
+@pytest.mark.unit
 def test_retired_settings_are_refused_not_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LAKEHOUSE_CONTRACTS_FILE", "/somewhere/bronze.yml")
     with pytest.raises(ConfigurationError, match="LAKEHOUSE_CONTRACTS_FILE is no longer read"):

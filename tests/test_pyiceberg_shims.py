@@ -9,9 +9,12 @@ import inspect
 
 import pyiceberg.io.pyarrow as pyarrow_io
 import pyiceberg.table as iceberg_table
+import pytest
 from pyiceberg.table.update.snapshot import _FastAppendFiles
 
 from lakehouse.iceberg import _pyiceberg as shims
+
+pytestmark = pytest.mark.unit
 
 SHIMS = "services/lakehouse/iceberg/_pyiceberg.py"
 

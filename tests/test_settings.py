@@ -173,6 +173,7 @@ def test_lakehouse_settings_and_its_errors_mask_passwords(tmp_path: Path) -> Non
     assert "lake:***@" in result.stderr
 
 
+@pytest.mark.unit
 def test_every_exception_the_platform_defines_is_in_errors_under_one_root_and_exported() -> None:
     import importlib
     import inspect
