@@ -35,6 +35,12 @@ from ._committer import Committer, CommitterProcess
 logger = logging.getLogger(__name__)
 
 
+SESSION_TIMEOUT_S = 6.0  # Tansu: a join takes ~23 s with the defaults
+HEARTBEAT_S = 1.0
+# Holding only some of the topics' partitions, a sink cannot tell a live peer from a member that
+# was killed without leaving: the broker hands a dead member's partitions over only when its
+# session times out. Idle-exit then waits that long after the join, not to leave them unread.
+SETTLE_S = SESSION_TIMEOUT_S + 2 * HEARTBEAT_S
 # an empty poll means "caught up"; a short wait finds that out without idling on a full batch
 POLL_TIMEOUT_MS = 50
 
@@ -85,6 +91,8 @@ class Sink:
         self._pending_bytes = 0
         self._consumer: Any = None
         self._last_activity = time.monotonic()
+        self._joined_at = time.monotonic()
+        self._partitions: set[str] | None = None  # every partition of the topics, once known
         # Batches go in order to one committer (a thread handing them to the committer process, or
         # committing itself), at most one waiting: commits overlap with fetching, stay in offset
         # order, and a slow catalog stops the polling (backpressure).
@@ -122,7 +130,7 @@ class Sink:
 
             def on_partitions_assigned(self, assigned: Any) -> None:
                 sink._seek_to_table_marks(assigned)
-                sink._last_activity = time.monotonic()  # idleness counts from the join
+                sink._last_activity = sink._joined_at = time.monotonic()  # idleness counts from the join
 
         consumer = KafkaConsumer(
             bootstrap_servers=self.bootstrap,
@@ -130,8 +138,8 @@ class Sink:
             client_id="lakehouse-sink",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            session_timeout_ms=6000,  # Tansu: a join takes ~23 s with the defaults
-            heartbeat_interval_ms=1000,
+            session_timeout_ms=int(SESSION_TIMEOUT_S * 1000),
+            heartbeat_interval_ms=int(HEARTBEAT_S * 1000),
             max_poll_records=5000,
             max_partition_fetch_bytes=8 * 1024 * 1024,
             fetch_max_bytes=32 * 1024 * 1024,
@@ -155,6 +163,16 @@ class Sink:
     def _table_or_none(self, identifier: str) -> Table | None:
         layer, name = identifier.split(".")
         return self.catalog.load_table((layer, name)) if self.catalog.table_exists((layer, name)) else None
+
+    def _settled(self) -> bool:
+        """No partition of the topics can still be on its way here: this sink holds them all,
+        or it joined long enough ago for a killed member's partitions to have been handed over."""
+        if self._partitions is None:
+            found = {f"{t}/{p}" for t in self.topics for p in self._consumer.partitions_for_topic(t) or ()}
+            self._partitions = found or None
+        if self._partitions is not None and self._partitions <= self.stats.assigned:
+            return True
+        return time.monotonic() - self._joined_at >= SETTLE_S
 
     def _caught_up(self) -> bool:
         """Every assigned partition read to its end: an empty poll alone is not enough (a slow
@@ -213,7 +231,13 @@ class Sink:
                     batch_started = time.monotonic()
                 joined = bool(self.stats.assigned)
                 idle = time.monotonic() - self._last_activity
-                if self.idle_exit is not None and joined and idle >= self.idle_exit and self._caught_up():
+                if (
+                    self.idle_exit is not None
+                    and joined
+                    and idle >= self.idle_exit
+                    and self._settled()
+                    and self._caught_up()
+                ):
                     break
             self.flush()  # SIGTERM or idle: commit what was read
             self._drain()
