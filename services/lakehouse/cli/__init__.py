@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
-from ._main import app, main
+from ._app import app
+from ._main import main
 
 __all__ = ["app", "main"]

@@ -1,0 +1,147 @@
+"""The command group, its sub-groups, and how results are printed (text or JSON, once)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table as RichTable
+
+from lakehouse.config import Settings
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from lakehouse._api import Lakehouse
+
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="The lakehouse platform.")
+
+
+stack_app = typer.Typer(
+    no_args_is_help=True, help="The stack profile's servers (SeaweedFS S3 + Iceberg REST)."
+)
+
+
+contracts_app = typer.Typer(no_args_is_help=True, help="Bronze data contracts.")
+
+
+broker_app = typer.Typer(no_args_is_help=True, help="The embedded Kafka-compatible broker (Tansu).")
+
+
+sink_app = typer.Typer(no_args_is_help=True, help="Kafka topics into bronze Iceberg tables, exactly once.")
+
+
+app.add_typer(stack_app, name="stack")
+
+
+app.add_typer(broker_app, name="broker")
+
+
+app.add_typer(sink_app, name="sink")
+
+
+app.add_typer(contracts_app, name="contracts")
+
+
+gateway_app = typer.Typer(
+    no_args_is_help=True, help="The edge gateway: devices upload sealed batches over TLS."
+)
+
+
+devices_app = typer.Typer(
+    no_args_is_help=True, help="Edge devices: enrollment tokens, the registry, revocation."
+)
+
+
+app.add_typer(gateway_app, name="gateway")
+
+
+app.add_typer(devices_app, name="devices")
+
+
+maintain_app = typer.Typer(no_args_is_help=True, help="Table maintenance.")
+
+
+policy_app = typer.Typer(no_args_is_help=True, help="Access policies (policies/): check, compile, explain.")
+
+
+keys_app = typer.Typer(no_args_is_help=True, help="The keystore of per-customer data keys.")
+
+
+gdpr_app = typer.Typer(no_args_is_help=True, help="Data subjects' rights: erasure by crypto-shredding.")
+
+
+app.add_typer(keys_app, name="keys")
+
+
+app.add_typer(gdpr_app, name="gdpr")
+
+
+app.add_typer(policy_app, name="policy")
+
+
+app.add_typer(maintain_app, name="maintain")
+
+
+out = Console(soft_wrap=True)
+
+
+err = Console(stderr=True, soft_wrap=True)
+
+
+class TextOrJson(StrEnum):
+    text = "text"
+    json = "json"
+
+
+class SqlOutput(StrEnum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+class FileFormat(StrEnum):
+    parquet = "parquet"
+    csv = "csv"
+    jsonl = "jsonl"
+
+
+def _lakehouse() -> Lakehouse:
+    from lakehouse._api import Lakehouse
+
+    return Lakehouse(Settings.load())
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
+
+
+def _print_mapping(result: dict[str, Any], output: TextOrJson) -> None:
+    if output is TextOrJson.json:
+        _print_json(result)
+    else:
+        for key, value in result.items():
+            out.print(f"{key}: {value}", highlight=False)
+
+
+def _print_arrow(result: pa.Table, output: SqlOutput) -> None:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    if output is SqlOutput.json:
+        _print_json(result.to_pylist())
+    elif output is SqlOutput.csv:
+        sink = pa.BufferOutputStream()
+        pacsv.write_csv(result, sink)
+        sys.stdout.write(sink.getvalue().to_pybytes().decode())
+    else:
+        table = RichTable(*result.column_names, show_lines=False)
+        for row in result.to_pylist():
+            table.add_row(*("NULL" if v is None else str(v) for v in row.values()))
+        out.print(table)
+        out.print(f"({result.num_rows} row{'s' if result.num_rows != 1 else ''})")

@@ -1,0 +1,191 @@
+"""Loading, querying and building the data: load, sql, tables, generate, dbt, demo, maintain,
+contracts, settings."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table as RichTable
+
+from lakehouse.config import Settings, project_of
+from lakehouse.errors import LakehouseError
+
+from ._app import (
+    FileFormat,
+    SqlOutput,
+    TextOrJson,
+    _lakehouse,
+    _print_arrow,
+    _print_json,
+    app,
+    contracts_app,
+    err,
+    maintain_app,
+    out,
+)
+
+
+@app.command()
+def load(
+    table: Annotated[str, typer.Argument(help="Target table, LAYER.TABLE (bronze.orders)")],
+    files: Annotated[list[Path], typer.Argument(help="Parquet, CSV or JSON-lines files", show_default=False)],
+    format: Annotated[
+        FileFormat | None, typer.Option("--format", help="File format (default: from the name)")
+    ] = None,
+    create: Annotated[
+        bool, typer.Option("--create", help="Create a table with no contract from the files' schema")
+    ] = False,
+    output: Annotated[TextOrJson, typer.Option("--output", "-o")] = TextOrJson.text,
+) -> None:
+    """Append files to a table in one atomic commit; files already loaded are skipped."""
+    lh = _lakehouse()
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=output is TextOrJson.json or not err.is_terminal,
+    ) as progress:
+        task = progress.add_task(f"loading {table}", total=len(files) + 1)
+        result = lh.load(
+            table,
+            files,
+            fmt=format.value if format else None,
+            create=create,
+            progress=lambda what, rows: progress.update(task, advance=1, description=what),
+        )
+    if output is TextOrJson.json:
+        _print_json(result.__dict__)
+        return
+    if result.files_loaded:
+        out.print(
+            f"loaded {result.rows} rows from {len(result.files_loaded)} file(s) into {table} "
+            f"in {result.seconds:.2f}s (snapshot {result.snapshot_id})"
+        )
+    for skipped in result.files_skipped:
+        out.print(f"skipped {skipped}: already loaded")
+
+
+@app.command()
+def sql(
+    query: Annotated[str, typer.Argument(help="SQL over every layer; tables are layer.table")],
+    schema: Annotated[
+        str | None, typer.Option("--schema", help="Default layer for unqualified names")
+    ] = None,
+    output: Annotated[SqlOutput, typer.Option("--output", "-o")] = SqlOutput.table,
+    as_user: Annotated[
+        str | None,
+        typer.Option("--as", help="Run as this user of policies/: only granted rows, masked columns"),
+    ] = None,
+) -> None:
+    """Run SQL in the embedded engine."""
+    from lakehouse._api import Lakehouse
+
+    with Lakehouse(Settings.load(), user=as_user) as lh:
+        _print_arrow(lh.sql(query, schema=schema), output)
+
+
+@app.command()
+def tables(output: Annotated[TextOrJson, typer.Option("--output", "-o")] = TextOrJson.text) -> None:
+    """List tables with their row counts, snapshots and last commit."""
+    infos = _lakehouse().tables()
+    if output is TextOrJson.json:
+        _print_json([i.as_dict() for i in infos])
+        return
+    table = RichTable("layer", "table", "rows", "snapshots", "last_commit")
+    for i in infos:
+        table.add_row(i.layer, i.table, f"{i.rows:,}", str(i.snapshots), i.last_commit or "-")
+    out.print(table)
+
+
+@app.command()
+def generate(
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory for the files")] = Path("data/reference"),
+    scale: Annotated[float, typer.Option(help="Scale factor: 1 is 12 stores over 120 days")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Random seed: same seed, same data")] = 42,
+    format: Annotated[FileFormat, typer.Option("--format")] = FileFormat.parquet,
+) -> None:
+    """Generate the reference domain (cold-chain retail) as one file per bronze table."""
+    from lakehouse.reference import generate as make
+    from lakehouse.reference import write_files
+
+    paths = write_files(make(scale, seed, project_of(Settings.load())), out_dir, format.value)
+    for name, path in paths.items():
+        out.print(f"{name:<22} {path}")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def dbt(ctx: typer.Context) -> None:
+    """Run dbt on the platform's project (e.g. `lakehouse dbt build`)."""
+    from lakehouse.transform import run_dbt
+
+    raise typer.Exit(run_dbt(Settings.load(), list(ctx.args)))
+
+
+@app.command()
+def demo(
+    scale: Annotated[float, typer.Option(help="Scale factor of the reference domain")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Random seed")] = 42,
+) -> None:
+    """Generate, load bronze, build silver/gold/platinum with dbt, and show what came out."""
+    from lakehouse.reference import run_demo
+
+    run_demo(Settings.load(), scale=scale, seed=seed, console=out)
+
+
+@contracts_app.command("dbt-sources")
+def contracts_dbt_sources(
+    check: Annotated[
+        Path | None, typer.Option(help="Fail if this file differs from the generated sources")
+    ] = None,
+) -> None:
+    """Print dbt's bronze __sources.yml generated from the contracts."""
+    from lakehouse.contracts import dbt_sources_yaml
+
+    text = dbt_sources_yaml(project_of(Settings.load()))
+    if check is not None:
+        if not check.exists() or check.read_text() != text:
+            raise LakehouseError(
+                f"{check} is stale: regenerate it with `lakehouse contracts dbt-sources > {check}`"
+            )
+        out.print(f"{check} matches the contracts")
+        return
+    sys.stdout.write(text)
+
+
+@maintain_app.command("expire-snapshots")
+def maintain_expire_snapshots(
+    tables: Annotated[list[str] | None, typer.Argument(help="LAYER.TABLE ... (default: every table)")] = None,
+    keep: Annotated[int, typer.Option(help="Always keep this many newest snapshots")] = 100,
+    older_than_hours: Annotated[float, typer.Option(help="Expire only snapshots older than this")] = 24.0,
+    output: Annotated[TextOrJson, typer.Option("--output", "-o")] = TextOrJson.text,
+) -> None:
+    """Expire old snapshots (time travel beyond them ends); what tables hold is never forgotten."""
+    import datetime as dt
+
+    from lakehouse.catalog import list_tables
+    from lakehouse.iceberg import expire_snapshots
+
+    lh = _lakehouse()
+    chosen = tables or [f"{layer}.{name}" for layer, name in list_tables(lh.catalog)]
+    results = [
+        expire_snapshots(lh.catalog, t, keep_last=keep, older_than=dt.timedelta(hours=older_than_hours))
+        for t in chosen
+    ]
+    if output is TextOrJson.json:
+        _print_json([r.__dict__ for r in results])
+        return
+    for r in results:
+        out.print(f"{r.table:<40} kept {r.kept:>6}  expired {r.expired:>6}", highlight=False)
+
+
+@app.command("settings")
+def show_settings() -> None:
+    """Show the effective settings (secrets masked: secret fields, passwords in URLs)."""
+    _print_json(Settings.load().display())

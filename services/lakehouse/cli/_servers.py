@@ -1,0 +1,177 @@
+"""The servers and streams the platform runs: the stack, the broker, the event producer, the
+Kafka sink."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from lakehouse.config import Settings, project_of
+from lakehouse.errors import LakehouseError
+
+from ._app import TextOrJson, _lakehouse, _print_json, app, broker_app, err, out, sink_app, stack_app
+
+
+@stack_app.command("start")
+def stack_start() -> None:
+    """Start SeaweedFS (S3 with SSE + Iceberg REST catalog) on loopback for the stack profile."""
+    from lakehouse.local import start_stack
+
+    state = start_stack(Settings.load(profile="stack"))
+    out.print(
+        f"SeaweedFS running (pid {state['pid']}): S3 {state['s3_endpoint']}, catalog {state['iceberg_uri']}"
+    )
+    out.print("use it with LAKEHOUSE_PROFILE=stack")
+
+
+@stack_app.command("stop")
+def stack_stop() -> None:
+    """Stop the stack's SeaweedFS by the PID it recorded."""
+    from lakehouse.local import stop_stack
+
+    out.print("stopped" if stop_stack(Settings.load(profile="stack")) else "not running")
+
+
+@stack_app.command("status")
+def stack_status(output: Annotated[TextOrJson, typer.Option("--output", "-o")] = TextOrJson.text) -> None:
+    """Show whether the stack runs and where."""
+    from lakehouse.config import read_state, recorded_alive
+
+    state = read_state(Settings.load(profile="stack"))
+    public = (
+        {k: state[k] for k in ("pid", "s3_endpoint", "iceberg_uri")} | {"running": recorded_alive(state)}
+        if state
+        else {"running": False}
+    )
+    if output is TextOrJson.json:
+        _print_json(public)
+    else:
+        out.print(" ".join(f"{k}={v}" for k, v in public.items()))
+
+
+@broker_app.command("start")
+def broker_start(port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0: a free one)")] = 0) -> None:
+    """Start Tansu on loopback (its log on S3 in the stack profile) and record its address."""
+    from lakehouse.local import start_broker
+
+    state = start_broker(Settings.load(), port=port or None)
+    out.print(f"broker running (pid {state['pid']}) at {state['bootstrap']}, storage {state['storage']}")
+
+
+@broker_app.command("stop")
+def broker_stop() -> None:
+    """Stop the broker by the PID it recorded."""
+    from lakehouse.local import stop_broker
+
+    out.print("stopped" if stop_broker(Settings.load()) else "not running")
+
+
+@broker_app.command("status")
+def broker_status(output: Annotated[TextOrJson, typer.Option("--output", "-o")] = TextOrJson.text) -> None:
+    """Show whether the broker runs and where."""
+    from lakehouse.config import recorded_alive
+    from lakehouse.local import read_broker_state
+
+    state = read_broker_state(Settings.load())
+    public = {**state, "running": recorded_alive(state)} if state else {"running": False}
+    if output is TextOrJson.json:
+        _print_json(public)
+    else:
+        out.print(" ".join(f"{k}={v}" for k, v in public.items()))
+
+
+@app.command()
+def produce(
+    topic: Annotated[str, typer.Option("--topic", help="Topic (feeds the bronze table of the same name)")],
+    count: Annotated[int | None, typer.Option(help="Publish exactly this many events")] = None,
+    rate: Annotated[float | None, typer.Option(help="Events per second (with --duration)")] = None,
+    duration: Annotated[float | None, typer.Option(help="Seconds to publish at --rate")] = None,
+    seed: Annotated[int, typer.Option(help="Same seed, same events")] = 42,
+    start: Annotated[int, typer.Option(help="Index of the first event")] = 0,
+    scale: Annotated[
+        float, typer.Option(help="Draw store/product/customer ids from this scale's domain")
+    ] = 1.0,
+) -> None:
+    """Publish the reference domain's operational events to a Kafka topic."""
+    from lakehouse.local import bootstrap_servers
+    from lakehouse.reference import produce as publish
+
+    if (count is None) == (rate is None) or (rate is not None and duration is None):
+        raise LakehouseError("give --count N, or --rate R with --duration S")
+    settings = Settings.load()
+    sent = publish(
+        bootstrap_servers(settings),
+        topic,
+        count=count,
+        rate=rate,
+        duration=duration,
+        seed=seed,
+        start=start,
+        partitions=settings.broker.partitions,
+        scale=scale,
+        project=project_of(settings),
+    )
+    out.print(f"published {sent} events to {topic}")
+
+
+@sink_app.command("run")
+def sink_run(
+    topics: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--topics", help="Topics to sink (default: every bronze table of the project's contracts)"
+        ),
+    ] = None,
+    idle_exit: Annotated[
+        float | None, typer.Option(help="Stop after this many seconds without messages")
+    ] = None,
+    batch_records: Annotated[int, typer.Option(help="Commit at most this many messages at once")] = 50_000,
+    batch_seconds: Annotated[
+        float, typer.Option(help="Commit at least this often while messages flow")
+    ] = 2.0,
+    batch_min_records: Annotated[
+        int, typer.Option(help="Commit as soon as caught up with the topics once this many are held")
+    ] = 10_000,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve Prometheus /metrics on 127.0.0.1 (0: free port)")
+    ] = None,
+    output: Annotated[TextOrJson, typer.Option("--output", "-o")] = TextOrJson.text,
+) -> None:
+    """Consume topics into their bronze tables, exactly once; SIGTERM flushes and commits."""
+    from lakehouse.contracts import load_contracts
+    from lakehouse.ingest import serve_metrics
+    from lakehouse.ingest.kafka import Sink
+    from lakehouse.local import bootstrap_servers
+    from lakehouse.reference import ensure_topics
+
+    lh = _lakehouse()
+    settings = lh.settings
+    declared = [c.name for c in load_contracts(lh.project).values() if c.layer == "bronze" and not c.system]
+    chosen = [t for item in (topics or declared) for t in item.split(",") if t]
+    bootstrap = bootstrap_servers(settings)
+    ensure_topics(bootstrap, chosen, settings.broker.partitions)
+    sink = Sink(
+        lh.catalog,
+        bootstrap,
+        chosen,
+        group=settings.broker.group,
+        batch_max_records=batch_records,
+        batch_max_seconds=batch_seconds,
+        batch_min_records=batch_min_records,
+        idle_exit=idle_exit,
+        project=lh.project,
+        settings=settings,
+    )
+    if metrics_port is not None:
+        server = serve_metrics(sink.stats, metrics_port)
+        err.print(f"metrics at http://127.0.0.1:{server.server_address[1]}/metrics")
+    stats = sink.run()
+    if output is TextOrJson.json:
+        _print_json(stats.summary())
+    else:
+        summary = stats.summary()
+        out.print(
+            f"committed {sum(summary['rows'].values())} rows in {summary['commits']} commits, "
+            f"{sum(summary['dead_letters'].values())} dead letters; commit p50 {summary['commit_p50_s'] * 1000:.0f} ms"
+        )
