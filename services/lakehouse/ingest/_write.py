@@ -25,6 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import textwrap
 import threading
 import time
 import warnings
@@ -325,7 +326,7 @@ def check_personal(data: pa.Table, columns: set[str], keystore: Keystore | None,
             if problem is not None:  # the value itself is not shown: it may be personal data
                 row = pc.index(column, value).as_py() + 1
                 raise PersonalDataError(
-                    f"{identifier}.{name} row {row} is not this keystore's ciphertext ({problem[:80]}); "
+                    f"{identifier}.{name} row {row} is not this keystore's ciphertext ({textwrap.shorten(problem, 120, placeholder=' ...')}); "
                     "personal columns may hold only the platform's ciphertext or NULL: select them "
                     "from their source unchanged"
                 )
