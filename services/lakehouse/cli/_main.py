@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 import typer
 
@@ -13,10 +16,10 @@ from lakehouse.errors import LakehouseError
 from . import _data, _edge, _governance, _servers  # noqa: F401  (importing registers their commands)
 from ._app import app, err
 
+DEBUG_ENV = "LAKEHOUSE_DEBUG"
+
 
 def main() -> None:
-    import os
-
     from lakehouse.config import PRIVATE_UMASK, MaskingFormatter, mask_secrets
 
     def _masked(text: str) -> str:
@@ -32,26 +35,56 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for handler in logging.getLogger().handlers:
         handler.setFormatter(MaskingFormatter("%(levelname)s %(name)s: %(message)s"))
+    args = sys.argv[1:]
+    debug = bool(os.environ.get(DEBUG_ENV))
+    if args[:1] == ["--debug"]:  # only before the command: `lakehouse dbt --debug` is dbt's own flag
+        debug, args = True, args[1:]
     try:
-        code = app(standalone_mode=False)  # returns the code of typer.Exit instead of exiting
+        code = app(args=args, prog_name="lakehouse", standalone_mode=False)
     except LakehouseError as exc:
+        if debug:
+            _print_traceback(exc, _masked)
         err.print(f"[red]error:[/red] {_masked(str(exc))}", highlight=False)
         sys.exit(1)
-    except typer.Abort:
+    except (typer.Abort, KeyboardInterrupt):
+        err.print("aborted", highlight=False)
         sys.exit(130)
+    except typer.TyperException as exc:  # usage errors: typer's own (vendored) click exceptions
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            err.print(f"error: {exc}", highlight=False)
+        sys.exit(getattr(exc, "exit_code", 2))
     except Exception as exc:
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        import traceback
-
-        # an unexpected error: its traceback, with any secret it quotes (a URL) masked
-        sys.stderr.write(_masked("".join(traceback.format_exception(exc))))
+        # not one of ours: one line naming it, the traceback only when asked for (secrets masked)
+        if debug:
+            _print_traceback(exc, _masked)
+        where = _where(exc)
+        err.print(
+            f"[red]error:[/red] {_masked(f'{type(exc).__name__}: {exc}')}{where}\n"
+            f"This is unexpected: rerun with --debug (or {DEBUG_ENV}=1) for the traceback, and report it.",
+            highlight=False,
+        )
         sys.exit(1)
     if isinstance(code, int) and code:
         sys.exit(code)
+
+
+def _print_traceback(exc: BaseException, masked: Callable[[str], str]) -> None:
+    import traceback
+
+    sys.stderr.write(masked("".join(traceback.format_exception(exc))))
+
+
+def _where(exc: BaseException) -> str:
+    """`` (at module.py:LINE)``: the innermost frame of the traceback, for the report."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return ""
+    return f" (at {Path(tb.tb_frame.f_code.co_filename).name}:{tb.tb_lineno})"
 
 
 if __name__ == "__main__":
