@@ -66,12 +66,45 @@ def test_default_schema_like_the_trino_cli(loaded: Lakehouse) -> None:
 
 
 @pytest.mark.unit
-def test_unknown_table_lists_the_tables_that_exist(loaded: Lakehouse) -> None:
+def test_unknown_table_suggests_the_close_match_not_every_table(loaded: Lakehouse) -> None:
     with pytest.raises(NoSuchTableError) as info:
         loaded.sql("select * from gold.nope")
-    assert "gold.nope" in str(info.value) and "bronze.orders" in str(info.value)
-    with pytest.raises(NoSuchTableError, match=r"bronze\.orders"):
-        loaded.sql("select * from nope", schema="bronze")
+    assert "gold.nope" in str(info.value) and "`lakehouse tables`" in str(info.value)
+    assert "did you mean" not in str(info.value) and "bronze.orders" not in str(info.value)
+    for typo, meant in [("bronze.order", "bronze.orders"), ("bronze.order_line", "bronze.order_lines")]:
+        with pytest.raises(NoSuchTableError, match=rf"no table {typo}; did you mean {meant}"):
+            loaded.sql(f"select count(*) from {typo}")
+    with pytest.raises(NoSuchTableError, match=r"did you mean bronze\.orders"):
+        loaded.sql("select * from ordrs", schema="bronze")
+    with pytest.raises(NoSuchTableError, match=r"did you mean bronze\.orders"):
+        loaded.sql("select * from gold.orders")  # the name in another layer
+
+
+@pytest.mark.unit
+def test_statements_run_in_turn_each_audited_and_tables_bound_lazily(loaded: Lakehouse) -> None:
+    results = list(
+        loaded.sql_each("select 1 as a; select 'x;y' as b -- a comment; select 3\n; select 2 as c")
+    )
+    assert [r.to_pylist() for _, r in results] == [[{"a": 1}], [{"b": "x;y"}], [{"c": 2}]]
+    assert loaded.sql("select 1 as a; select 2 as c").to_pylist() == [{"c": 2}]
+    # only the tables a query names are bound; a commit after a query is seen by the next one
+    engine = loaded.engine
+    assert {t.identifier for t in engine.tables} == set()  # type: ignore[union-attr]
+    before = loaded.sql("select count(*) as n from bronze.stores").column("n")[0].as_py()
+    assert {t.identifier for t in engine.tables} == {"bronze.stores"}  # type: ignore[union-attr]
+    rows = loaded.table("bronze.stores").scan().to_arrow().slice(0, 1)
+    loaded.table("bronze.stores").append(rows)
+    assert loaded.sql("select count(*) as n from bronze.stores").column("n")[0].as_py() == before + 1
+    loaded.flush_audit()
+    logged = loaded.sql(
+        "select query, tables from audit.query_log where query in ('select 1 as a', 'select 2 as c')"
+    ).to_pylist()
+    assert sorted(r["query"] for r in logged) == [
+        "select 1 as a",
+        "select 1 as a",
+        "select 2 as c",
+        "select 2 as c",
+    ]
 
 
 @pytest.mark.unit
@@ -96,6 +129,7 @@ def test_views_read_iceberg_metadata_not_private_files(loaded: Lakehouse, home: 
     hottest = loaded.sql("select max(temperature_c) as t from bronze.sensor_readings").column("t")[0].as_py()
     assert hottest == pc.max(table.scan().to_arrow().column("temperature_c")).as_py()
     # each view is a scan of its table's current Iceberg metadata, never a list of data files
+    loaded.engine.connect()  # type: ignore[union-attr]  (binds every table, not only those named)
     views = {
         f"{r['schema_name']}.{r['view_name']}": r["sql"]
         for r in loaded.sql(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import getpass
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
@@ -141,20 +141,39 @@ class Lakehouse:
 
     def sql(self, query: str, *, schema: str | None = None) -> pa.Table:
         """Run SQL over every layer; tables are ``layer.table``; ``schema`` sets the default layer.
+        Several statements run in turn; the last one's result is returned (``sql_each`` yields
+        each).
 
         Every query is audited (``audit.query_log``): its record is journalled before it answers
         and committed to the table in batches (see ``lakehouse.audit``)."""
+        last = pa.table({})
+        for _, result in self.sql_each(query, schema=schema):
+            last = result
+        return last
+
+    def sql_each(self, query: str, *, schema: str | None = None) -> Iterator[tuple[str, pa.Table]]:
+        """Run each statement of ``query`` in turn (as DuckDB splits them), yielding the
+        statement and its result; each is audited on its own. A failing statement raises, and
+        the statements after it do not run."""
         engine = self.engine
         if isinstance(engine, Engine):
-            return self._operator_sql(engine, query, schema)
-        return engine.sql(query, schema=schema)
+            for statement in engine.statements(query) or [query]:
+                yield statement, self._operator_sql(engine, statement, schema)
+            return
+        import duckdb
+
+        with duckdb.connect() as scratch:  # splitting only: the governed engine checks each
+            try:
+                statements = [s.query.strip() for s in scratch.extract_statements(query)] or [query]
+            except duckdb.Error:
+                statements = [query]  # the governed engine gives the parser's error
+        for statement in statements:
+            yield statement, engine.sql(statement, schema=schema)
 
     def _operator_sql(self, engine: Engine, query: str, schema: str | None) -> pa.Table:
         from lakehouse.audit import QueryRecord, journal_for
         from lakehouse.query import tables_in
 
-        if engine._conn is not None:
-            engine.refresh()
         outcome: tuple[int | None, str, str | None] = (None, "error", "interrupted")
         try:
             result = engine.sql(query, schema=schema)
@@ -170,7 +189,7 @@ class Lakehouse:
                     f"operator:{getpass.getuser()}",
                     ["operator"],
                     query,
-                    tables_in(query, engine._conn),
+                    tables_in(query, engine._conn, default_layer=schema),
                     "unrestricted",
                     {},
                     rows,

@@ -617,10 +617,11 @@ def export_duckdb(engine: GovernedEngine, path: Any) -> dict[str, int]:
     return written
 
 
-def tables_in(query: str, conn: Any = None) -> list[str]:
+def tables_in(query: str, conn: Any = None, *, default_layer: str | None = None) -> list[str]:
     """The ``layer.table`` names a query reads, as DuckDB's parser reads them (best effort: the
     operator's SQL is not checked, so a query that does not parse names none). ``conn``: any
-    DuckDB connection to parse with (parsing runs nothing)."""
+    DuckDB connection to parse with (parsing runs nothing). ``default_layer``: the layer of
+    unqualified names (otherwise they are left out)."""
     try:
         if conn is not None:
             shape = parse_shape(conn, query)
@@ -629,4 +630,6 @@ def tables_in(query: str, conn: Any = None) -> list[str]:
                 shape = parse_shape(scratch, query)
     except QueryError:
         return []
-    return sorted({f"{layer}.{name}" for _, layer, name in shape.tables if layer})
+    return sorted(
+        {f"{layer or default_layer}.{name}" for _, layer, name in shape.tables if layer or default_layer}
+    )
