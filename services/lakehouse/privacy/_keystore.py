@@ -396,14 +396,22 @@ class Keystore:
 
     # -- key operations --------------------------------------------------------------------------
 
-    def rotate(self) -> str:
-        """A new KEK; every DEK re-wrapped under it; older KEKs destroyed. Ciphertexts unchanged."""
+    def rotate(self, progress: Callable[[int, int], None] | None = None) -> str:
+        """A new KEK; every DEK re-wrapped under it; older KEKs destroyed. Ciphertexts unchanged.
+        ``progress(done, total)`` is called as data keys are re-wrapped (every 1,000 and at the end)."""
         with self._locked() as state:
             kid = self._new_kek(state)
             kek = self._kek(state, kid)
-            for subject, entry in state["deks"].items():
-                dek = aes_key_unwrap(self._kek(state, entry["kek"]), _b64d(entry["wrapped"]))
+            keks: dict[str, bytes] = {kid: kek}
+            total = len(state["deks"])
+            for done, (subject, entry) in enumerate(state["deks"].items(), 1):
+                wrapping = keks.get(entry["kek"])
+                if wrapping is None:  # each KEK opened once, not once per data key
+                    wrapping = keks[entry["kek"]] = self._kek(state, entry["kek"])
+                dek = aes_key_unwrap(wrapping, _b64d(entry["wrapped"]))
                 state["deks"][subject] = {"kek": kid, "wrapped": _b64e(aes_key_wrap(kek, dek))}
+                if progress is not None and (done % 1000 == 0 or done == total):
+                    progress(done, total)
             state["keks"] = [k for k in state["keks"] if k["kid"] == kid]
         return kid
 
@@ -416,6 +424,11 @@ class Keystore:
 
     def forgotten(self, subject: str) -> bool:
         return subject in self._read()["shredded"]
+
+    def subjects(self) -> set[str]:
+        """The subjects that have a data key now (as the keystore file says)."""
+        self.refresh(force=True)
+        return set(self._state["deks"])
 
     def status(self) -> dict[str, Any]:
         self.refresh()
