@@ -9,8 +9,11 @@ import typer
 from rich.table import Table as RichTable
 
 from lakehouse.config import Settings
+from lakehouse.errors import ServerError
 
 from ._app import TextOrJson, _print_json, _print_mapping, devices_app, err, gateway_app, out
+
+UVICORN_STARTUP_FAILURE = 3  # uvicorn exits with this when it cannot bind or start the app
 
 
 @gateway_app.command("serve")
@@ -22,7 +25,17 @@ def gateway_serve(
     from lakehouse.ingest.edge import serve
 
     logging.getLogger("lakehouse").setLevel(logging.INFO)
-    serve(Settings.load(), host=host, port=port)
+    settings = Settings.load()
+    try:
+        serve(settings, host=host, port=port)
+    except SystemExit as exc:
+        if exc.code != UVICORN_STARTUP_FAILURE:
+            raise
+        where = f"{host or settings.gateway.host}:{settings.gateway.port if port is None else port}"
+        raise ServerError(
+            f"the gateway did not start on {where} (the reason is logged above): "
+            "choose another --host or --port (gateway.host, gateway.port)"
+        ) from None
 
 
 @gateway_app.command("tls")
@@ -43,6 +56,8 @@ def gateway_rotate_keys(
     signed and batches sealed with the previous key stay valid while they may still arrive."""
     from lakehouse.ingest.edge import rotate_gateway_keys
 
+    if not signing and not ingest:
+        raise typer.BadParameter("nothing to rotate: give --signing, --ingest or both")
     for kind, kid in rotate_gateway_keys(Settings.load(), signing=signing, ingest=ingest):
         out.print(f"{kind} key is now {kid}", highlight=False)
 

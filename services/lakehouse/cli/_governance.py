@@ -2,15 +2,52 @@
 
 from __future__ import annotations
 
+import contextlib
+import difflib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table as RichTable
 
 from lakehouse.config import Settings, project_of
+from lakehouse.errors import LakehouseError, NoSuchTableError
 
-from ._app import TextOrJson, _lakehouse, _print_json, _print_mapping, gdpr_app, keys_app, out, policy_app
+from ._app import (
+    TextOrJson,
+    _lakehouse,
+    _print_json,
+    _print_mapping,
+    err,
+    gdpr_app,
+    keys_app,
+    out,
+    policy_app,
+)
+
+
+@contextlib.contextmanager
+def _progress(description: str) -> Iterator[Callable[[str, int, int], None]]:
+    """A progress bar on stderr while the block runs, only when stderr is a terminal; yields
+    ``update(what, done, total)``."""
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    ) as progress:
+        task = progress.add_task(escape(description), total=None)
+
+        def update(what: str, done: int, total: int) -> None:
+            progress.update(task, description=escape(what), completed=done, total=total)
+
+        yield update
 
 
 @policy_app.command("check")
@@ -35,7 +72,14 @@ def policy_compile(
 
     project = project_of(Settings.load())
     schemas = table_schemas(project)
-    for path in write_compiled(load_policy(project.policies_dir, schemas), schemas, out_dir, catalog=catalog):
+    policy = load_policy(project.policies_dir, schemas)
+    try:
+        written = write_compiled(policy, schemas, out_dir, catalog=catalog)
+    except OSError as exc:
+        raise LakehouseError(
+            f"cannot write the compiled policy to {out_dir}: {exc.strerror or exc}; choose another --out"
+        ) from exc
+    for path in written:
         out.print(str(path), highlight=False)
 
 
@@ -49,7 +93,12 @@ def policy_export_duckdb(
     from lakehouse.query import GovernedEngine, export_duckdb
 
     if out_file.exists():
-        raise typer.BadParameter(f"{out_file} exists; remove it or choose another file")
+        raise typer.BadParameter(f"{out_file} exists; remove it or choose another file", param_hint="'--out'")
+    if not out_file.parent.is_dir():
+        raise typer.BadParameter(
+            f"the directory {out_file.parent} does not exist; create it or choose another file",
+            param_hint="'--out'",
+        )
     with Lakehouse(Settings.load(), user=user) as lh:
         assert isinstance(lh.engine, GovernedEngine)
         written = export_duckdb(lh.engine, out_file)
@@ -70,7 +119,7 @@ def policy_explain(
     project = project_of(Settings.load())
     schemas = table_schemas(project)
     if table not in schemas:
-        raise typer.BadParameter(f"unknown table {table}")
+        raise NoSuchTableError(_unknown_table(table, sorted(schemas)))
     decision = load_policy(project.policies_dir, schemas).decide(user, table, schemas[table])
     row_filter, masks = trino_decision_sql(decision)
     result = {
@@ -84,15 +133,32 @@ def policy_explain(
     _print_mapping(result, output)
 
 
+def _unknown_table(table: str, known: list[str]) -> str:
+    """Why ``table`` is not one the policies know, with the names it may have meant."""
+    folded = {t.casefold(): t for t in known}  # BRONZE.Customer means bronze.customers as well
+    close = [folded[t] for t in difflib.get_close_matches(table.casefold(), folded, n=3, cutoff=0.85)]
+    example = next((t for t in known if t.startswith("bronze.")), "bronze.customers")
+    hint = f"did you mean {' or '.join(close)}?" if close else f"name it LAYER.TABLE, e.g. {example}"
+    return f"no table {table} in the project's contracts or dbt models: {hint}"
+
+
 @keys_app.command("rotate")
-def keys_rotate() -> None:
+def keys_rotate(output: Annotated[TextOrJson, typer.Option("--output", "-o")] = TextOrJson.text) -> None:
     """A new key-encryption key: every data key re-wrapped, no data file rewritten."""
     from lakehouse.privacy import rotate_keys
 
     lh = _lakehouse()
-    done = rotate_keys(lh.catalog, lh.keystore)
+    with _progress("re-wrapping data keys") as update:
+        done = rotate_keys(
+            lh.catalog, lh.keystore, progress=lambda n, total: update("re-wrapping data keys", n, total)
+        )
+    if output is TextOrJson.json:
+        _print_json(done)
+        return
     out.print(
-        f"key-encryption key is now {done['to']}; {done['data_keys']} data keys re-wrapped", highlight=False
+        f"key-encryption key is now {done['to']} (was {done['from']}): {done['data_keys']} data key(s) "
+        "re-wrapped, no data file rewritten",
+        highlight=False,
     )
 
 
@@ -105,34 +171,62 @@ def keys_status() -> None:
 @gdpr_app.command("forget")
 def gdpr_forget(
     customer_id: Annotated[str, typer.Argument(help="The customer to erase")],
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Erase even an id that no table or data key holds (blocks it before its data arrives)",
+        ),
+    ] = False,
     output: Annotated[TextOrJson, typer.Option("--output", "-o")] = TextOrJson.text,
 ) -> None:
     """Destroy the customer's data key, delete their rows from current snapshots, and prove
-    that no snapshot, branch or time-travel query can recover their personal data."""
+    that no snapshot, branch or time-travel query can recover their personal data. An id that
+    nothing holds is refused (a typo would be blocked forever) unless --force."""
     from lakehouse.privacy import forget
 
     lh = _lakehouse()
-    report = forget(lh.catalog, lh.keystore, customer_id, lh.project)
+    with _progress(f"erasing {customer_id}") as update:
+        report = forget(lh.catalog, lh.keystore, customer_id, lh.project, force=force, progress=update)
     if output is TextOrJson.json:
         _print_json(report.as_dict())
     else:
         table = RichTable(
-            "table", "snapshots", "refs", "rows in history", "values checked", "decryptable", "rows now"
+            "table",
+            "snapshots",
+            "refs",
+            "rows deleted",
+            "rows in history",
+            "values checked",
+            "decryptable",
+            "rows now",
         )
         for t in report.tables:
             table.add_row(
                 t.table,
                 str(t.snapshots_checked),
                 ",".join(t.refs),
+                str(t.rows_deleted),
                 str(t.rows_in_history),
                 str(t.values_checked),
                 str(t.values_decryptable),
                 str(t.rows_now),
             )
         out.print(table)
-        verdict = "erased: no personal value of" if report.erased else "NOT ERASED:"
-        out.print(
-            f"{verdict} {customer_id} can be decrypted from any snapshot; data key destroyed", highlight=False
-        )
+        out.print(report.summary(), highlight=False)
+        if report.erased:
+            out.print(
+                f"erased: no personal value of {customer_id} can be decrypted from any snapshot",
+                highlight=False,
+                markup=False,
+            )
+        else:
+            out.print(
+                f"NOT ERASED: {sum(t.values_decryptable for t in report.tables)} personal value(s) of "
+                f"{customer_id} still readable, {sum(t.rows_now for t in report.tables)} row(s) left "
+                "(see the table)",
+                highlight=False,
+                markup=False,
+            )
     if not report.erased:
         raise typer.Exit(1)
