@@ -122,6 +122,11 @@ def enroll(state_dir: Path, gateway: str, enrollment_token: str, ca_file: Path |
         )
     except GatewayRejected as exc:
         raise AgentError(f"enrollment refused: {exc}") from exc
+    except GatewayUnavailable as exc:
+        raise AgentError(
+            f"enrollment failed, {exc}; check --gateway's host and port and that the gateway runs, "
+            "then enroll again"
+        ) from exc
     finally:
         client.close()
     _write_private(

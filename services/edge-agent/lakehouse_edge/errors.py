@@ -25,8 +25,21 @@ class BombError(EnvelopeError):
     """The batch decompresses beyond the allowed size."""
 
 
+class GatewayURLError(AgentError, ValueError):
+    """The gateway URL is not https://HOST[:PORT] (the gateway only speaks TLS)."""
+
+
+class CAFileError(AgentError):
+    """The CA file given for the gateway cannot be read or holds no PEM certificate."""
+
+
 class GatewayUnavailable(EdgeError):
     """The gateway could not be reached or failed (5xx): try again later."""
+
+
+class GatewayUntrusted(EdgeError):
+    """The gateway's TLS certificate does not verify against the CA this device trusts: retrying
+    cannot help (the wrong CA file, or not the platform's gateway)."""
 
 
 class GatewayRejected(EdgeError):
