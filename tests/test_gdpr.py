@@ -49,6 +49,8 @@ def test_forget_erases_from_every_snapshot_tag_and_layer(pii_home: Path) -> None
         )
         assert "@" in email
 
+    typo = run_cli("gdpr", "forget", customer.lower(), home=pii_home)  # refused, nothing erased
+    assert typo.returncode == 1 and f"(did you mean '{customer}'?)" in typo.stderr, typo.stderr
     result = run_cli("gdpr", "forget", customer, "-o", "json", home=pii_home)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
@@ -63,6 +65,7 @@ def test_forget_erases_from_every_snapshot_tag_and_layer(pii_home: Path) -> None
     }
     assert "before_forget" in tables["bronze.customers"]["refs"]
     for check in tables.values():
+        assert check["rows_deleted"] >= 1  # from the current snapshot of every layer...
         assert (
             check["rows_in_history"] >= 1 and check["values_checked"] >= 1
         )  # the ciphertext is still there...
