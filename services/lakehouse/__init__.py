@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import (
     AccessDenied,
+    BrokerUnreachable,
     ConfigurationError,
     ContractError,
     EnrollmentRefused,
@@ -21,6 +22,7 @@ from .errors import (
     LakehouseError,
     LoadError,
     NoSuchTableError,
+    OffsetsOutOfRange,
     PersonalDataError,
     PolicyError,
     QueryError,
@@ -70,6 +72,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "LAYERS",
     "AccessDenied",
+    "BrokerUnreachable",
     "ConfigurationError",
     "Contract",
     "ContractError",
@@ -84,6 +87,7 @@ __all__ = [
     "LoadError",
     "LoadResult",
     "NoSuchTableError",
+    "OffsetsOutOfRange",
     "PersonalDataError",
     "PolicyError",
     "Project",

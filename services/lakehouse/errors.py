@@ -55,6 +55,24 @@ class ServerError(LakehouseError):
     """An embedded server (SeaweedFS, broker) failed to start or answer."""
 
 
+class BrokerUnreachable(ServerError):
+    """No Kafka broker answers at the bootstrap address: nothing was sent or read."""
+
+    def __init__(self, message: str, *, bootstrap: str) -> None:
+        super().__init__(message)
+        self.bootstrap = bootstrap
+
+
+class OffsetsOutOfRange(LakehouseError):
+    """A table's Kafka offset marks do not fit the broker's log (the broker restarted with an
+    empty log, the topic was re-created, or data was deleted before it was read): the sink
+    stopped before reading those partitions. ``partitions`` names them (``topic/partition``)."""
+
+    def __init__(self, message: str, *, partitions: list[str]) -> None:
+        super().__init__(message)
+        self.partitions = partitions
+
+
 class PolicyError(LakehouseError):
     """The policy files are invalid; the message lists every problem as file:line."""
 
