@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from ._broker import bootstrap_servers, read_broker_state, start_broker, stop_broker
-from ._process import free_port, stop_recorded, terminate, venv_binary, wait_for_port
+from ._process import free_port, listens, log_tail, stop_recorded, terminate, venv_binary, wait_for_port
 from ._stack import start_stack, stop_stack
 
 __all__ = [
     "bootstrap_servers",
     "free_port",
+    "listens",
+    "log_tail",
     "read_broker_state",
     "start_broker",
     "start_stack",

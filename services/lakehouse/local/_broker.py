@@ -18,7 +18,7 @@ from typing import Any
 from lakehouse.config import Settings, process_identity, read_json, recorded_alive, write_private
 from lakehouse.errors import ConfigurationError, ServerError
 
-from ._process import free_port, stop_recorded, terminate, wait_for_port
+from ._process import free_port, log_size, stop_recorded, terminate, wait_for_port
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,9 @@ def bootstrap_servers(settings: Settings) -> str:
 
 
 def start_broker(settings: Settings, *, port: int | None = None, timeout: float = 30.0) -> dict[str, Any]:
-    """Start Tansu for this profile, or return the running one's state."""
+    """Start Tansu for this profile, or return the running one's state. Returns only once the
+    process started here listens on the port and still runs; otherwise ``ServerError`` with the
+    end of its log (a port taken by another process among the reasons)."""
     state = read_broker_state(settings)
     if state and recorded_alive(state):
         return state
@@ -93,12 +95,22 @@ def start_broker(settings: Settings, *, port: int | None = None, timeout: float 
         )
     args += ["--storage-engine", storage]
     log_path = root / "tansu.log"
+    since = log_size(log_path)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=root
         )
     try:
-        wait_for_port("127.0.0.1", port, timeout, pid=proc.pid, log=str(log_path))
+        wait_for_port(
+            "127.0.0.1",
+            port,
+            timeout,
+            pid=proc.pid,
+            log=str(log_path),
+            log_since=since,
+            name="the broker",
+            hint="start it on another port (`lakehouse broker start --port 0` picks a free one)",
+        )
     except BaseException:
         terminate(proc.pid, first=signal.SIGINT, grace=3)
         raise

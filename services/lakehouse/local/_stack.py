@@ -18,7 +18,7 @@ from typing import Any
 from lakehouse.config import Settings, process_identity, read_state, recorded_alive, state_path, write_private
 from lakehouse.errors import ServerError
 
-from ._process import free_port, stop_recorded, terminate, venv_binary
+from ._process import free_port, log_size, log_tail, stop_recorded, terminate, venv_binary, wait_for_port
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,9 @@ def s3_client(settings: Settings) -> Any:
 
 
 def start_stack(settings: Settings, *, timeout: float = 60.0) -> dict[str, Any]:
-    """Start SeaweedFS for the stack profile, or return the running one's state."""
+    """Start SeaweedFS for the stack profile, or return the running one's state. Returns only
+    once the process started here serves S3 and the catalog on its ports and still runs;
+    otherwise ``ServerError`` with the end of its log."""
     state = read_state(settings)
     if state and recorded_alive(state):
         return state
@@ -104,6 +106,7 @@ def start_stack(settings: Settings, *, timeout: float = 60.0) -> dict[str, Any]:
         f"-bucket={RAW_BUCKET}",
         f"-tableBucket={WAREHOUSE_BUCKET}",
     ]
+    since = log_size(root / "seaweedfs.log")
     log = open(root / "seaweedfs.log", "ab")  # noqa: SIM115 - handed to the child process
     proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=root)
     log.close()
@@ -119,7 +122,19 @@ def start_stack(settings: Settings, *, timeout: float = 60.0) -> dict[str, Any]:
         **creds,
     }
     try:
-        _wait_ready(state, proc, timeout)
+        started = time.monotonic()
+        _wait_ready(state, proc, timeout, since)
+        for port in (http["s3"], http["iceberg"]):  # answered by the process started here, not another
+            wait_for_port(
+                "127.0.0.1",
+                port,
+                max(1.0, timeout - (time.monotonic() - started)),
+                pid=proc.pid,
+                log=state["log"],
+                log_since=since,
+                name="SeaweedFS",
+                hint="run `lakehouse stack start` again (it picks free ports)",
+            )
         _enable_default_encryption(state, settings.storage.sse)
     except BaseException:
         terminate(proc.pid)
@@ -129,7 +144,7 @@ def start_stack(settings: Settings, *, timeout: float = 60.0) -> dict[str, Any]:
     return state
 
 
-def _wait_ready(state: dict[str, Any], proc: subprocess.Popen[bytes], timeout: float) -> None:
+def _wait_ready(state: dict[str, Any], proc: subprocess.Popen[bytes], timeout: float, since: int) -> None:
     import urllib.error
     import urllib.request
 
@@ -138,7 +153,9 @@ def _wait_ready(state: dict[str, Any], proc: subprocess.Popen[bytes], timeout: f
     last: Exception | None = None
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise ServerError(f"SeaweedFS exited with {proc.returncode}; see {state['log']}")
+            raise ServerError(
+                f"SeaweedFS exited with {proc.returncode} while starting{log_tail(state['log'], since=since)}"
+            )
         try:
             names = {b["Name"] for b in client.list_buckets()["Buckets"]}
             if WAREHOUSE_BUCKET in names:
@@ -149,7 +166,9 @@ def _wait_ready(state: dict[str, Any], proc: subprocess.Popen[bytes], timeout: f
         except Exception as exc:
             last = exc
         time.sleep(0.2)
-    raise ServerError(f"SeaweedFS did not become ready in {timeout:.0f}s ({last}); see {state['log']}")
+    raise ServerError(
+        f"SeaweedFS did not become ready in {timeout:.0f}s ({last}){log_tail(state['log'], since=since)}"
+    )
 
 
 def _enable_default_encryption(state: dict[str, Any], sse: str) -> None:
