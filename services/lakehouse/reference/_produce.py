@@ -192,11 +192,17 @@ def events(
 
 
 def ensure_topics(bootstrap: str, topics: list[str], partitions: int) -> None:
+    """Create the ``topics`` the broker does not have yet; ``BrokerUnreachable`` within seconds
+    when no broker answers at ``bootstrap``."""
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="lakehouse-admin")
+    from lakehouse.ingest.kafka import broker_errors, require_broker
+
+    require_broker(bootstrap)
+    with broker_errors(bootstrap):
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="lakehouse-admin")
     try:
         existing = set(admin.list_topics())
         new = [NewTopic(t, partitions, 1) for t in topics if t not in existing]
@@ -220,19 +226,23 @@ def produce(
     scale: float = 1.0,
     project: Project | None = None,
 ) -> int:
-    """Publish ``count`` events, or ``rate`` events/s for ``duration`` seconds; returns how many."""
+    """Publish ``count`` events, or ``rate`` events/s for ``duration`` seconds; returns how many.
+    ``BrokerUnreachable`` within seconds when no broker answers at ``bootstrap``."""
     from kafka import KafkaProducer
+
+    from lakehouse.ingest.kafka import broker_errors
 
     if (count is None) == (rate is None):
         raise ValueError("give either count, or rate and duration")
     ensure_topics(bootstrap, [topic], partitions)
-    producer = KafkaProducer(
-        bootstrap_servers=bootstrap,
-        acks="all",
-        linger_ms=5,
-        batch_size=256 * 1024,
-        client_id="lakehouse-produce",
-    )
+    with broker_errors(bootstrap):
+        producer = KafkaProducer(
+            bootstrap_servers=bootstrap,
+            acks="all",
+            linger_ms=5,
+            batch_size=256 * 1024,
+            client_id="lakehouse-produce",
+        )
     sent = 0
     source = events(topic, seed, start, scale, project)
     try:

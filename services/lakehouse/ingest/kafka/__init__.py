@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ._committer import Committer
+from ._connect import broker_errors, require_broker
 from ._sink import Sink
 
-__all__ = ["Committer", "Sink"]
+__all__ = ["Committer", "Sink", "broker_errors", "require_broker"]
