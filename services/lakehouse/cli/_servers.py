@@ -136,6 +136,15 @@ def sink_run(
     metrics_port: Annotated[
         int | None, typer.Option(help="Serve Prometheus /metrics on 127.0.0.1 (0: free port)")
     ] = None,
+    accept_offset_reset: Annotated[
+        bool,
+        typer.Option(
+            "--accept-offset-reset",
+            help="When the broker's log no longer holds what a table's offsets count (it restarted "
+            "empty, the topic was created again, records were deleted unread), record the reset in "
+            "the table and read those partitions from the log's start, instead of stopping",
+        ),
+    ] = False,
     output: Annotated[TextOrJson, typer.Option("--output", "-o")] = TextOrJson.text,
 ) -> None:
     """Consume topics into their bronze tables, exactly once; SIGTERM flushes and commits."""
@@ -162,6 +171,7 @@ def sink_run(
         idle_exit=idle_exit,
         project=lh.project,
         settings=settings,
+        accept_offset_reset=accept_offset_reset,
     )
     if metrics_port is not None:
         server = serve_metrics(sink.stats, metrics_port)

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import array
 import contextlib
+import json
 import logging
 import signal
 import time
 from collections import defaultdict
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import orjson
 import pyarrow as pa
@@ -23,6 +24,9 @@ from lakehouse.contracts import Contract, load_contracts
 from lakehouse.errors import ContractError, LakehouseError
 from lakehouse.iceberg import (
     OFFSETS,
+    Committed,
+    Plan,
+    Planned,
     target_arrow_schema,
 )
 from lakehouse.ingest import (
@@ -37,7 +41,34 @@ from lakehouse.ingest import (
     validate,
 )
 
+from ._offsets import TOPIC_IDS
+
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class _TaggingWriter(Writer):
+    """The write path, with ``tags`` added to the snapshot summary of every commit it makes: the
+    id of the topic whose log the batch's offsets count in (``_offsets``), in the same commit as
+    the rows and marks of the topic's table and of the dead letters."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.tags: dict[str, str] = {}
+
+    def land(self, table: Table, plan: Plan[T]) -> Committed[T] | None:
+        tags = dict(self.tags)
+        if not tags:
+            return super().land(table, plan)
+
+        def tagged(current: Table) -> Planned[T] | None:
+            planned = plan(current)
+            return (
+                None if planned is None else Planned(planned.rows, {**planned.ledger, **tags}, planned.result)
+            )
+
+        return super().land(table, tagged)
 
 
 # --- Iceberg commits ---------------------------------------------------------------------------
@@ -57,18 +88,26 @@ class Committer:
         *,
         keystore: KeystoreSource = None,
     ) -> None:
-        self.writer = Writer(catalog, project, keystore=keystore)
+        self.writer = _TaggingWriter(catalog, project, keystore=keystore)
         self.project = project
         self.stats = stats
 
-    def commit_batch(self, pending: dict[tuple[str, int], list[Any]]) -> dict[tuple[str, int], int]:
+    def commit_batch(
+        self, pending: dict[tuple[str, int], list[Any]], topic_ids: dict[str, str] | None = None
+    ) -> dict[tuple[str, int], int]:
         """Commit records (anything with offset, key, value) per (topic, partition); returns the
-        next offset per (topic, partition) for the group-offset hint."""
+        next offset per (topic, partition) for the group-offset hint. ``topic_ids``: the id of
+        each topic's log, recorded with the marks."""
         by_topic: dict[str, dict[int, list[Any]]] = defaultdict(dict)
         for (topic, partition), records in pending.items():
             by_topic[topic][partition] = records
         for topic, partitions in by_topic.items():
-            self._commit_topic(topic, partitions)
+            topic_id = (topic_ids or {}).get(topic)
+            self.writer.tags = {TOPIC_IDS: json.dumps({topic: topic_id})} if topic_id else {}
+            try:
+                self._commit_topic(topic, partitions)
+            finally:
+                self.writer.tags = {}
         return {tp: records[-1].offset + 1 for tp, records in pending.items()}
 
     def _commit_topic(self, topic: str, partitions: dict[int, list[Any]]) -> None:
@@ -235,14 +274,15 @@ def _committer_main(conn: Any, settings: Settings, project: Project) -> None:
     committer = Committer(load_catalog(settings), project, stats, keystore=lambda: open_keystore(settings))
     while True:
         try:
-            batch = conn.recv()
+            message = conn.recv()
         except EOFError:
             return
-        if batch is None:
+        if message is None:
             return
         try:
+            batch, topic_ids = message
             pending = {tp: _unpack(packed) for tp, packed in batch.items()}
-            hints = committer.commit_batch(pending)
+            hints = committer.commit_batch(pending, topic_ids)
             conn.send(
                 (
                     "ok",
@@ -273,11 +313,14 @@ class CommitterProcess:
         child.close()
 
     def commit(
-        self, pending: dict[tuple[str, int], list[Any]], stats: IngestStats
+        self,
+        pending: dict[tuple[str, int], list[Any]],
+        stats: IngestStats,
+        topic_ids: dict[str, str] | None = None,
     ) -> dict[tuple[str, int], int]:
         batch = {tp: _pack(records) for tp, records in pending.items()}
         try:
-            self._conn.send(batch)
+            self._conn.send((batch, topic_ids or {}))
             reply = self._conn.recv()
         except (EOFError, OSError) as exc:
             raise LakehouseError(
