@@ -3,6 +3,7 @@ Kafka sink."""
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
@@ -147,10 +148,11 @@ def sink_run(
     ] = False,
     output: Annotated[TextOrJson, typer.Option("--output", "-o")] = TextOrJson.text,
 ) -> None:
-    """Consume topics into their bronze tables, exactly once; SIGTERM flushes and commits."""
+    """Consume topics into their bronze tables, exactly once; SIGTERM flushes and commits. On a
+    terminal a live line on stderr shows rows, rows/s, lag per topic and dead letters."""
     from lakehouse.contracts import load_contracts
     from lakehouse.ingest import serve_metrics
-    from lakehouse.ingest.kafka import Sink
+    from lakehouse.ingest.kafka import LiveLine, Sink
     from lakehouse.local import bootstrap_servers
     from lakehouse.reference import ensure_topics
 
@@ -176,7 +178,12 @@ def sink_run(
     if metrics_port is not None:
         server = serve_metrics(sink.stats, metrics_port)
         err.print(f"metrics at http://127.0.0.1:{server.server_address[1]}/metrics")
-    stats = sink.run()
+    live = LiveLine(sink.stats, sys.stderr).start() if sys.stderr.isatty() else None
+    try:
+        stats = sink.run()
+    finally:
+        if live is not None:
+            live.close()
     if output is TextOrJson.json:
         _print_json(stats.summary())
     else:

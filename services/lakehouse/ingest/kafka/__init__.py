@@ -5,13 +5,16 @@ from __future__ import annotations
 from ._committer import Committer
 from ._connect import broker_errors, require_broker
 from ._offsets import OFFSET_RESET, TOPIC_IDS
+from ._progress import LiveLine, status_line
 from ._sink import Sink
 
 __all__ = [
     "OFFSET_RESET",
     "TOPIC_IDS",
     "Committer",
+    "LiveLine",
     "Sink",
     "broker_errors",
     "require_broker",
+    "status_line",
 ]
