@@ -15,7 +15,7 @@
 7. Governed queries: the gold queries as policy-bound users against the same queries as the
    operator, p50/p95, warm sessions and cold ones (tests/bench_governed.py).
 
-Usage: python -m tests.bench [--scale 4] [--repeat 3] [--only load,dbt,queries,governed,streaming,edge,pii] [--json FILE]
+Usage: python -m tests.bench [--scale 4] [--repeat 3] [--only load,dbt,queries,governed,cli,streaming,edge,pii] [--json FILE]
 """
 
 from __future__ import annotations
@@ -251,7 +251,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000, help="events for the streaming benchmark")
     parser.add_argument("--devices", type=int, default=8, help="concurrent devices for the edge benchmark")
     parser.add_argument(
-        "--only", default="load,dbt,queries,governed,streaming,edge,pii", help="comma-separated benchmarks"
+        "--only",
+        default="load,dbt,queries,governed,cli,streaming,edge,pii",
+        help="comma-separated benchmarks",
     )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -259,13 +261,13 @@ def main() -> None:
     console = Console(width=170)
     with tempfile.TemporaryDirectory(prefix="lakehouse-bench-") as tmp:
         work = Path(tmp)
-        load = dbt = queries = streaming = edge = pii = governed = None
-        if only & {"load", "dbt", "queries", "governed", "pii"}:
+        load = dbt = queries = streaming = edge = pii = governed = cli = None
+        if only & {"load", "dbt", "queries", "governed", "pii", "cli"}:
             files = write_files(generate(args.scale, seed=42), work / "data")
             console.print(f"bench at scale {args.scale} in {work}")
         if "load" in only:
             load = bench_load(files, args.repeat, work)
-        if only & {"dbt", "queries", "governed", "pii"}:
+        if only & {"dbt", "queries", "governed", "pii", "cli"}:
             home = work / "built"
             with Lakehouse(Settings(home=home)) as lh:
                 for name, path in files.items():
@@ -277,6 +279,10 @@ def main() -> None:
                 from .bench_governed import bench_governed
 
                 governed = bench_governed(home, GOLD_QUERIES, runs=max(5, args.query_runs // 2))
+            if "cli" in only:
+                from .bench_cli import bench_cli
+
+                cli = bench_cli(home)
             if "pii" in only:
                 from .bench_pii import bench_pii
 
@@ -307,6 +313,8 @@ def main() -> None:
         _governed_rows(table, governed)
     if pii:
         _pii_rows(table, pii)
+    if cli:
+        _cli_rows(table, cli)
     console.print(table)
     if args.json:
         results = {
@@ -317,6 +325,7 @@ def main() -> None:
             "edge": edge,
             "pii": pii,
             "governed": governed,
+            "cli": cli,
         }
         args.json.write_text(json.dumps(results, indent=2))
 
@@ -352,6 +361,31 @@ def _governed_rows(table: Table, governed: dict[str, Any]) -> None:
         f"{governed['cold_p50_ms']:.0f} / {governed['cold_p95_ms']:.0f}",
         "operator warm p50 above",
         f"{governed['cold_p50_ms'] / governed['operator_p50_ms']:.1f}x (p50)",
+        "-",
+    )
+
+
+def _cli_rows(table: Table, cli: dict[str, Any]) -> None:
+    bare = f"{cli['bare_duckdb_s'] * 1000:.0f} ms (python -c 'import duckdb; select 1')"
+    table.add_row(
+        f"lakehouse sql 'select 1', whole process, median of {cli['runs']}",
+        f"{cli['cli_s'] * 1000:.0f} ms",
+        bare,
+        f"{cli['ratio']:.2f}x",
+        "<= 2x",
+    )
+    table.add_row(
+        "lakehouse sql over gold.fct_sales (count)",
+        f"{cli['cli_gold_s'] * 1000:.0f} ms",
+        bare,
+        f"{cli['gold_ratio']:.2f}x",
+        "-",
+    )
+    table.add_row(
+        "lakehouse sql 'select 1' without the query server (first query)",
+        f"{cli['no_server_s'] * 1000:.0f} ms",
+        bare,
+        f"{cli['no_server_ratio']:.2f}x",
         "-",
     )
 

@@ -16,12 +16,14 @@ from lakehouse.reference import generate, write_files
 REPO = Path(__file__).resolve().parents[1]
 SMALL_SCALE = 0.15  # 2 stores, 20 products, 450 customers, 120 days
 LAKEHOUSE_BIN = str(Path(sys.executable).parent / "lakehouse")
+QUERY_SERVER_ENV = "LAKEHOUSE_ENGINE__QUERY_SERVER"
 
 
 def run_cli(*args: str, home: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run the installed `lakehouse` command as a user would."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("LAKEHOUSE_")}
     environment["LAKEHOUSE_HOME"] = str(home)
+    environment[QUERY_SERVER_ENV] = "off"  # a test that wants the warm query server turns it on
     environment.update(env or {})
     return subprocess.run(
         [LAKEHOUSE_BIN, *args], capture_output=True, text=True, env=environment, timeout=600
@@ -110,6 +112,7 @@ def start_cli(*args: str, home: Path, env: dict[str, str] | None = None) -> subp
     """Start the `lakehouse` command in the background (for signals); the caller waits for it."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("LAKEHOUSE_")}
     environment["LAKEHOUSE_HOME"] = str(home)
+    environment[QUERY_SERVER_ENV] = "off"  # a test that wants the warm query server turns it on
     environment.update(env or {})
     return subprocess.Popen(
         [LAKEHOUSE_BIN, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment

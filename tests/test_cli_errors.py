@@ -229,9 +229,6 @@ def test_rotating_no_gateway_key_is_refused_not_a_silent_success(cli: Callable[.
 
 
 @pytest.mark.unit
-@pytest.mark.xfail(
-    reason="_main.py prints error messages as rich markup: escape them (rich.markup.escape)", strict=True
-)
 def test_error_text_from_the_user_is_shown_as_typed(cli: Callable[..., Result]) -> None:
     result = cli("policy", "explain", "--as", "sam", "[/x]")  # a closing tag nobody opened
     assert_reported(result, code=1)

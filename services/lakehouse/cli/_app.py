@@ -9,13 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table as RichTable
 
 from lakehouse.config import Settings
 
 if TYPE_CHECKING:
-    import pyarrow as pa
-
     from lakehouse._api import Lakehouse
 
 
@@ -99,12 +96,6 @@ class TextOrJson(StrEnum):
     json = "json"
 
 
-class SqlOutput(StrEnum):
-    table = "table"
-    csv = "csv"
-    json = "json"
-
-
 class FileFormat(StrEnum):
     parquet = "parquet"
     csv = "csv"
@@ -127,21 +118,3 @@ def _print_mapping(result: dict[str, Any], output: TextOrJson) -> None:
     else:
         for key, value in result.items():
             out.print(f"{key}: {value}", highlight=False)
-
-
-def _print_arrow(result: pa.Table, output: SqlOutput) -> None:
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-
-    if output is SqlOutput.json:
-        _print_json(result.to_pylist())
-    elif output is SqlOutput.csv:
-        sink = pa.BufferOutputStream()
-        pacsv.write_csv(result, sink)
-        sys.stdout.write(sink.getvalue().to_pybytes().decode())
-    else:
-        table = RichTable(*result.column_names, show_lines=False)
-        for row in result.to_pylist():
-            table.add_row(*("NULL" if v is None else str(v) for v in row.values()))
-        out.print(table)
-        out.print(f"({result.num_rows} row{'s' if result.num_rows != 1 else ''})")

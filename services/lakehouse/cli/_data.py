@@ -16,10 +16,8 @@ from lakehouse.errors import LakehouseError
 
 from ._app import (
     FileFormat,
-    SqlOutput,
     TextOrJson,
     _lakehouse,
-    _print_arrow,
     _print_json,
     app,
     contracts_app,
@@ -70,25 +68,6 @@ def load(
         )
     for skipped in result.files_skipped:
         out.print(f"skipped {skipped}: already loaded")
-
-
-@app.command()
-def sql(
-    query: Annotated[str, typer.Argument(help="SQL over every layer; tables are layer.table")],
-    schema: Annotated[
-        str | None, typer.Option("--schema", help="Default layer for unqualified names")
-    ] = None,
-    output: Annotated[SqlOutput, typer.Option("--output", "-o")] = SqlOutput.table,
-    as_user: Annotated[
-        str | None,
-        typer.Option("--as", help="Run as this user of policies/: only granted rows, masked columns"),
-    ] = None,
-) -> None:
-    """Run SQL in the embedded engine."""
-    from lakehouse._api import Lakehouse
-
-    with Lakehouse(Settings.load(), user=as_user) as lh:
-        _print_arrow(lh.sql(query, schema=schema), output)
 
 
 @app.command()

@@ -9,11 +9,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from lakehouse.config import Settings
 from lakehouse.errors import LakehouseError
 
-from . import _data, _edge, _governance, _servers  # noqa: F401  (importing registers their commands)
+from . import _data, _edge, _governance, _servers, _sql  # noqa: F401  (importing registers their commands)
 from ._app import app, err
 
 DEBUG_ENV = "LAKEHOUSE_DEBUG"
@@ -44,7 +45,7 @@ def main() -> None:
     except LakehouseError as exc:
         if debug:
             _print_traceback(exc, _masked)
-        err.print(f"[red]error:[/red] {_masked(str(exc))}", highlight=False)
+        err.print(f"[red]error:[/red] {escape(_masked(str(exc)))}", highlight=False)
         sys.exit(1)
     except (typer.Abort, KeyboardInterrupt):
         err.print("aborted", highlight=False)
@@ -62,7 +63,7 @@ def main() -> None:
             _print_traceback(exc, _masked)
         where = _where(exc)
         err.print(
-            f"[red]error:[/red] {_masked(f'{type(exc).__name__}: {exc}')}{where}\n"
+            f"[red]error:[/red] {escape(_masked(f'{type(exc).__name__}: {exc}') + where)}\n"
             f"This is unexpected: rerun with --debug (or {DEBUG_ENV}=1) for the traceback, and report it.",
             highlight=False,
         )

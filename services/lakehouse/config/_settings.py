@@ -206,6 +206,10 @@ class EngineSettings(BaseModel):
     max_result_rows: int = Field(default=1_000_000, ge=1)
     max_result_bytes: str = "512MB"
     governed_cache_bytes: str = "512MB"  # small granted tables kept in memory between queries
+    # `lakehouse sql QUERY` (operator, local profile) answers through a warm query server it
+    # starts on first use (a Unix socket in the home's state/), which exits after this idle time
+    query_server: bool = True
+    query_server_idle_seconds: float = Field(default=900.0, gt=0)
 
     @field_validator("max_result_bytes", "governed_cache_bytes", "governed_memory_limit")
     @classmethod

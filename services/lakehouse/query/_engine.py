@@ -139,7 +139,8 @@ class Engine:
         except duckdb.CatalogException as exc:
             missing = _MISSING_TABLE.search(str(exc)) or _MISSING_SCHEMA.search(str(exc))
             if missing:
-                raise NoSuchTableError(self._no_such_table(missing[1].strip("!\"'"), schema)) from exc
+                what = _qualified(conn, statement, missing[1].strip("!\"'"))
+                raise NoSuchTableError(self._no_such_table(what, schema)) from exc
             raise QueryError(_message(exc)) from exc
         except duckdb.Error as exc:
             raise QueryError(_message(exc)) from exc
@@ -167,6 +168,17 @@ class Engine:
             self._conn.close()
             self._conn = None
             self._bound.clear()
+
+
+def _qualified(conn: duckdb.DuckDBPyConnection, statement: str, name: str) -> str:
+    """``layer.name`` as the statement wrote it (DuckDB's message names the table alone)."""
+    if "." in name:
+        return name
+    try:
+        tables = parse_shape(conn, statement).tables
+    except QueryError:
+        return name
+    return next((f"{layer}.{table}" for _, layer, table in tables if layer and table == name), name)
 
 
 def _message(exc: duckdb.Error) -> str:
