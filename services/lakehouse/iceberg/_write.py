@@ -149,3 +149,12 @@ def append_atomically(table: Table, data: pa.Table, properties: dict[str, str]) 
         ledger.abandoned(table)
         raise
     ledger.committed(table)
+
+
+def record_without_data(table: Table, properties: dict[str, str], summary: dict[str, str]) -> None:
+    """One commit that sets ``properties`` and records ``summary`` in an empty snapshot: a
+    decision about the table (an accepted offset reset) kept in its history like a load.
+    Raises ``CommitFailedException`` when another writer committed first (reload and retry)."""
+    with MetadataOnceTransaction(table) as tx:
+        tx.set_properties(properties)
+        fast_append_files(tx, summary, [], table.schema())

@@ -31,13 +31,12 @@ from pyiceberg.table import Table
 from pyiceberg.table.snapshots import ancestors_of
 
 from lakehouse.errors import LoadError, OffsetsOutOfRange
-from lakehouse.iceberg import OFFSETS, Backoff, table_marks
+from lakehouse.iceberg import OFFSETS, Backoff, record_without_data, table_marks
 
 # The ledger only ever moves marks forward (each commit records the larger of its ends and the
 # table's marks): a reset is the one commit that moves them back, so it writes the ledger
 # property itself, in the same kind of snapshot-adding transaction (a conflicting writer makes
 # it plan again, never rebase).
-from lakehouse.iceberg._pyiceberg import MetadataOnceTransaction, fast_append_files
 
 logger = logging.getLogger(__name__)
 
@@ -200,11 +199,9 @@ def record_reset(
         if ids:
             summary[TOPIC_IDS] = json.dumps(ids, sort_keys=True)
         try:
-            with MetadataOnceTransaction(table) as tx:
-                tx.set_properties(
-                    {OFFSETS: json.dumps(dict(sorted(new_marks.items())), separators=(",", ":"))}
-                )
-                fast_append_files(tx, summary, [], table.schema())
+            record_without_data(
+                table, {OFFSETS: json.dumps(dict(sorted(new_marks.items())), separators=(",", ":"))}, summary
+            )
         except CommitFailedException:
             backoff.wait(attempt)
             table = catalog.load_table(table.name())
