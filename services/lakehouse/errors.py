@@ -35,6 +35,11 @@ class LoadError(LakehouseError):
     """A load could not be committed; nothing was written."""
 
 
+class NoSuchDeadLetter(LakehouseError):
+    """A dead letter named by the user (by id, or by its table) is not in ``bronze.dead_letters``:
+    a typo, or erased since (``gdpr forget`` deletes a forgotten customer's dead letters)."""
+
+
 class QueryError(LakehouseError):
     """A query failed in the engine."""
 
