@@ -16,7 +16,7 @@ from ._duckdb import (
 from ._ledger import BATCH_IDS, DEVICE_BATCHES, OFFSETS, loaded_batch_ids, table_marks
 from ._maintenance import expire_snapshots
 from ._tables import open_table, parse_identifier
-from ._write import normalize_schema, record_without_data, target_arrow_schema
+from ._write import normalize_schema, record_without_data, replace_rows, target_arrow_schema
 
 __all__ = [
     "BATCH_IDS",
@@ -39,6 +39,7 @@ __all__ = [
     "parse_identifier",
     "quote_ident",
     "record_without_data",
+    "replace_rows",
     "scan_sql",
     "table_marks",
     "target_arrow_schema",

@@ -9,6 +9,7 @@ import os
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from pyiceberg.expressions import BooleanExpression
 from pyiceberg.io.pyarrow import pyarrow_to_schema, schema_to_pyarrow
 from pyiceberg.partitioning import PartitionFieldValue, PartitionKey
 from pyiceberg.table import Table
@@ -158,3 +159,16 @@ def record_without_data(table: Table, properties: dict[str, str], summary: dict[
     with MetadataOnceTransaction(table) as tx:
         tx.set_properties(properties)
         fast_append_files(tx, summary, [], table.schema())
+
+
+def replace_rows(table: Table, where: BooleanExpression, rows: pa.Table, summary: dict[str, str]) -> None:
+    """One commit that replaces the rows matching ``where`` with ``rows`` (copy-on-write: the
+    data files holding matches are rewritten without them). ``rows`` are meant to be computed
+    from the matches as ``table`` holds them: a conflicting writer is not rebased onto (it may
+    have changed those rows), it raises ``CommitFailedException`` (reload, read and retry)."""
+    import warnings
+
+    with warnings.catch_warnings():  # nothing matched: the rows were deleted meanwhile
+        warnings.filterwarnings("ignore", "Delete operation did not match any records")
+        with MetadataOnceTransaction(table) as tx:
+            tx.overwrite(rows, overwrite_filter=where, snapshot_properties=summary)
