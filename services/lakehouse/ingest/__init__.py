@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ._conform import Format, conform
 from ._files import LoadResult, ProgressCallback, load_files, read_file
-from ._records import DEAD_LETTERS, DeadLetter, Message, fast_path, validate
+from ._records import DEAD_LETTERS, DeadLetter, Message, fast_path, open_envelope, validate
 from ._stats import IngestStats, serve_metrics
 from ._write import (
     Batch,
@@ -38,6 +38,7 @@ __all__ = [
     "dead_letter",
     "fast_path",
     "load_files",
+    "open_envelope",
     "personal_columns",
     "read_file",
     "received_schema",

@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pajson
@@ -126,6 +127,29 @@ def fast_path(values: list[bytes | None], contract: Contract, target: pa.Schema)
         return conform(table, target, source="message", fmt="jsonl", table=contract.identifier)
     except SchemaMismatchError:
         return None
+
+
+def open_envelope(value: bytes | None, contract: Contract) -> tuple[str | None, dict[str, Any]]:
+    """(None, the message's data) for an envelope ``{"schema", "version", "data": {...}}`` of
+    ``contract`` at its version or an older one; else (why not, {}). The Kafka sink's check, and
+    a dead letter's when it is replayed."""
+    if value is None:
+        return "empty message (tombstone)", {}
+    try:
+        body = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        return f"not JSON: {exc}", {}
+    if not isinstance(body, dict) or not isinstance(body.get("data"), dict):
+        return 'not an envelope {"schema", "version", "data": {...}}', {}
+    if body.get("schema", contract.identifier) != contract.identifier:
+        return f"schema {body.get('schema')!r} sent to the topic of {contract.identifier}", {}
+    version = body.get("version", 1)
+    if not isinstance(version, int) or version > contract.version:
+        return (
+            f"schema version {version!r} is newer than contract {contract.identifier} "
+            f"v{contract.version}: upgrade the contract, then replay from dead letters"
+        ), {}
+    return None, body["data"]
 
 
 # --- the sink ----------------------------------------------------------------------------------

@@ -14,13 +14,12 @@ import time
 from collections import defaultdict
 from typing import Any, NamedTuple, TypeVar
 
-import orjson
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 
 from lakehouse.config import Project, Settings, project_of
-from lakehouse.contracts import Contract, load_contracts
+from lakehouse.contracts import load_contracts
 from lakehouse.errors import ContractError, LakehouseError
 from lakehouse.iceberg import (
     OFFSETS,
@@ -37,6 +36,7 @@ from lakehouse.ingest import (
     Writer,
     as_stored,
     fast_path,
+    open_envelope,
     refused_rows,
     validate,
 )
@@ -142,7 +142,7 @@ class Committer:
         if data is None:  # a dirty batch: check message by message, isolating the bad ones
             records, kept_rows = [], []
             for i, (p, r) in enumerate(flat):
-                why_not, body = self._envelope(r.value, contract)
+                why_not, body = open_envelope(r.value, contract)
                 if why_not:
                     dead.append(DeadLetter(message(p, r), why_not, identifier))
                 else:
@@ -171,26 +171,6 @@ class Committer:
         row_offsets = [r.offset for _, r in rows_from]
         self.commit_dead(dead)
         self._commit_rows(table, identifier, topic, data, row_partitions, row_offsets, ends)
-
-    @staticmethod
-    def _envelope(value: bytes | None, contract: Contract) -> tuple[str | None, dict[str, Any]]:
-        if value is None:
-            return "empty message (tombstone)", {}
-        try:
-            body = orjson.loads(value)
-        except orjson.JSONDecodeError as exc:
-            return f"not JSON: {exc}", {}
-        if not isinstance(body, dict) or not isinstance(body.get("data"), dict):
-            return 'not an envelope {"schema", "version", "data": {...}}', {}
-        if body.get("schema", contract.identifier) != contract.identifier:
-            return f"schema {body.get('schema')!r} sent to the topic of {contract.identifier}", {}
-        version = body.get("version", 1)
-        if not isinstance(version, int) or version > contract.version:
-            return (
-                f"schema version {version!r} is newer than contract {contract.identifier} "
-                f"v{contract.version}: upgrade the contract, then replay from dead letters"
-            ), {}
-        return None, body["data"]
 
     def _commit_rows(
         self,
