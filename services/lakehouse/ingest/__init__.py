@@ -5,6 +5,7 @@ from __future__ import annotations
 from ._conform import Format, conform
 from ._files import LoadResult, ProgressCallback, load_files, read_file
 from ._records import DEAD_LETTERS, DeadLetter, Message, fast_path, open_envelope, validate
+from ._replay import DeadLetterInfo, ReplayReport, dead_letter_id, list_dead_letters, replay_dead_letters
 from ._stats import IngestStats, serve_metrics
 from ._write import (
     Batch,
@@ -24,6 +25,7 @@ __all__ = [
     "DEAD_LETTERS",
     "Batch",
     "DeadLetter",
+    "DeadLetterInfo",
     "Format",
     "IngestStats",
     "KeystoreSource",
@@ -31,12 +33,15 @@ __all__ = [
     "LoadResult",
     "Message",
     "ProgressCallback",
+    "ReplayReport",
     "Writer",
     "as_stored",
     "check_personal",
     "conform",
     "dead_letter",
+    "dead_letter_id",
     "fast_path",
+    "list_dead_letters",
     "load_files",
     "open_envelope",
     "personal_columns",
@@ -44,6 +49,7 @@ __all__ = [
     "received_schema",
     "refused_rows",
     "replace_model",
+    "replay_dead_letters",
     "serve_metrics",
     "validate",
 ]
