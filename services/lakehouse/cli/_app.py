@@ -85,6 +85,14 @@ app.add_typer(policy_app, name="policy")
 app.add_typer(maintain_app, name="maintain")
 
 
+dead_letters_app = typer.Typer(
+    no_args_is_help=True, help="Messages that could not land: list them, replay them once fixed."
+)
+
+
+app.add_typer(dead_letters_app, name="dead-letters")
+
+
 out = Console(soft_wrap=True)
 
 

@@ -14,7 +14,7 @@ from rich.markup import escape
 from lakehouse.config import Settings
 from lakehouse.errors import LakehouseError
 
-from . import _data, _edge, _governance, _servers, _sql  # noqa: F401  (importing registers their commands)
+from . import _data, _dead_letters, _edge, _governance, _servers, _sql  # noqa: F401  (importing registers their commands)
 from ._app import app, err
 
 DEBUG_ENV = "LAKEHOUSE_DEBUG"
