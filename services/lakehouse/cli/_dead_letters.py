@@ -140,7 +140,6 @@ def dead_letters_replay(
     def say(text: str) -> None:
         out.print(text, highlight=False, markup=False, soft_wrap=True)
 
-    would = "would " if dry_run else ""
     if dry_run:
         say("dry run: nothing was written")
     for target, landed in report.landed.items():
@@ -150,8 +149,12 @@ def dead_letters_replay(
         )
     failing = report.failures_by_reason()
     if failing:
-        kept = "would stay" if dry_run else "kept as dead letters with the new reason, attempt recorded"
-        say(f"{len(report.failed)} {would}still failing ({kept}):")
+        if dry_run:
+            say(f"{len(report.failed)} would still fail, and stay dead letters:")
+        else:
+            say(
+                f"{len(report.failed)} still failing, kept as dead letters with the new reason (attempt recorded):"
+            )
         for failed_in, reason, letter_ids in failing:
             say(f"  {len(letter_ids)} x {failed_in}: {reason}")
             say(f"      {_ids(letter_ids)}")
