@@ -11,6 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import (
     AccessDenied,
+    ArtifactError,
+    ArtifactMismatch,
+    ArtifactUnavailable,
     BrokerUnreachable,
     ConfigurationError,
     ContractError,
@@ -34,6 +37,7 @@ from .errors import (
     ServerError,
     SessionFailed,
     TokenError,
+    ToolchainMissing,
     TransformError,
     UnknownStore,
     WeakDeviceKey,
@@ -73,6 +77,9 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "LAYERS",
     "AccessDenied",
+    "ArtifactError",
+    "ArtifactMismatch",
+    "ArtifactUnavailable",
     "BrokerUnreachable",
     "ConfigurationError",
     "Contract",
@@ -103,6 +110,7 @@ __all__ = [
     "Settings",
     "TableInfo",
     "TokenError",
+    "ToolchainMissing",
     "TransformError",
     "UnknownStore",
     "WeakDeviceKey",

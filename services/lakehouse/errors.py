@@ -139,3 +139,29 @@ class JSONRejected(LakehouseError, ValueError):
 
 class WeakDeviceKey(LakehouseError, ValueError):
     """The public key binds no private key (or is not an Ed25519 point at all)."""
+
+
+# --- pinned server artifacts (infra/artifacts.lock.json) --------------------------------------
+
+
+class ArtifactError(LakehouseError):
+    """A pinned server artifact (Trino, Nessie, Kafka, OPA) cannot be had as locked in
+    ``infra/artifacts.lock.json``; ``lakehouse stack install`` fetches and verifies them."""
+
+
+class ArtifactMismatch(ArtifactError):
+    """What was downloaded (or found in the cache) is not the locked artifact: wrong digest or
+    size. It was refused and nothing of it is left in the cache."""
+
+    def __init__(self, message: str, *, artifact: str, expected: str, actual: str) -> None:
+        super().__init__(message)
+        self.artifact, self.expected, self.actual = artifact, expected, actual
+
+
+class ArtifactUnavailable(ArtifactError):
+    """An artifact could not be downloaded (no answer, an HTTP error, a time-out), or it is not
+    in the cache when a server needs it: run ``lakehouse stack install``."""
+
+
+class ToolchainMissing(ArtifactError):
+    """A service needs a JDK or Go that this machine lacks; the message names what to install."""
