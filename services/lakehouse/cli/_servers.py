@@ -4,7 +4,7 @@ Kafka sink."""
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -49,6 +49,66 @@ def stack_status(output: Annotated[TextOrJson, typer.Option("--output", "-o")] =
         _print_json(public)
     else:
         out.print(" ".join(f"{k}={v}" for k, v in public.items()))
+
+
+@stack_app.command("install")
+def stack_install(
+    only: Annotated[
+        str | None,
+        typer.Option(
+            "--only",
+            help="Comma-separated services (trino, nessie, kafka, opa) or artifact names; default: all",
+        ),
+    ] = None,
+    output: Annotated[TextOrJson, typer.Option("--output", "-o")] = TextOrJson.text,
+) -> None:
+    """Fetch the pinned server artifacts (infra/artifacts.lock.json) into the cache, verify their
+    sha256 before use, build OPA with `go install`, and unpack Trino. Verified files are reused
+    without the network; a missing JDK or Go is named before anything is downloaded."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    from lakehouse.local import default_cache, install_artifacts, load_lock
+
+    lock = load_lock()
+    chosen = lock.select(only.split(",") if only else None)
+    cache = default_cache()
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=err,
+        transient=True,
+        disable=output is TextOrJson.json or not err.is_terminal,
+    ) as progress:
+        tasks: dict[str, Any] = {}
+
+        def advance(artifact: Any, received: int) -> None:
+            if artifact.name not in tasks:
+                tasks[artifact.name] = progress.add_task(
+                    f"{artifact.name} {artifact.version}", total=artifact.size
+                )
+            progress.update(tasks[artifact.name], completed=received)
+
+        def done(step: Any) -> None:
+            if output is TextOrJson.text and step.action != "cached":
+                out.print(f"{step.action} {step.name} {step.version} ({step.seconds:.1f} s)")
+
+        steps = install_artifacts(
+            [a.name for a in chosen], lock=lock, cache=cache, progress=advance, on_step=done
+        )
+    if output is TextOrJson.json:
+        _print_json({"cache": str(cache), "steps": [step.__dict__ for step in steps]})
+        return
+    counts = {
+        action: sum(1 for s in steps if s.action == action) for action in ("fetched", "built", "unpacked")
+    }
+    reused = sum(1 for s in steps if s.action == "cached")
+    fetched_mb = sum(s.size for s in steps if s.action == "fetched") / 1e6
+    out.print(
+        f"{len(chosen)} artifacts verified in {cache}: {counts['fetched']} fetched ({fetched_mb:.0f} MB), "
+        f"{reused} reused from the cache, {counts['built']} built, {counts['unpacked']} unpacked"
+    )
 
 
 @broker_app.command("start")
