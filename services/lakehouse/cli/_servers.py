@@ -72,6 +72,7 @@ def stack_install(
     lock = load_lock()
     chosen = lock.select(only.split(",") if only else None)
     cache = default_cache()
+    bars = output is TextOrJson.text and err.is_terminal
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -79,7 +80,7 @@ def stack_install(
         TransferSpeedColumn(),
         console=err,
         transient=True,
-        disable=output is TextOrJson.json or not err.is_terminal,
+        disable=not bars,
     ) as progress:
         tasks: dict[str, Any] = {}
 
@@ -91,8 +92,13 @@ def stack_install(
             progress.update(tasks[artifact.name], completed=received)
 
         def done(step: Any) -> None:
+            if step.name in tasks:  # one bar at a time: the finished artifact's goes
+                progress.remove_task(tasks.pop(step.name))
             if output is TextOrJson.text and step.action != "cached":
-                out.print(f"{step.action} {step.name} {step.version} ({step.seconds:.1f} s)")
+                # above the bars on a terminal (the bars' console), else plainly on stdout
+                (progress.console if bars else out).print(
+                    f"{step.action} {step.name} {step.version} ({step.seconds:.1f} s)"
+                )
 
         steps = install_artifacts(
             [a.name for a in chosen], lock=lock, cache=cache, progress=advance, on_step=done
