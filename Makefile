@@ -65,5 +65,19 @@ bench: install ## Benchmarks, each a ratio against a baseline measured in the sa
 	$(BIN)/python -m tests.bench $(BENCH_ARGS)
 
 .PHONY: clean
-clean: ## Remove local state (.lakehouse) and dbt build output, keep .venv
-	rm -rf .lakehouse dbt/target dbt/logs
+clean: ## Remove the lakehouse home (LAKEHOUSE_HOME, default .lakehouse) and dbt's target/ and logs/, keep .venv
+	@home="$$LAKEHOUSE_HOME"; \
+	if [ -z "$$home" ]; then echo "clean: LAKEHOUSE_HOME is empty: nothing removed" >&2; exit 1; fi; \
+	real=$$(realpath -m -- "$$home"); \
+	case "$(CURDIR)/" in "$${real%/}"/*) echo "clean: refusing to remove $$real: it holds this repository" >&2; exit 1;; esac; \
+	if [ "$$real" = / ] || [ "$$real" = "$$(realpath -m -- "$$HOME")" ]; then \
+		echo "clean: refusing to remove LAKEHOUSE_HOME=$$home" >&2; exit 1; \
+	fi; \
+	if [ -e "$$real" ]; then \
+		if [ -f "$$real/catalog.db" ] || [ -d "$$real/state" ]; then \
+			rm -rf -- "$$real" && echo "removed $$real"; \
+		else \
+			echo "clean: refusing to remove $$real: not a lakehouse home (no catalog.db, no state/)" >&2; exit 1; \
+		fi; \
+	fi
+	rm -rf dbt/target dbt/logs
