@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -24,7 +25,7 @@ import pyarrow.parquet as pq
 from pyiceberg.catalog import Catalog
 
 from lakehouse.config import Project
-from lakehouse.contracts import contract_for
+from lakehouse.contracts import Contract, contract_for
 from lakehouse.errors import LakehouseError, LoadError, SchemaMismatchError
 from lakehouse.iceberg import (
     loaded_batch_ids,
@@ -35,6 +36,7 @@ from lakehouse.iceberg import (
 from lakehouse.privacy import Keystore
 
 from ._conform import Format, conform
+from ._records import DeadLetter, Message
 from ._write import Batch, Writer
 
 logger = logging.getLogger(__name__)
@@ -59,6 +61,8 @@ class LoadResult:
     snapshot_id: int | None = None
     created: bool = False
     seconds: float = 0.0
+    # rows of forgotten data subjects (gdpr forget): not landed, kept in bronze.dead_letters
+    rows_refused: int = 0
 
 
 ProgressCallback = Callable[[str, int], None]  # (what happened, rows)
@@ -310,7 +314,9 @@ def load_files(
 ) -> LoadResult:
     """Append files to ``identifier`` in one atomic commit, skipping files already loaded.
     Personal data (the contract's ``pii``) is encrypted with ``keystore`` before it is written;
-    without one, such a table refuses the load. Contracts are ``project``'s (default: the
+    without one, such a table refuses the load. The rows of a forgotten data subject (``gdpr
+    forget``) are not written: they are kept in ``bronze.dead_letters`` with the reason (without
+    their data) and counted in ``rows_refused``. Contracts are ``project``'s (default: the
     environment's); a table no contract declares is created from the files only with ``create``,
     with the first file's schema (``file_schema``) and ``types`` for the columns it names; an
     existing table's columns must agree with ``types``."""
@@ -346,6 +352,7 @@ def load_files(
         _check_types(identifier, source_schema, types)
 
     batches: list[Batch] = []
+    refused: list[DeadLetter] = []
     paths_of: dict[str, Path] = {}
     seen: set[str] = set()
     for path, file_fmt in zip(files, formats, strict=True):
@@ -363,12 +370,18 @@ def load_files(
             fmt=file_fmt,
             table=identifier,
         )
+        if contract is not None and contract.pii and keystore is not None:
+            data, dead = _without_forgotten(data, contract, keystore, f"file:{path.name}@{bid[:16]}")
+            refused += dead
         data = writer.stored(identifier, data, table, source=str(path)) if transformed else data
         batches.append(Batch(bid, data, path.name))
         paths_of[bid] = path
         if progress:
             progress(f"validated {path.name}", data.num_rows)
 
+    # the refused rows' dead letters first: a failed commit below leaves them once (each at its
+    # file and row), and the retry lands the rows
+    result.rows_refused = len(writer.land_dead_letters(refused)) if refused else 0
     try:
         outcome = writer.land_batches(table, batches)
     except LakehouseError:
@@ -386,3 +399,28 @@ def load_files(
             progress(f"committed {len(committed)} file(s) to {identifier}", 0)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _without_forgotten(
+    data: pa.Table, contract: Contract, keystore: Keystore, source: str
+) -> tuple[pa.Table, list[DeadLetter]]:
+    """``data`` without the rows of forgotten subjects, and a dead letter for each of those,
+    at ``source`` (the file) and its row number. A dead letter carries only the subject's id, so
+    that the write path drops it as it drops a forgotten subject's Kafka message: what remains is
+    the reason."""
+    assert contract.pii_subject is not None
+    subjects = [None if s is None else str(s) for s in data.column(contract.pii_subject).to_pylist()]
+    forgotten = keystore.shredded({s for s in subjects if s is not None})
+    if not forgotten:
+        return data, []
+    dead = [
+        DeadLetter(
+            Message(source, 0, row + 1, None, orjson.dumps({"data": {contract.pii_subject: subject}})),
+            "the data subject was forgotten (gdpr forget): their data may not be written again",
+            contract.identifier,
+        )
+        for row, subject in enumerate(subjects)
+        if subject in forgotten
+    ]
+    keep = [row for row, subject in enumerate(subjects) if subject not in forgotten]
+    return data.take(pa.array(keep, pa.int64())), dead
