@@ -48,16 +48,44 @@ def _step(console: Console, title: str) -> float:
 STREAMED = 2_000
 
 
+STREAMED_TOPICS = ("orders", "order_lines")
+
+
+def _events_in_bronze(lh: Lakehouse, topic: str) -> int:
+    """How many events of ``topic`` its bronze table holds, by the Kafka offsets it recorded
+    (the next offset of each partition, in the commit that wrote the rows)."""
+    from lakehouse.iceberg import table_marks
+
+    identifier = f"bronze.{topic}"
+    if not lh.catalog.table_exists(identifier):
+        return 0
+    marks = table_marks(lh.catalog.load_table(identifier))
+    return sum(end for name, end in marks.items() if name.rpartition("/")[0] == topic)
+
+
 def _stream_slice(settings: Settings, lh: Lakehouse, *, scale: float, seed: int) -> str:
-    """Start the embedded broker, publish events, sink them into bronze, stop the broker."""
+    """Start the embedded broker, publish events, sink them into bronze, stop the broker.
+
+    A rerun whose tables already hold the slice streams nothing: the local broker keeps its log
+    in memory, so the log a rerun starts is empty and the tables' offset marks count events it
+    does not hold (the sink refuses to skip past them). If an earlier run stopped part way,
+    the slice is published again and read from the new log's start, the reset recorded in the
+    tables (``accept_offset_reset``)."""
+    from lakehouse.config import recorded_alive
     from lakehouse.ingest.kafka import Sink
-    from lakehouse.local import start_broker, stop_broker
+    from lakehouse.local import read_broker_state, start_broker, stop_broker
 
     from ._produce import produce
 
+    held = {topic: _events_in_bronze(lh, topic) for topic in STREAMED_TOPICS}
+    if all(count >= STREAMED for count in held.values()):
+        return "already in bronze (offsets recorded in the tables): nothing doubled"
+    running = read_broker_state(settings)
+    ours = not (running and recorded_alive(running))  # a broker someone started is left running
     bootstrap = str(start_broker(settings)["bootstrap"])
+    reset = ours and settings.profile == "local" and any(held.values())
     try:
-        for topic in ("orders", "order_lines"):
+        for topic in STREAMED_TOPICS:
             produce(
                 bootstrap,
                 topic,
@@ -70,19 +98,25 @@ def _stream_slice(settings: Settings, lh: Lakehouse, *, scale: float, seed: int)
         stats = Sink(
             lh.catalog,
             bootstrap,
-            ["orders", "order_lines"],
+            list(STREAMED_TOPICS),
             idle_exit=2,
             project=lh.project,
             settings=lh.settings,
+            accept_offset_reset=reset,
         ).run()
     finally:
-        stop_broker(settings)
+        if ours:
+            stop_broker(settings)
     rows = sum(stats.rows.values())
-    return (
-        f"{rows:,} new rows in bronze.orders and bronze.order_lines ({stats.commits} commits)"
-        if rows
-        else ("already in bronze (offsets recorded in the tables): nothing doubled")
-    )
+    if not rows:
+        return "already in bronze (offsets recorded in the tables): nothing doubled"
+    landed = f"{rows:,} new rows in bronze.orders and bronze.order_lines ({stats.commits} commits)"
+    if reset:
+        landed += (
+            "; an earlier run had stopped part way and its broker log (in memory) was gone: the slice "
+            "was read again from the new log's start, the reset recorded in the tables"
+        )
+    return landed
 
 
 EDGE_STORES = 3
@@ -258,13 +292,17 @@ def _governed_view(settings: Settings) -> RichTable:
     return governed
 
 
-def _load_reference(settings: Settings, lh: Lakehouse, *, scale: float, seed: int, console: Console) -> None:
-    """Steps 1 and 2: generate the reference domain and load it into bronze.
+def _load_reference(settings: Settings, lh: Lakehouse, *, scale: float, seed: int, console: Console) -> int:
+    """Steps 1 and 2: generate the reference domain and load it into bronze; returns the rows
+    refused because their customer was forgotten.
 
     The files hold personal data in clear, so they live in a private (0700) directory that is
     removed once they are loaded, or the load failed: no plaintext copy outlives the load. The
     same scale and seed give the same bytes, so a rerun's files are recognised as loaded (batch
-    ids are content hashes) and nothing doubles."""
+    ids are content hashes) and nothing doubles. A customer forgotten with ``gdpr forget`` is
+    generated again, but not loaded again: the load keeps each such row in bronze.dead_letters
+    with the reason, without its data."""
+    refused = 0
     t = _step(console, f"1. Generate the reference domain (scale {scale}, seed {seed})")
     legacy = settings.home / "reference"  # where earlier versions kept them, for good
     if legacy.is_dir():
@@ -280,8 +318,15 @@ def _load_reference(settings: Settings, lh: Lakehouse, *, scale: float, seed: in
         for name, path in sorted(files.items()):
             result = lh.load(f"bronze.{name}", [Path(path)])
             state = f"{result.rows:>9,} rows" if result.files_loaded else "  already loaded"
+            if result.rows_refused:
+                state += (
+                    f", {result.rows_refused:,} refused: forgotten customers (gdpr forget), "
+                    "kept in bronze.dead_letters without their data"
+                )
+            refused += result.rows_refused
             console.print(f"   bronze.{name:<22}{state}")
     console.print(f"   ({time.perf_counter() - t:.1f}s)")
+    return refused
 
 
 def run_demo(settings: Settings, *, scale: float, seed: int, console: Console) -> None:
@@ -289,7 +334,7 @@ def run_demo(settings: Settings, *, scale: float, seed: int, console: Console) -
     lh = Lakehouse(settings)
     console.print(f"[bold]Lakehouse demo[/bold]: profile {settings.profile}, state in {settings.home}")
 
-    _load_reference(settings, lh, scale=scale, seed=seed, console=console)
+    refused = _load_reference(settings, lh, scale=scale, seed=seed, console=console)
 
     t = _step(console, f"3. Stream a slice through Kafka: {STREAMED:,} orders and their lines, exactly once")
     streamed = _stream_slice(settings, lh, scale=scale, seed=seed)
@@ -341,7 +386,13 @@ def run_demo(settings: Settings, *, scale: float, seed: int, console: Console) -
     _step(console, "7. The same gold table through policies/ (lakehouse sql --as USER)")
     console.print(_governed_view(settings))
 
-    console.print(f"\nDemo finished in {time.perf_counter() - started:.0f}s. Next:")
+    finished = f"\nDemo finished in {time.perf_counter() - started:.0f}s"
+    if refused:
+        finished += (
+            f" ({refused:,} generated row(s) of forgotten customers were not loaded; "
+            "bronze.dead_letters says why)"
+        )
+    console.print(f"{finished}. Next:")
     console.print("  .venv/bin/lakehouse tables")
     console.print(
         '  .venv/bin/lakehouse sql --schema gold "select * from mart_cold_chain_compliance order by minutes_above_safe desc limit 5"'
