@@ -3,7 +3,9 @@ contracts, settings."""
 
 from __future__ import annotations
 
+import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -83,25 +85,57 @@ def tables(output: Annotated[TextOrJson, typer.Option("--output", "-o")] = TextO
     out.print(table)
 
 
+def _positive(value: float) -> float:
+    """A scale factor: any number above 0 (typer's ``min=`` includes its bound)."""
+    if not (math.isfinite(value) and value > 0):
+        raise typer.BadParameter(
+            f"{value:g} is not a scale: it must be a number greater than 0 (1 is 12 stores)"
+        )
+    return value
+
+
 @app.command()
 def generate(
     out_dir: Annotated[Path, typer.Option("--out", help="Directory for the files")] = Path("data/reference"),
-    scale: Annotated[float, typer.Option(help="Scale factor: 1 is 12 stores over 120 days")] = 1.0,
+    scale: Annotated[
+        float, typer.Option(help="Scale factor, > 0: 1 is 12 stores over 120 days", callback=_positive)
+    ] = 1.0,
     seed: Annotated[int, typer.Option(help="Random seed: same seed, same data")] = 42,
     format: Annotated[FileFormat, typer.Option("--format")] = FileFormat.parquet,
 ) -> None:
     """Generate the reference domain (cold-chain retail) as one file per bronze table."""
+    from lakehouse.reference import TABLES, write_files
     from lakehouse.reference import generate as make
-    from lakehouse.reference import write_files
 
-    paths = write_files(make(scale, seed, project_of(Settings.load())), out_dir, format.value)
+    project = project_of(Settings.load())
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    ) as progress:
+        task = progress.add_task("generating", total=2 * len(TABLES))
+
+        def step(what: str) -> Callable[[str], None]:
+            return lambda name: progress.update(task, advance=1, description=f"{what} {name}")
+
+        tables = make(scale, seed, project, progress=step("generated"))
+        paths = write_files(tables, out_dir, format.value, progress=step("wrote"))
     for name, path in paths.items():
         out.print(f"{name:<22} {path}")
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@app.command(
+    # every argument is dbt's, --help included: `lakehouse dbt --help` and `lakehouse dbt build
+    # --help` show dbt's own help, and dbt reports its own usage errors (exit 2)
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+    add_help_option=False,
+)
 def dbt(ctx: typer.Context) -> None:
-    """Run dbt on the platform's project (e.g. `lakehouse dbt build`)."""
+    """Run dbt on the platform's project (e.g. `lakehouse dbt build`; `lakehouse dbt --help` is dbt's help)."""
     from lakehouse.transform import run_dbt
 
     raise typer.Exit(run_dbt(Settings.load(), list(ctx.args)))
@@ -109,7 +143,9 @@ def dbt(ctx: typer.Context) -> None:
 
 @app.command()
 def demo(
-    scale: Annotated[float, typer.Option(help="Scale factor of the reference domain")] = 1.0,
+    scale: Annotated[
+        float, typer.Option(help="Scale factor of the reference domain, > 0", callback=_positive)
+    ] = 1.0,
     seed: Annotated[int, typer.Option(help="Random seed")] = 42,
 ) -> None:
     """Generate, load bronze, build silver/gold/platinum with dbt, and show what came out."""

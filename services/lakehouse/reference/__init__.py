@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ._demo import run_demo
-from ._domain import generate, write_files
+from ._domain import TABLES, generate, write_files
 from ._produce import TOPICS, ensure_topics, produce
 
-__all__ = ["TOPICS", "ensure_topics", "generate", "produce", "run_demo", "write_files"]
+__all__ = ["TABLES", "TOPICS", "ensure_topics", "generate", "produce", "run_demo", "write_files"]

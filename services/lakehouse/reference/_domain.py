@@ -10,6 +10,7 @@ customers who move, products whose prices change).
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -591,28 +592,68 @@ class _Generator:
         return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def generate(scale: float = 1.0, seed: int = 42, project: Project | None = None) -> dict[str, pa.Table]:
-    """Every bronze table of the reference domain, by table name, shaped by the reference
-    project's contracts (``project``; default: the environment's). Same inputs, same bytes."""
+TABLES = (
+    "regions",
+    "stores",
+    "products",
+    "customers",
+    "devices",
+    "sensor_readings",
+    "orders",
+    "order_lines",
+    "returns",
+    "waste",
+    "quality_inspections",
+    "shipments",
+)
+
+
+def generate(
+    scale: float = 1.0,
+    seed: int = 42,
+    project: Project | None = None,
+    *,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, pa.Table]:
+    """Every bronze table of the reference domain (``TABLES``), by table name, shaped by the
+    reference project's contracts (``project``; default: the environment's). Same inputs, same
+    bytes. ``progress`` is called with each table's name once it is generated."""
     g = _Generator(scale, seed, reference_contracts(project))
-    tables = {
-        "regions": g.regions(),
-        "stores": g.stores(),
-        "products": g.products(),
-        "customers": g.customers(),
-        "devices": g.devices(),
-        "sensor_readings": g.sensor_readings(),
-    }
+    done = progress or (lambda _name: None)
+    tables: dict[str, pa.Table] = {}
+    for name, make in (
+        ("regions", g.regions),
+        ("stores", g.stores),
+        ("products", g.products),
+        ("customers", g.customers),
+        ("devices", g.devices),
+        ("sensor_readings", g.sensor_readings),
+    ):
+        tables[name] = make()
+        done(name)
     tables["orders"], tables["order_lines"] = g.orders_and_lines()
-    tables["returns"] = g.returns()
-    tables["waste"] = g.waste()
-    tables["quality_inspections"] = g.quality_inspections()
-    tables["shipments"] = g.shipments()
+    done("orders")
+    done("order_lines")
+    for name, make in (
+        ("returns", g.returns),
+        ("waste", g.waste),
+        ("quality_inspections", g.quality_inspections),
+        ("shipments", g.shipments),
+    ):
+        tables[name] = make()
+        done(name)
     return tables
 
 
-def write_files(tables: dict[str, pa.Table], out_dir: Path, fmt: str = "parquet") -> dict[str, Path]:
-    """Write each table as one file named after it; returns table name -> path."""
+def write_files(
+    tables: dict[str, pa.Table],
+    out_dir: Path,
+    fmt: str = "parquet",
+    *,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Path]:
+    """Write each table as one file named after it; returns table name -> path. ``progress`` is
+    called with each table's name once its file is written."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {}
     for name, table in tables.items():
@@ -630,6 +671,8 @@ def write_files(tables: dict[str, pa.Table], out_dir: Path, fmt: str = "parquet"
         else:
             raise ValueError(f"unknown format {fmt!r}")
         paths[name] = path
+        if progress:
+            progress(name)
     return paths
 
 
