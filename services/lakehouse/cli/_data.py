@@ -7,7 +7,7 @@ import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -28,6 +28,52 @@ from ._app import (
     out,
 )
 
+if TYPE_CHECKING:
+    from lakehouse._api import Lakehouse
+    from lakehouse.ingest import LoadResult, ProgressCallback
+
+
+def _column_types(value: str | None) -> str | None:
+    """``--schema`` checked before anything runs: a bad part is a usage error naming it."""
+    if value is not None:
+        from lakehouse.ingest._files import parse_schema
+
+        try:
+            parse_schema(value)
+        except LakehouseError as exc:
+            raise typer.BadParameter(str(exc)) from None
+    return value
+
+
+def _load_typed(
+    lh: Lakehouse,
+    schema: str,
+    identifier: str,
+    files: list[Path],
+    *,
+    fmt: str | None,
+    create: bool,
+    progress: ProgressCallback,
+) -> LoadResult:
+    """``Lakehouse.load`` with column types (``--schema``), which it does not take."""
+    from lakehouse.contracts import contract_for
+    from lakehouse.ingest import load_files
+    from lakehouse.ingest._files import parse_schema
+
+    types = parse_schema(schema)
+    contract = contract_for(identifier, lh.project)
+    return load_files(
+        lh.catalog,
+        identifier,
+        files,
+        fmt=fmt,
+        create=create,
+        progress=progress,
+        project=lh.project,
+        keystore=lh.keystore if contract is not None and contract.pii else None,
+        types=types,
+    )
+
 
 @app.command()
 def load(
@@ -39,6 +85,15 @@ def load(
     create: Annotated[
         bool, typer.Option("--create", help="Create a table with no contract from the files' schema")
     ] = False,
+    schema: Annotated[
+        str | None,
+        typer.Option(
+            "--schema",
+            help="Column types, NAME=TYPE,... (amount=decimal(10,2),day=date): a table --create makes "
+            "gets them; an existing table's must agree",
+            callback=_column_types,
+        ),
+    ] = None,
     output: Annotated[TextOrJson, typer.Option("--output", "-o")] = TextOrJson.text,
 ) -> None:
     """Append files to a table in one atomic commit; files already loaded are skipped."""
@@ -53,13 +108,15 @@ def load(
         disable=output is TextOrJson.json or not err.is_terminal,
     ) as progress:
         task = progress.add_task(f"loading {table}", total=len(files) + 1)
-        result = lh.load(
-            table,
-            files,
-            fmt=format.value if format else None,
-            create=create,
-            progress=lambda what, rows: progress.update(task, advance=1, description=what),
-        )
+
+        def step(what: str, rows: int) -> None:
+            progress.update(task, advance=1, description=what)
+
+        fmt = format.value if format else None
+        if schema is None:
+            result = lh.load(table, files, fmt=fmt, create=create, progress=step)
+        else:
+            result = _load_typed(lh, schema, table, files, fmt=fmt, create=create, progress=step)
     if output is TextOrJson.json:
         _print_json(result.__dict__)
         return
