@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from ._dbt import run_dbt
+from ._dbt import run_dbt, started_dbt
 
-__all__ = ["run_dbt"]
+__all__ = ["run_dbt", "started_dbt"]

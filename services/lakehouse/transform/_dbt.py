@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 from lakehouse.config import (
     PRIVATE_UMASK,
@@ -16,6 +23,8 @@ from lakehouse.config import (
     scratch_dir,
 )
 from lakehouse.errors import TransformError
+
+HELD_ENV = "LAKEHOUSE_DBT_HELD"  # set: dbt prepares, then runs on a line "go" on stdin (``_dbt_main``)
 
 STOP_GRACE_S = 30.0  # after SIGTERM, dbt gets this long to cancel its queries before SIGKILL
 
@@ -95,20 +104,54 @@ def dbt_command(settings: Settings, args: list[str]) -> list[str]:
     return [sys.executable, "-m", "lakehouse.transform._dbt_main", *args]
 
 
-def run_dbt(settings: Settings, args: list[str], *, target: str | None = None) -> int:
-    """Run dbt on the project's dbt/ with the platform's settings; returns dbt's exit code.
+@contextmanager
+def _staging_dir(settings: Settings, target: str) -> Iterator[Path]:
+    """A private directory for this run's staged models, removed when the block ends.
 
-    dbt runs with umask 077 (its target, logs and staging files are its owner's only), and
-    stages models in a private directory of this run that is removed when dbt exits, even when
-    it fails; one left by a killed run goes the next time dbt runs. A run longer than
-    ``settings.dbt.timeout`` is stopped (SIGTERM, then SIGKILL) and ``TransformError`` raised:
-    every model commits atomically, so a stopped run leaves each table as it was or as built."""
+    dbt keys its partial parsing on the profile, and the profile names this directory
+    (``external_root``): a new directory per run made every run parse the whole project again
+    (seconds). So a run uses the same directory as the run before it, ``dbt-staging/<target>``,
+    held under an exclusive lock on the home's ``dbt/<target>`` directory (released when this
+    process ends, however it ends); one left by a killed run is emptied first. A run that finds
+    the lock held (another dbt run of this home and target) stages in a directory of its own and
+    parses in full."""
+    parent = settings.state_dir / "dbt-staging"
+    private_dir(parent)
+    held = private_dir(settings.home / "dbt" / target)
+    lock = os.open(held, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            with scratch_dir(parent, "run-") as own:
+                yield own
+            return
+        stable = parent / target
+        shutil.rmtree(stable, ignore_errors=True)  # left by a run that was killed
+        stable.mkdir(mode=0o700)
+        try:
+            yield stable
+        finally:
+            shutil.rmtree(stable, ignore_errors=True)
+    finally:
+        os.close(lock)  # releases the lock
+
+
+@contextmanager
+def started_dbt(
+    settings: Settings, args: list[str], *, target: str | None = None, held: bool = False
+) -> Iterator[Callable[[], int]]:
+    """Start dbt as ``run_dbt`` does and yield a function that waits for its exit code (raising
+    ``TransformError`` past ``dbt.timeout``), so that the caller can do other work meanwhile.
+    ``held``: dbt imports itself and parses the project at once, but runs ``args`` only when
+    that function is called (the caller lands the data meanwhile). Leaving the block stops a
+    dbt that still runs (SIGTERM, then SIGKILL) and removes its staging directory."""
     if target is None:
         target = target_of(args) or ("trino" if settings.engine.type == "trino" else "local")
     command = subcommand(args)
     private_home(settings)
     private_dir(settings.home / "dbt")
-    with scratch_dir(settings.state_dir / "dbt-staging", "run-") as staging:
+    with _staging_dir(settings, target) as staging:
         env = dbt_env(settings, target)
         env["LAKEHOUSE_DBT_STAGING"] = str(staging)
         if command == "compile" and target == "trino":
@@ -116,20 +159,48 @@ def run_dbt(settings: Settings, args: list[str], *, target: str | None = None) -
             # query per schema: without that, `dbt compile --target trino` works offline (CI,
             # a laptop). `--populate-cache` (or DBT_POPULATE_CACHE) still turns it on.
             env.setdefault("DBT_POPULATE_CACHE", "false")
-        with subprocess.Popen(dbt_command(settings, args), env=env, umask=PRIVATE_UMASK) as proc:
+        if held:
+            env[HELD_ENV] = "1"
+        deadline = time.monotonic() + settings.dbt.timeout
+        with subprocess.Popen(
+            dbt_command(settings, args),
+            env=env,
+            umask=PRIVATE_UMASK,
+            stdin=subprocess.PIPE if held else None,
+        ) as proc:
+
+            def wait() -> int:
+                if proc.stdin is not None and not proc.stdin.closed:
+                    with contextlib.suppress(BrokenPipeError):  # dbt already ended: its code tells
+                        proc.stdin.write(b"go\n")
+                        proc.stdin.close()
+                try:
+                    return proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    _stop(proc)
+                    name = " ".join(["dbt", *([command] if command else [])])
+                    raise TransformError(
+                        f"{name} ran past its time limit of {settings.dbt.timeout:g} s and was stopped; "
+                        "raise dbt.timeout (LAKEHOUSE_DBT__TIMEOUT) or find the slow model in "
+                        f"{env['DBT_LOG_PATH']}"
+                    ) from None
+
             try:
-                return proc.wait(timeout=settings.dbt.timeout)
-            except subprocess.TimeoutExpired:
+                yield wait
+            finally:  # done, failed or interrupted: dbt must not outlive us
                 _stop(proc)
-                name = " ".join(["dbt", *([command] if command else [])])
-                raise TransformError(
-                    f"{name} ran past its time limit of {settings.dbt.timeout:g} s and was stopped; "
-                    "raise dbt.timeout (LAKEHOUSE_DBT__TIMEOUT) or find the slow model in "
-                    f"{env['DBT_LOG_PATH']}"
-                ) from None
-            except BaseException:  # interrupted: dbt must not outlive us
-                _stop(proc)
-                raise
+
+
+def run_dbt(settings: Settings, args: list[str], *, target: str | None = None) -> int:
+    """Run dbt on the project's dbt/ with the platform's settings; returns dbt's exit code.
+
+    dbt runs with umask 077 (its target, logs and staging files are its owner's only), and
+    stages models in a private directory that is removed when dbt exits, even when it fails;
+    one left by a killed run goes the next time dbt runs. A run longer than
+    ``settings.dbt.timeout`` is stopped (SIGTERM, then SIGKILL) and ``TransformError`` raised:
+    every model commits atomically, so a stopped run leaves each table as it was or as built."""
+    with started_dbt(settings, args, target=target) as wait:
+        return wait()
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
