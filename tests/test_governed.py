@@ -355,8 +355,9 @@ def test_every_query_is_bounded_in_time_memory_and_result_size(attack_home: Path
             with pytest.raises(QueryLimitExceeded, match=r"longer than 2 s"):
                 sam.sql("select " + "(select " * depth + "1" + ")" * depth)
             assert time.perf_counter() - started < 10
-        # the session still works (a small table: under the 2 s bound its copy must fit on a busy machine)
-        assert sam.sql("select count(*) from gold.dim_store").num_rows == 1
+        # the session works again: a new process (its start has a bound of its own; a copy of
+        # granted rows under the 2 s bound would make this a measure of the machine's load)
+        assert sam.sql("select 42 as answer").to_pylist() == [{"answer": 42}]
     with (
         _bounded(attack_home, governed_memory_limit="128MB") as sam,
         pytest.raises(QueryLimitExceeded, match=r"more than 128MB of memory"),
