@@ -162,6 +162,11 @@ class Lakehouse:
             return
         import duckdb
 
+        from lakehouse.query import MAX_QUERY_CHARS
+
+        if len(query) > MAX_QUERY_CHARS:  # bounded before anything parses it: the engine refuses it
+            yield query, engine.sql(query, schema=schema)
+            return
         with duckdb.connect() as scratch:  # splitting only: the governed engine checks each
             try:
                 statements = [s.query.strip() for s in scratch.extract_statements(query)] or [query]

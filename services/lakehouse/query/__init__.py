@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 from ._engine import Engine
-from ._governed import GovernedEngine, export_duckdb, tables_in
+from ._governed import MAX_QUERY_CHARS, GovernedEngine, export_duckdb, tables_in
 
-__all__ = ["Engine", "GovernedEngine", "export_duckdb", "tables_in"]
+__all__ = ["MAX_QUERY_CHARS", "Engine", "GovernedEngine", "export_duckdb", "tables_in"]
