@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from lakehouse.config import Settings
 
@@ -126,3 +127,17 @@ def _print_mapping(result: dict[str, Any], output: TextOrJson) -> None:
     else:
         for key, value in result.items():
             out.print(f"{key}: {value}", highlight=False)
+
+
+def progress_bar(console: Console, *, quiet: bool = False) -> Progress:
+    """The CLI's progress bar on ``console`` (stderr), drawn only when it is a terminal (and not
+    ``quiet``), gone once the work is done."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=quiet or not console.is_terminal,
+    )

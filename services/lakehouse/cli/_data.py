@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table as RichTable
 
 from lakehouse.config import Settings, project_of
@@ -26,6 +25,7 @@ from ._app import (
     err,
     maintain_app,
     out,
+    progress_bar,
 )
 
 if TYPE_CHECKING:
@@ -98,15 +98,7 @@ def load(
 ) -> None:
     """Append files to a table in one atomic commit; files already loaded are skipped."""
     lh = _lakehouse()
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-        disable=output is TextOrJson.json or not err.is_terminal,
-    ) as progress:
+    with progress_bar(err, quiet=output is TextOrJson.json) as progress:
         task = progress.add_task(f"loading {table}", total=len(files) + 1)
 
         def step(what: str, rows: int) -> None:
@@ -165,15 +157,7 @@ def generate(
     from lakehouse.reference import generate as make
 
     project = project_of(Settings.load())
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-        disable=not err.is_terminal,
-    ) as progress:
+    with progress_bar(err) as progress:
         task = progress.add_task("generating", total=2 * len(TABLES))
 
         def step(what: str) -> Callable[[str], None]:

@@ -10,7 +10,6 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table as RichTable
 
 from lakehouse.config import Settings, project_of
@@ -26,6 +25,7 @@ from ._app import (
     keys_app,
     out,
     policy_app,
+    progress_bar,
 )
 
 
@@ -33,15 +33,7 @@ from ._app import (
 def _progress(description: str) -> Iterator[Callable[[str, int, int], None]]:
     """A progress bar on stderr while the block runs, only when stderr is a terminal; yields
     ``update(what, done, total)``."""
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-        disable=not err.is_terminal,
-    ) as progress:
+    with progress_bar(err) as progress:
         task = progress.add_task(escape(description), total=None)
 
         def update(what: str, done: int, total: int) -> None:
