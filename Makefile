@@ -8,6 +8,9 @@ BIN := $(VENV)/bin
 SCALE ?= 1
 SEED ?= 42
 PYTEST_ARGS ?=
+# Two pytest workers, one test file each at a time: a file's module-scoped servers start once,
+# and one worker's tests run while the other's wait on a server, a broker or a subprocess
+TEST_WORKERS ?= 2
 LAKEHOUSE_HOME ?= $(CURDIR)/.lakehouse
 export LAKEHOUSE_HOME
 
@@ -50,7 +53,7 @@ test: install ## Lint, then every tier (unit, integration, e2e): real Iceberg ca
 	$(BIN)/ruff format --check services tests
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 .PHONY: test-unit
 test-unit: install ## Only the unit tier: in-process, no server, no subprocess CLI, no dbt (about 20 s, for the edit loop)

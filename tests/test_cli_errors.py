@@ -94,6 +94,10 @@ def cli(
     point sets for the process (umask, logging)."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("LAKEHOUSE_PROJECT_DIR", str(REPO))
+    # `stack install` with no argument fetches every server artifact (1.6 GB): here it meets a
+    # registry that refuses at once and a scratch cache, never the user's
+    monkeypatch.setenv("LAKEHOUSE_ARTIFACT_CACHE", str(tmp_path / "artifact-cache"))
+    monkeypatch.setenv("LAKEHOUSE_ARTIFACT_REPOSITORY", "http://127.0.0.1:9/")
     root = logging.getLogger()
 
     def run(*args: str, stdin: str = "") -> Result:
