@@ -16,6 +16,7 @@ from ._private import (
 )
 from ._project import PROJECT_ENV, Project, environment_project, find_project, project_of
 from ._settings import GatewaySettings, MaskingFormatter, Settings, mask_secrets, parse_bytes
+from ._tls import ensure_local_tls
 
 __all__ = [
     "PRIVATE_UMASK",
@@ -26,6 +27,7 @@ __all__ = [
     "Settings",
     "alive",
     "apply_stack_state",
+    "ensure_local_tls",
     "environment_project",
     "find_project",
     "mask_secrets",

@@ -102,7 +102,7 @@ def tls_files(settings: Settings) -> tuple[Path | None, Path, Path]:
         return None, g.tls_cert_file, g.tls_key_file
     if settings.profile == "cluster":
         raise ConfigurationError("the cluster profile needs gateway.tls_cert_file and gateway.tls_key_file")
-    from ._tls import ensure_local_tls
+    from lakehouse.config import ensure_local_tls
 
     return ensure_local_tls(paths(settings).tls)
 

@@ -1,6 +1,7 @@
 """TLS for the local and stack profiles: a private CA and a server certificate for loopback,
-made once under the platform's state. Agents trust the CA file; clusters bring their own
-certificates (cert-manager) and never use this.
+made once under the platform's state (the edge gateway's; the stack's servers share another).
+Clients trust the CA file; clusters bring their own certificates (cert-manager) and never use
+this.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from lakehouse.config import write_private
+from ._private import write_private
 
 
 def _name(common_name: str) -> x509.Name:
@@ -33,9 +34,13 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> str:
 
 
 def ensure_local_tls(
-    directory: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")
+    directory: Path,
+    hosts: tuple[str, ...] = ("127.0.0.1", "localhost"),
+    *,
+    common_name: str = "lakehouse gateway",
 ) -> tuple[Path, Path, Path]:
-    """(ca.pem, server.pem, server.key) under ``directory``, created on first use."""
+    """(ca.pem, server.pem, server.key) under ``directory``, created on first use; the key is
+    unencrypted PKCS#8 PEM (P-256), which Python, Trino and Kafka's PEM stores all read."""
     ca_file, cert_file, key_file = directory / "ca.pem", directory / "server.pem", directory / "server.key"
     if ca_file.exists() and cert_file.exists() and key_file.exists():
         return ca_file, cert_file, key_file
@@ -65,7 +70,7 @@ def ensure_local_tls(
             names.append(x509.DNSName(host))
     server = (
         x509.CertificateBuilder()
-        .subject_name(_name("lakehouse gateway"))
+        .subject_name(_name(common_name))
         .issuer_name(ca.subject)
         .public_key(server_key.public_key())
         .serial_number(x509.random_serial_number())
