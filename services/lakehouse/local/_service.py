@@ -61,10 +61,15 @@ class Launched:
         return log_tail(self.log, since=self.since)
 
     def running(self, endpoints: dict[str, str], files: dict[str, str] | None = None) -> Running:
+        started = process_identity(self.process.pid)
+        if started is None:
+            raise ServerError(
+                f"{self.name} (pid {self.process.pid}) ended before it was recorded{self.tail()}"
+            )
         return Running(
             name=self.name,
             pid=self.process.pid,
-            started=process_identity(self.process.pid),
+            started=started,
             log=str(self.log),
             endpoints=endpoints,
             files=files or {},
