@@ -80,10 +80,17 @@ class Launched:
 
 
 def launch(
-    name: str, args: Sequence[str], *, cwd: Path, log: Path, env: Mapping[str, str] | None = None
+    name: str,
+    args: Sequence[str],
+    *,
+    cwd: Path,
+    log: Path,
+    env: Mapping[str, str] | None = None,
+    **popen: Any,
 ) -> Launched:
     """Start ``args`` in a session of its own (so the whole group stops together), appending its
-    output to ``log``. ``env`` replaces the environment (default: this one's, minus nothing)."""
+    output to ``log``. ``env`` replaces the environment (default: this one's); ``popen`` passes
+    on (``user``/``group`` for a server that refuses root)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     since = log_size(log)
     with open(log, "ab") as stream:
@@ -95,6 +102,7 @@ def launch(
             start_new_session=True,
             cwd=cwd,
             env=dict(env) if env is not None else dict(os.environ),
+            **popen,
         )
     return Launched(name, process, log, since)
 
