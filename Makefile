@@ -53,7 +53,15 @@ test: install ## Lint, then every tier (unit, integration, e2e): real Iceberg ca
 	$(BIN)/ruff format --check services tests
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile -m "not cluster" $(PYTEST_ARGS)
+
+.PHONY: stack-install
+stack-install: install ## Fetch and verify the stack's server artifacts (Trino, Nessie, Kafka jars; OPA built with go install) into the cache
+	$(BIN)/lakehouse stack install
+
+.PHONY: test-cluster
+test-cluster: stack-install ## The cluster tier: PostgreSQL, Nessie, OPA, Trino and Apache Kafka started once, as processes, for every `cluster` test
+	$(BIN)/pytest -m cluster $(PYTEST_ARGS)
 
 .PHONY: test-unit
 test-unit: install ## Only the unit tier: in-process, no server, no subprocess CLI, no dbt (about 20 s, for the edit loop)

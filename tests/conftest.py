@@ -88,7 +88,7 @@ def stack_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
     home = tmp_path_factory.mktemp("stack") / "home"
     settings = Settings(profile="stack", home=home)
-    start_stack(settings)
+    start_stack(settings, services=("seaweedfs",))
     try:
         yield home
     finally:
@@ -134,3 +134,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             f"each test needs exactly one tier marker of {', '.join(TIERS)} "
             f"(pytestmark or @pytest.mark.<tier>); wrong: " + "; ".join(wrong)
         )
+
+
+@pytest.fixture(scope="session")
+def cluster_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The whole stack (SeaweedFS, PostgreSQL, Nessie, OPA, Trino, Apache Kafka) started once per
+    test session for the `cluster` tests, stopped by its recorded PIDs afterwards. Without the
+    artifacts `lakehouse stack install` fetches, those tests skip and say so."""
+    from lakehouse.errors import ArtifactUnavailable
+    from lakehouse.local import layouts, start_stack, stop_stack
+
+    try:
+        layouts()
+    except ArtifactUnavailable as exc:
+        pytest.skip(f"needs the stack's server artifacts: run `lakehouse stack install` ({exc})")
+    home = tmp_path_factory.mktemp("cluster") / "home"
+    settings = Settings(profile="stack", home=home)
+    try:
+        start_stack(settings)
+        yield home
+    finally:
+        stop_stack(settings)

@@ -650,6 +650,7 @@ def real_layouts() -> dict[str, artifacts.Layout]:
 
 @real_artifacts
 @pytest.mark.integration
+@pytest.mark.cluster
 @pytest.mark.slow
 def test_every_cached_artifact_still_has_its_locked_digest() -> None:
     for artifact in REAL_LOCK.artifacts:
@@ -659,6 +660,7 @@ def test_every_cached_artifact_still_has_its_locked_digest() -> None:
 
 @real_artifacts
 @pytest.mark.integration
+@pytest.mark.cluster
 def test_each_service_layout_is_ready_to_run(real_layouts: dict[str, artifacts.Layout]) -> None:
     trino = real_layouts["trino"]
     assert trino.home is not None and (trino.home / "lib").is_dir()
@@ -676,6 +678,7 @@ def test_each_service_layout_is_ready_to_run(real_layouts: dict[str, artifacts.L
 
 @real_artifacts
 @pytest.mark.integration
+@pytest.mark.cluster
 def test_the_built_opa_is_the_locked_version(real_layouts: dict[str, artifacts.Layout]) -> None:
     binary = real_layouts["opa"].binary
     assert binary is not None
@@ -685,6 +688,7 @@ def test_the_built_opa_is_the_locked_version(real_layouts: dict[str, artifacts.L
 
 @real_artifacts
 @pytest.mark.integration
+@pytest.mark.cluster
 def test_the_kafka_closure_loads_and_the_trino_cli_runs(real_layouts: dict[str, artifacts.Layout]) -> None:
     kafka = real_layouts["kafka"]
     assert kafka.java is not None

@@ -1,4 +1,5 @@
-"""Servers the platform starts on this machine (SeaweedFS, the Kafka broker), stopped by PID."""
+"""Servers the platform starts on this machine (the stack: SeaweedFS, PostgreSQL, Nessie, OPA,
+Trino, Apache Kafka; the local profile's Tansu broker), stopped by PID."""
 
 from __future__ import annotations
 
@@ -6,10 +7,13 @@ from ._artifacts import Layout, default_cache, find_java, layouts, load_lock
 from ._artifacts import install as install_artifacts
 from ._broker import bootstrap_servers, read_broker_state, start_broker, stop_broker
 from ._process import free_port, listens, log_tail, stop_recorded, terminate, venv_binary, wait_for_port
-from ._stack import start_stack, stop_stack
+from ._service import Running
+from ._stack import SERVICES, stack_status, stack_tls, start_stack, stop_stack
 
 __all__ = [
+    "SERVICES",
     "Layout",
+    "Running",
     "bootstrap_servers",
     "default_cache",
     "find_java",
@@ -20,6 +24,8 @@ __all__ = [
     "load_lock",
     "log_tail",
     "read_broker_state",
+    "stack_status",
+    "stack_tls",
     "start_broker",
     "start_stack",
     "stop_broker",

@@ -43,7 +43,9 @@ def server_binaries() -> Path:
     debian = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"), key=lambda p: int(p.split("/")[4]))
     if debian:
         return Path(debian[-1]).parent
-    raise ServerError("PostgreSQL is missing: install Debian's postgresql package (apt-get install postgresql)")
+    raise ServerError(
+        "PostgreSQL is missing: install Debian's postgresql package (apt-get install postgresql)"
+    )
 
 
 @dataclass(frozen=True)

