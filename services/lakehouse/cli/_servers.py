@@ -8,7 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
-from lakehouse.config import Settings, project_of
+from lakehouse.config import Settings, apply_stack_state, project_of
+from lakehouse.config._settings import BrokerSettings  # not yet exported by lakehouse.config
 from lakehouse.errors import LakehouseError
 
 from ._app import TextOrJson, _lakehouse, _print_json, app, broker_app, err, out, sink_app, stack_app
@@ -117,13 +118,29 @@ def stack_install(
     )
 
 
+def _broker(settings: Settings) -> BrokerSettings:
+    """The broker's settings with its address resolved (``bootstrap_servers``: the configured
+    or the stack's Kafka's, else the Tansu `lakehouse broker start` recorded)."""
+    from lakehouse.local import bootstrap_servers
+
+    return settings.broker.model_copy(update={"bootstrap": bootstrap_servers(settings)})
+
+
 @broker_app.command("start")
 def broker_start(port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0: a free one)")] = 0) -> None:
     """Start Tansu on loopback (its log on S3 in the stack profile) and record its address."""
     from lakehouse.local import start_broker
 
-    state = start_broker(Settings.load(), port=port or None)
+    settings = Settings.load()
+    state = start_broker(settings, port=port or None)
     out.print(f"broker running (pid {state['pid']}) at {state['bootstrap']}, storage {state['storage']}")
+    if settings.profile == "stack" and not settings.broker.bootstrap:
+        kafka = apply_stack_state(settings).broker
+        if kafka.bootstrap:
+            err.print(
+                f"note: the stack's Apache Kafka runs at {kafka.bootstrap}; the stack profile's "
+                "producers and sinks use it, not this broker (LAKEHOUSE_BROKER__BOOTSTRAP picks one)"
+            )
 
 
 @broker_app.command("stop")
@@ -160,15 +177,17 @@ def produce(
         float, typer.Option(help="Draw store/product/customer ids from this scale's domain")
     ] = 1.0,
 ) -> None:
-    """Publish the reference domain's operational events to a Kafka topic."""
-    from lakehouse.local import bootstrap_servers
+    """Publish the reference domain's operational events to a Kafka topic (in the stack
+    profile: the stack's Apache Kafka when it runs, over SASL_SSL)."""
     from lakehouse.reference import produce as publish
 
     if (count is None) == (rate is None) or (rate is not None and duration is None):
         raise LakehouseError("give --count N, or --rate R with --duration S")
     settings = Settings.load()
+    if settings.profile == "stack":
+        settings = apply_stack_state(settings)
     sent = publish(
-        bootstrap_servers(settings),
+        _broker(settings),
         topic,
         count=count,
         rate=rate,
@@ -215,22 +234,22 @@ def sink_run(
     output: Annotated[TextOrJson, typer.Option("--output", "-o")] = TextOrJson.text,
 ) -> None:
     """Consume topics into their bronze tables, exactly once; SIGTERM flushes and commits. On a
-    terminal a live line on stderr shows rows, rows/s, lag per topic and dead letters."""
+    terminal a live line on stderr shows rows, rows/s, lag per topic and dead letters. In the
+    stack profile the topics are the stack's Apache Kafka's when it runs (SASL_SSL)."""
     from lakehouse.contracts import load_contracts
     from lakehouse.ingest import serve_metrics
     from lakehouse.ingest.kafka import LiveLine, Sink
-    from lakehouse.local import bootstrap_servers
     from lakehouse.reference import ensure_topics
 
     lh = _lakehouse()
-    settings = lh.settings
+    settings = lh.settings  # the stack's endpoints and credentials applied (Lakehouse)
     declared = [c.name for c in load_contracts(lh.project).values() if c.layer == "bronze" and not c.system]
     chosen = [t for item in (topics or declared) for t in item.split(",") if t]
-    bootstrap = bootstrap_servers(settings)
-    ensure_topics(bootstrap, chosen, settings.broker.partitions)
+    broker = _broker(settings)
+    ensure_topics(broker, chosen, settings.broker.partitions)
     sink = Sink(
         lh.catalog,
-        bootstrap,
+        broker,
         chosen,
         group=settings.broker.group,
         batch_max_records=batch_records,

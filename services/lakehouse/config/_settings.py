@@ -7,6 +7,7 @@ Constructing ``Settings()`` does no I/O; profile defaults are derived, not read.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import re
@@ -222,12 +223,62 @@ class EngineSettings(BaseModel):
     trino_catalog: str = "iceberg"
 
 
-class BrokerSettings(BaseModel):
-    """The Kafka-compatible broker: Tansu started by the platform locally, Apache Kafka in cluster."""
+def _loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
-    bootstrap: str | None = None  # host:port; unset means the broker `lakehouse broker start` recorded
+
+class BrokerSettings(BaseModel):
+    """The Kafka-compatible broker: Tansu started by the platform locally, the stack's Apache
+    Kafka (SASL_SSL, SCRAM-SHA-512: ``apply_stack_state`` fills these in from the running stack),
+    Apache Kafka in cluster. Every client the platform builds (sink, producer, admin) takes its
+    connection from here (``lakehouse.ingest.kafka.client_config``)."""
+
+    # host:port[,host:port]; unset: the stack's Apache Kafka when it runs (stack profile), else
+    # the broker `lakehouse broker start` recorded
+    bootstrap: str | None = None
     group: str = "lakehouse-sink"
     partitions: int = Field(default=3, ge=1)
+    # PLAINTEXT only to a loopback address (the local Tansu); a broker elsewhere is reached over TLS
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"  # SASL_SSL
+    username: str | None = None  # SASL_SSL
+    password: SecretStr | None = None  # SASL_SSL; from the secrets directory: lakehouse_broker__password
+    ca_file: Path | None = (
+        None  # PEM of the CA the broker's certificate is checked against; unset: the system's
+    )
+
+    @model_validator(mode="after")
+    def _checked(self) -> BrokerSettings:
+        self.refuse_insecure()
+        return self
+
+    def refuse_insecure(self) -> None:
+        """``ConfigurationError`` (one line saying what to set) for PLAINTEXT to a broker not on
+        loopback, and for SASL_SSL without a user and password."""
+        if self.bootstrap and self.security_protocol == "PLAINTEXT":
+            hosts = [item.strip().rpartition(":")[0] or item.strip() for item in self.bootstrap.split(",")]
+            remote = [host for host in hosts if not _loopback(host)]
+            if remote:
+                raise ConfigurationError(
+                    f"broker.security_protocol PLAINTEXT is allowed only to a loopback broker, not to "
+                    f"{', '.join(remote)}: set LAKEHOUSE_BROKER__SECURITY_PROTOCOL=SASL_SSL (with "
+                    "LAKEHOUSE_BROKER__USERNAME, the password and LAKEHOUSE_BROKER__CA_FILE) or SSL"
+                )
+        if self.security_protocol == "SASL_SSL" and (not self.username or not self.password):
+            missing = " and ".join(
+                name
+                for name, value in (("broker.username", self.username), ("broker.password", self.password))
+                if not value
+            )
+            raise ConfigurationError(
+                f"broker.security_protocol SASL_SSL needs {missing}: set LAKEHOUSE_BROKER__USERNAME and "
+                "LAKEHOUSE_BROKER__PASSWORD (or the secrets file lakehouse_broker__password)"
+            )
 
 
 class GatewaySettings(BaseModel):

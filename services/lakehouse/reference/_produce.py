@@ -19,6 +19,7 @@ import numpy as np
 import orjson
 
 from lakehouse.config import Project, environment_project
+from lakehouse.config._settings import BrokerSettings  # not yet exported by lakehouse.config
 
 from ._domain import DAYS, START, domain_sizes, reference_contracts
 
@@ -191,18 +192,21 @@ def events(
         i += 1
 
 
-def ensure_topics(bootstrap: str, topics: list[str], partitions: int) -> None:
+def ensure_topics(broker: str | BrokerSettings, topics: list[str], partitions: int) -> None:
     """Create the ``topics`` the broker does not have yet; ``BrokerUnreachable`` within seconds
-    when no broker answers at ``bootstrap``."""
+    when no broker answers at its address, or it refuses the TLS handshake or the login.
+    ``broker``: its settings, or a plain ``host:port`` of a PLAINTEXT broker on loopback."""
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
-    from lakehouse.ingest.kafka import broker_errors, require_broker
+    from lakehouse.ingest.kafka import as_broker, broker_errors, client_config, require_broker
 
-    require_broker(bootstrap)
-    with broker_errors(bootstrap):
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="lakehouse-admin")
+    broker = as_broker(broker)
+    config = client_config(broker, client_id="lakehouse-admin")
+    require_broker(config["bootstrap_servers"])
+    with broker_errors(broker):
+        admin = KafkaAdminClient(**config)
     try:
         existing = set(admin.list_topics())
         new = [NewTopic(t, partitions, 1) for t in topics if t not in existing]
@@ -214,7 +218,7 @@ def ensure_topics(bootstrap: str, topics: list[str], partitions: int) -> None:
 
 
 def produce(
-    bootstrap: str,
+    broker: str | BrokerSettings,
     topic: str,
     *,
     count: int | None = None,
@@ -227,21 +231,22 @@ def produce(
     project: Project | None = None,
 ) -> int:
     """Publish ``count`` events, or ``rate`` events/s for ``duration`` seconds; returns how many.
-    ``BrokerUnreachable`` within seconds when no broker answers at ``bootstrap``."""
+    ``BrokerUnreachable`` within seconds when no broker answers at its address, or it refuses
+    the TLS handshake or the login. ``broker``: as ``ensure_topics``."""
     from kafka import KafkaProducer
 
-    from lakehouse.ingest.kafka import broker_errors
+    from lakehouse.ingest.kafka import as_broker, broker_errors, client_config
 
     if (count is None) == (rate is None):
         raise ValueError("give either count, or rate and duration")
-    ensure_topics(bootstrap, [topic], partitions)
-    with broker_errors(bootstrap):
+    broker = as_broker(broker)
+    ensure_topics(broker, [topic], partitions)
+    with broker_errors(broker):
         producer = KafkaProducer(
-            bootstrap_servers=bootstrap,
+            **client_config(broker, client_id="lakehouse-produce"),
             acks="all",
             linger_ms=5,
             batch_size=256 * 1024,
-            client_id="lakehouse-produce",
         )
     sent = 0
     source = events(topic, seed, start, scale, project)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ._committer import Committer
-from ._connect import broker_errors, require_broker
+from ._connect import as_broker, broker_errors, client_config, require_broker
 from ._offsets import OFFSET_RESET, TOPIC_IDS
 from ._progress import LiveLine, status_line
 from ._sink import Sink
@@ -14,7 +14,9 @@ __all__ = [
     "Committer",
     "LiveLine",
     "Sink",
+    "as_broker",
     "broker_errors",
+    "client_config",
     "require_broker",
     "status_line",
 ]

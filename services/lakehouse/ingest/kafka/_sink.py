@@ -34,10 +34,11 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 
 from lakehouse.config import Project, Settings
+from lakehouse.config._settings import BrokerSettings  # not yet exported by lakehouse.config
 from lakehouse.ingest import DEAD_LETTERS, IngestStats, KeystoreSource
 
 from ._committer import Committer, CommitterProcess
-from ._connect import broker_errors, require_broker
+from ._connect import as_broker, broker_errors, client_config, require_broker
 from ._offsets import Log, mismatches, position, record_reset, recorded, refusal
 
 logger = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ class Sink:
     def __init__(
         self,
         catalog: Catalog,
-        bootstrap: str,
+        bootstrap: str | BrokerSettings,
         topics: list[str],
         *,
         group: str = "lakehouse-sink",
@@ -79,6 +80,9 @@ class Sink:
         while it holds at least ``batch_min_records`` (enough to amortize a commit; waiting longer
         would only add latency).
 
+        ``bootstrap`` is the broker's settings (``client_config``: TLS, SASL), or a plain
+        ``host:port`` of a PLAINTEXT broker on loopback.
+
         With ``settings``, commits run in a separate process (its own interpreter lock, so
         decoding records and committing them use both cores) that opens the settings' keystore;
         without, in a thread, with ``keystore`` (default: the keystore of the environment's
@@ -90,7 +94,8 @@ class Sink:
         ``OffsetsOutOfRange``; with ``accept_offset_reset`` the reset is recorded in the tables
         and the partition is read from the log's start."""
         self.catalog = catalog
-        self.bootstrap = bootstrap
+        self.broker = as_broker(bootstrap)
+        self.bootstrap = self.broker.bootstrap or ""
         self.topics = topics
         self.group = group
         self.batch_max_records = batch_max_records
@@ -156,9 +161,8 @@ class Sink:
                 sink._last_activity = sink._joined_at = time.monotonic()  # idleness counts from the join
 
         consumer = KafkaConsumer(
-            bootstrap_servers=self.bootstrap,
+            **client_config(self.broker, client_id="lakehouse-sink"),
             group_id=self.group,
-            client_id="lakehouse-sink",
             enable_auto_commit=False,
             auto_offset_reset="none",  # every position comes from the tables (``_seek_checked``)
             session_timeout_ms=int(SESSION_TIMEOUT_S * 1000),
@@ -256,13 +260,13 @@ class Sink:
         tps = list(marks)
         from kafka import KafkaConsumer
 
-        probe = KafkaConsumer(
-            bootstrap_servers=self.bootstrap,
-            client_id="lakehouse-sink-probe",
-            enable_auto_commit=False,
-            auto_offset_reset="none",
-            max_partition_fetch_bytes=1,  # one batch per partition is enough to learn its end
-        )
+        with broker_errors(self.broker):
+            probe = KafkaConsumer(
+                **client_config(self.broker, client_id="lakehouse-sink-probe"),
+                enable_auto_commit=False,
+                auto_offset_reset="none",
+                max_partition_fetch_bytes=1,  # one batch per partition is enough to learn its end
+            )
         found: dict[Any, int] = {}
         try:
             probe.assign(tps)
@@ -361,7 +365,7 @@ class Sink:
 
         try:
             require_broker(self.bootstrap)  # seconds, not kafka-python's half-minute of retries
-            with broker_errors(self.bootstrap):
+            with broker_errors(self.broker):
                 self._consumer = self._make_consumer()
         except BaseException:
             if self._process is not None:
