@@ -16,20 +16,38 @@ from ._app import TextOrJson, _lakehouse, _print_json, app, broker_app, err, out
 
 
 @stack_app.command("start")
-def stack_start() -> None:
-    """Start SeaweedFS (S3 with SSE + Iceberg REST catalog) on loopback for the stack profile."""
-    from lakehouse.local import start_stack
+def stack_start(
+    services: Annotated[
+        str | None,
+        typer.Option(
+            "--services",
+            help="Comma-separated: seaweedfs, postgres, nessie, opa, trino, kafka (their dependencies "
+            "come with them); default: all",
+        ),
+    ] = None,
+    output: Annotated[TextOrJson, typer.Option("--output", "-o")] = TextOrJson.text,
+) -> None:
+    """Start the stack on loopback, in order: SeaweedFS (S3 with SSE), PostgreSQL, Nessie, OPA,
+    Trino, Apache Kafka, from the artifacts `lakehouse stack install` verified. Each is waited
+    for until a real request answers; if one fails, those started by this command stop again."""
+    from lakehouse.local import stack_status, start_stack
 
-    state = start_stack(Settings.load(profile="stack"))
-    out.print(
-        f"SeaweedFS running (pid {state['pid']}): S3 {state['s3_endpoint']}, catalog {state['iceberg_uri']}"
-    )
-    out.print("use it with LAKEHOUSE_PROFILE=stack")
+    settings = Settings.load(profile="stack")
+    start_stack(settings, services=services.split(",") if services else None)
+    status = stack_status(settings)
+    if output is TextOrJson.json:
+        _print_json(status)
+        return
+    for name, service in status.items():
+        seconds = f" in {service['start_seconds']}s" if service.get("start_seconds") is not None else ""
+        where = ", ".join(f"{k} {v}" for k, v in service["endpoints"].items())
+        out.print(f"{name:<10} running (pid {service['pid']}){seconds}: {where}")
+    out.print("use it with LAKEHOUSE_PROFILE=stack; `lakehouse stack status` shows each service's health")
 
 
 @stack_app.command("stop")
 def stack_stop() -> None:
-    """Stop the stack's SeaweedFS by the PID it recorded."""
+    """Stop every stack service by the PID (and start time) it recorded, the last started first."""
     from lakehouse.local import stop_stack
 
     out.print("stopped" if stop_stack(Settings.load(profile="stack")) else "not running")
@@ -37,19 +55,27 @@ def stack_stop() -> None:
 
 @stack_app.command("status")
 def stack_status(output: Annotated[TextOrJson, typer.Option("--output", "-o")] = TextOrJson.text) -> None:
-    """Show whether the stack runs and where."""
-    from lakehouse.config import read_state, recorded_alive
+    """Each stack service: running (its recorded process lives), healthy (it answers on its
+    port), pid, endpoints and log. Exit code 1 if a recorded service is down or not answering."""
+    from lakehouse.local import stack_status as status_of
 
-    state = read_state(Settings.load(profile="stack"))
-    public = (
-        {k: state[k] for k in ("pid", "s3_endpoint", "iceberg_uri")} | {"running": recorded_alive(state)}
-        if state
-        else {"running": False}
-    )
+    status = status_of(Settings.load(profile="stack"))
     if output is TextOrJson.json:
-        _print_json(public)
+        _print_json(
+            {"running": bool(status) and all(s["running"] for s in status.values()), "services": status}
+        )
+    elif not status:
+        out.print("not running")
     else:
-        out.print(" ".join(f"{k}={v}" for k, v in public.items()))
+        for name, service in status.items():
+            health = "healthy" if service["healthy"] else ("not answering" if service["running"] else "down")
+            where = ", ".join(f"{k} {v}" for k, v in service["endpoints"].items())
+            out.print(f"{name:<10} {health} (pid {service['pid']}): {where}")
+    unhealthy = [name for name, service in status.items() if not service["healthy"]]
+    if unhealthy:
+        raise LakehouseError(
+            f"not healthy: {', '.join(unhealthy)} (their logs are named above; `lakehouse stack stop`, then start)"
+        )
 
 
 @stack_app.command("install")
