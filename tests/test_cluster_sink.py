@@ -317,7 +317,7 @@ def test_the_broker_password_comes_from_a_secrets_file_and_is_never_shown(
 
 @pytest.mark.unit
 def test_a_missing_ca_file_is_named(tmp_path: Path) -> None:
-    from lakehouse.config._settings import BrokerSettings
+    from lakehouse.config import BrokerSettings
 
     broker = BrokerSettings(bootstrap="kafka:9093", security_protocol="SSL", ca_file=tmp_path / "nope.pem")
     with pytest.raises(ConfigurationError, match=r"broker\.ca_file .*nope\.pem is not a file"):
@@ -408,7 +408,7 @@ def _closed_port() -> int:
 @pytest.fixture
 def sasl_broker(tmp_path: Path) -> Iterator[Any]:
     """SASL_SSL settings for a loopback port where nothing listens."""
-    from lakehouse.config._settings import BrokerSettings
+    from lakehouse.config import BrokerSettings
 
     ca, _, _ = ensure_local_tls(tmp_path / "tls")
     yield BrokerSettings(

@@ -8,8 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from lakehouse.config import Settings, apply_stack_state, project_of
-from lakehouse.config._settings import BrokerSettings  # not yet exported by lakehouse.config
+from lakehouse.config import BrokerSettings, Settings, apply_stack_state, project_of
 from lakehouse.errors import LakehouseError
 
 from ._app import TextOrJson, _lakehouse, _print_json, app, broker_app, err, out, sink_app, stack_app

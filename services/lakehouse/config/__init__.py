@@ -15,12 +15,13 @@ from ._private import (
     write_private,
 )
 from ._project import PROJECT_ENV, Project, environment_project, find_project, project_of
-from ._settings import GatewaySettings, MaskingFormatter, Settings, mask_secrets, parse_bytes
+from ._settings import BrokerSettings, GatewaySettings, MaskingFormatter, Settings, mask_secrets, parse_bytes
 from ._tls import ensure_local_tls
 
 __all__ = [
     "PRIVATE_UMASK",
     "PROJECT_ENV",
+    "BrokerSettings",
     "GatewaySettings",
     "MaskingFormatter",
     "Project",

@@ -418,6 +418,7 @@ class Settings(BaseSettings):
         for name, secret in (
             ("storage.secret_access_key", self.storage.secret_access_key),
             ("catalog.credential", self.catalog.credential),
+            ("broker.password", self.broker.password),
         ):
             if secret is None:
                 continue

@@ -18,8 +18,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from lakehouse.config import Project, environment_project
-from lakehouse.config._settings import BrokerSettings  # not yet exported by lakehouse.config
+from lakehouse.config import BrokerSettings, Project, environment_project
 
 from ._domain import DAYS, START, domain_sizes, reference_contracts
 

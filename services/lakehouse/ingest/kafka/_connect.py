@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from lakehouse.config._settings import BrokerSettings  # not yet exported by lakehouse.config
+from lakehouse.config import BrokerSettings
 from lakehouse.errors import BrokerUnreachable, ConfigurationError
 
 from ._logs import Password, guard_kafka_logs, held_back

@@ -33,8 +33,7 @@ from typing import Any
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 
-from lakehouse.config import Project, Settings
-from lakehouse.config._settings import BrokerSettings  # not yet exported by lakehouse.config
+from lakehouse.config import BrokerSettings, Project, Settings
 from lakehouse.ingest import DEAD_LETTERS, IngestStats, KeystoreSource
 
 from ._committer import Committer, CommitterProcess
