@@ -664,7 +664,9 @@ def test_every_cached_artifact_still_has_its_locked_digest() -> None:
 def test_each_service_layout_is_ready_to_run(real_layouts: dict[str, artifacts.Layout]) -> None:
     trino = real_layouts["trino"]
     assert trino.home is not None and (trino.home / "lib").is_dir()
-    assert {"iceberg", "memory", "opa", "tpch"} == {p.name for p in (trino.home / "plugin").iterdir()}
+    assert {"iceberg", "memory", "opa", "password-authenticators", "tpch"} == {
+        p.name for p in (trino.home / "plugin").iterdir()
+    }
     assert any(p.name.startswith("io.trino_trino-main-") for p in trino.classpath)
     assert set(trino.tools) == {"trino-cli", "trino-jdbc"}
     assert trino.java is not None and artifacts.find_java(trino.java, purpose="trino").major >= 24

@@ -15,12 +15,11 @@ import os
 import ssl
 import stat
 import subprocess
-import tarfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
-from pathlib import Path, PurePosixPath
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -32,7 +31,7 @@ from lakehouse.errors import ArtifactUnavailable
 from lakehouse.local import Layout, find_java, layouts
 from lakehouse.local._opa import client_context, decide, decision_paths, start_opa
 from lakehouse.local._service import Running
-from lakehouse.local._trino import ENV_SHARED_SECRET, PLUGINS, query, start_trino
+from lakehouse.local._trino import ENV_SHARED_SECRET, query, start_trino
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -60,41 +59,6 @@ def _layouts() -> dict[str, Layout]:
         return layouts()
     except ArtifactUnavailable as exc:
         pytest.skip(f"needs the stack's server artifacts: run `lakehouse stack install` ({exc})")
-
-
-def _with_password_plugin(layout: Layout, directory: Path) -> Layout:
-    """Stopgap until the lock's ``unpack.plugins`` keeps ``password-authenticators``: a Trino
-    home linking the cached one, plus that plugin taken from the verified server tarball (its
-    own 4 jars; the rest are hard links into lib/, linked here)."""
-    assert layout.home is not None
-    if all((layout.home / "plugin" / name).is_dir() for name in PLUGINS):
-        return layout
-    from lakehouse.local import default_cache, load_lock
-    from lakehouse.local._artifacts import cached_path, is_cached
-
-    server = next(a for a in load_lock().artifacts if a.service == "trino" and a.role == "server")
-    assert is_cached(default_cache(), server)
-    home = directory / "trino-home"
-    (home / "plugin").mkdir(parents=True)
-    (home / "lib").symlink_to(layout.home / "lib", target_is_directory=True)
-    for plugin in (layout.home / "plugin").iterdir():
-        (home / "plugin" / plugin.name).symlink_to(plugin, target_is_directory=True)
-    target = home / "plugin" / "password-authenticators"
-    target.mkdir()
-    top = layout.home.name
-    prefix = f"{top}/plugin/password-authenticators/"
-    with tarfile.open(cached_path(default_cache(), server), "r:gz") as tar:
-        for member in tar:
-            name = PurePosixPath(member.name).name
-            if not member.name.startswith(prefix) or "/" in member.name.removeprefix(prefix):
-                continue
-            if member.islnk():
-                (target / name).symlink_to(layout.home / PurePosixPath(member.linkname).relative_to(top))
-            elif member.isfile():
-                extracted = tar.extractfile(member)
-                assert extracted is not None
-                (target / name).write_bytes(extracted.read())
-    return replace(layout, home=home)
 
 
 def _create_tables(settings: Settings) -> None:
@@ -151,7 +115,7 @@ def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     try:
         trino = start_trino(
             base / "trino",
-            layout=_with_password_plugin(found["trino"], base),
+            layout=found["trino"],
             tls=tls,
             opa=opa,
             iceberg=iceberg,

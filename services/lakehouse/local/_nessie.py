@@ -82,7 +82,15 @@ def start_nessie(
     java = find_java(layout.java, purpose="nessie").java
     launched = launch(
         "Nessie",
-        [str(java), "-Xms128m", "-Xmx512m", "-XX:+UseSerialGC", "-jar", str(layout.classpath[0])],
+        [
+            str(java),
+            "-Xms128m",
+            "-Xmx512m",
+            "-XX:+UseSerialGC",
+            "-Djava.net.preferIPv4Stack=true",
+            "-jar",
+            str(layout.classpath[0]),
+        ],
         cwd=root,
         log=root / "nessie.log",
         env={"PATH": os.environ.get("PATH", ""), "HOME": str(root), "LANG": "C.UTF-8"},
