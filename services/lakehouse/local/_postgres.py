@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lakehouse.config import private_dir, read_json, write_private
+from lakehouse.config import alive, private_dir, read_json, write_private
 from lakehouse.errors import ServerError
 
 from ._process import free_port
@@ -80,7 +80,25 @@ def _data_dir(root: Path, owner: _Owner) -> Path:
     ROOT_DATA.mkdir(parents=True, exist_ok=True)
     for parent in (ROOT_DATA.parent, ROOT_DATA):  # traversable, not listable, by nobody
         os.chmod(parent, 0o711)  # noqa: S103 - execute only: no listing, no reading
-    return ROOT_DATA / hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
+    _remove_orphans()
+    data = ROOT_DATA / hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
+    write_private(data.with_suffix(".owner"), str(root.resolve()))
+    return data
+
+
+def _remove_orphans() -> None:
+    """Data directories outside the home whose home is gone (removed, ``make clean``, a test's
+    temporary home) and whose server no longer runs: nothing can ever log in to them again."""
+    for marker in ROOT_DATA.glob("*.owner"):
+        data = marker.with_suffix("")
+        with contextlib.suppress(OSError, ValueError):
+            if (Path(marker.read_text().strip()) / "credentials.json").exists():
+                continue
+            pid_file = data / "postmaster.pid"
+            if pid_file.exists() and alive(int(pid_file.read_text().split()[0])):
+                continue
+        shutil.rmtree(data, ignore_errors=True)
+        marker.unlink(missing_ok=True)
 
 
 def _run(args: list[str], owner: _Owner, log: Path, *, cwd: Path) -> None:
