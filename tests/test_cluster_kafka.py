@@ -8,10 +8,8 @@ module is skipped until `lakehouse stack install` has put the Kafka artifacts in
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
-import os
 import re
 import socket
 import ssl
@@ -26,7 +24,7 @@ import pytest
 
 from lakehouse.config import ensure_local_tls
 from lakehouse.errors import ArtifactUnavailable, ServerError, ToolchainMissing
-from lakehouse.local import find_java, layouts
+from lakehouse.local import find_java, group_members, layouts, listening_sockets
 from lakehouse.local._kafka import LAKEHOUSE_ACLS, client_acls, kafka_client_config, start_kafka
 from lakehouse.local._service import Running
 
@@ -151,47 +149,6 @@ def _handshake(running: Running, context: ssl.SSLContext) -> tuple[str | None, s
     ):
         cipher = tls.cipher()
         return tls.version(), cipher[0] if cipher else ""
-
-
-def _group(pgid: int) -> list[int]:
-    """Processes of process group ``pgid`` (the server runs in a session of its own)."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat_line = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat_line[stat_line.rindex(")") + 2 :].split()[2]) == pgid:
-                members.append(int(entry.name))
-    return members
-
-
-def _listening(pid: int) -> set[tuple[str, int]]:
-    """(address, port) of every TCP socket the process group ``pid`` listens on."""
-    inodes: set[str] = set()
-    for member in _group(pid):
-        for fd in Path(f"/proc/{member}/fd").iterdir():
-            try:
-                target = os.readlink(fd)
-            except OSError:
-                continue
-            if target.startswith("socket:["):
-                inodes.add(target[8:-1])
-    found = set()
-    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
-        for row in Path(table).read_text().splitlines()[1:]:
-            fields = row.split()
-            if fields[3] == "0A" and fields[9] in inodes:  # LISTEN, ours
-                address, port = fields[1].split(":")
-                assert len(address) == width
-                raw = bytes.fromhex(address)
-                # /proc prints each 32-bit word in host (little-endian) order
-                words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
-                ip = ipaddress.ip_address(words)
-                mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
-                found.add((str(mapped or ip), int(port, 16)))  # ::ffff:127.0.0.1 is 127.0.0.1
-    return found
 
 
 # --- over SASL_SSL, as lakehouse ------------------------------------------------------------------
@@ -442,7 +399,7 @@ def test_credentials_are_private_and_no_password_is_in_the_log_the_properties_or
 
 def test_kafka_listens_on_loopback_only(kafka: _Kafka) -> None:
     running = kafka.running()
-    listening = _listening(running.pid)
+    listening = listening_sockets(running.pid)
     assert ("127.0.0.1", _bootstrap(running)[1]) in listening
     assert {address for address, _ in listening} == {"127.0.0.1"}, listening
 
@@ -519,9 +476,9 @@ def test_a_restart_keeps_the_messages_and_the_credentials(kafka: _Kafka) -> None
 
 def test_stop_leaves_no_process_of_the_group(kafka: _Kafka) -> None:
     running = kafka.running()
-    assert _group(running.pid)
+    assert group_members(running.pid)
     kafka.stop()
     assert not running.alive()
-    assert _group(running.pid) == []
+    assert group_members(running.pid) == []
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(_bootstrap(running), timeout=5).close()

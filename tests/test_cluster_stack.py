@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import stat
 from pathlib import Path
 
@@ -12,34 +11,11 @@ import pytest
 
 from lakehouse import Settings
 from lakehouse.config import read_state, recorded_alive
-from lakehouse.local import SERVICES, Running, stack_status, stop_stack
+from lakehouse.local import SERVICES, Running, listening_sockets, stack_status, stop_stack
 
 from .conftest import run_cli
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster, pytest.mark.slow]
-
-
-# 127.0.0.1 in /proc/net/tcp, ::1 and ::ffff:127.0.0.1 in /proc/net/tcp6
-LOOPBACK = ("0100007F", "00000000000000000000000001000000", "0000000000000000FFFF00000100007F")
-
-
-def _listening_addresses(pid: int) -> set[str]:
-    """Local addresses (hex ip:port of /proc/net/tcp*) on which ``pid`` listens."""
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
-    found = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for row in Path(table).read_text().splitlines()[1:]:
-            fields = row.split()
-            if fields[3] == "0A" and fields[9] in inodes:
-                found.add(fields[1])
-    return found
 
 
 def _secrets_of(home: Path) -> list[str]:
@@ -69,16 +45,9 @@ def test_every_service_runs_and_answers(cluster_home: Path) -> None:
 def test_every_service_listens_on_loopback_only(cluster_home: Path) -> None:
     status = stack_status(Settings(profile="stack", home=cluster_home))
     for name, service in status.items():
-        addresses = _listening_addresses(service["pid"])
-        if not addresses:  # a JVM's listening sockets can sit in a thread's view: check the group
-            addresses = set().union(
-                *(_listening_addresses(int(p.name)) for p in Path(f"/proc/{service['pid']}/task").iterdir())
-            )
+        addresses = listening_sockets(service["pid"])
         assert addresses, name
-        assert all(a.split(":")[0] in LOOPBACK for a in addresses), (
-            name,
-            addresses,
-        )
+        assert {address for address, _ in addresses} == {"127.0.0.1"}, (name, addresses)
 
 
 def test_state_and_credentials_are_private_and_no_secret_is_logged_or_on_a_command_line(

@@ -28,7 +28,7 @@ import pytest
 from lakehouse import Settings
 from lakehouse.config import ensure_local_tls, project_of, read_state
 from lakehouse.errors import ArtifactUnavailable
-from lakehouse.local import Layout, find_java, layouts
+from lakehouse.local import Layout, find_java, layouts, listening_sockets
 from lakehouse.local._opa import client_context, decide, decision_paths, start_opa
 from lakehouse.local._service import Running
 from lakehouse.local._trino import ENV_SHARED_SECRET, query, start_trino
@@ -207,30 +207,7 @@ def test_plain_http_to_the_port_gets_no_http_answer_and_trino_listens_on_that_po
     with pytest.raises(Exception) as refused:  # whatever breaks, it must not be an HTTP reply
         urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/info", timeout=10)
     assert not isinstance(refused.value, urllib.error.HTTPError)
-    assert _listening_ports(cluster.trino.pid) == {port}
-
-
-def _listening_ports(pid: int) -> set[int]:
-    """TCP ports process ``pid`` listens on (from /proc)."""
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
-    ports = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for row in Path(table).read_text().splitlines()[1:]:
-            fields = row.split()
-            if fields[3] == "0A" and fields[9] in inodes:
-                address, port = fields[1].rsplit(":", 1)
-                assert address in ("0100007F", "0000000000000000FFFF00000100007F"), (
-                    f"listens beyond loopback: {row}"
-                )
-                ports.add(int(port, 16))
-    return ports
+    assert listening_sockets(cluster.trino.pid) == {("127.0.0.1", port)}
 
 
 @pytest.mark.integration

@@ -6,7 +6,17 @@ from __future__ import annotations
 from ._artifacts import Layout, default_cache, find_java, layouts, load_lock
 from ._artifacts import install as install_artifacts
 from ._broker import bootstrap_servers, read_broker_state, start_broker, stop_broker
-from ._process import free_port, listens, log_tail, stop_recorded, terminate, venv_binary, wait_for_port
+from ._process import (
+    free_port,
+    group_members,
+    listening_sockets,
+    listens,
+    log_tail,
+    stop_recorded,
+    terminate,
+    venv_binary,
+    wait_for_port,
+)
 from ._service import Running
 from ._stack import SERVICES, stack_status, stack_tls, start_stack, stop_stack
 
@@ -18,8 +28,10 @@ __all__ = [
     "default_cache",
     "find_java",
     "free_port",
+    "group_members",
     "install_artifacts",
     "layouts",
+    "listening_sockets",
     "listens",
     "load_lock",
     "log_tail",

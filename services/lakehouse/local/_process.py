@@ -113,6 +113,35 @@ def _group_members(pgid: int) -> list[int]:
     return members
 
 
+def group_members(pgid: int) -> list[int]:
+    """Processes of the process group ``pgid`` (a server started in a session of its own)."""
+    return _group_members(pgid)
+
+
+def listening_sockets(pid: int) -> set[tuple[str, int]]:
+    """(address, port) of every TCP socket the process group ``pid`` listens on, from /proc;
+    an IPv4-mapped IPv6 address (``::ffff:127.0.0.1``) is given as its IPv4 address."""
+    import ipaddress
+
+    inodes: set[str] = set()
+    for member in {pid, *_group_members(pid)}:
+        inodes |= _socket_inodes(member)
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for row in Path(table).read_text().splitlines()[1:]:
+                fields = row.split()
+                if len(fields) > 9 and fields[3] == "0A" and fields[9] in inodes:  # LISTEN, ours
+                    address, port = fields[1].split(":")
+                    raw = bytes.fromhex(address)
+                    # /proc prints each 32-bit word in host (little-endian) order
+                    words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+                    ip = ipaddress.ip_address(words)
+                    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+                    found.add((str(mapped or ip), int(port, 16)))
+    return found
+
+
 def listeners(port: int) -> set[int] | None:
     """PIDs with a socket listening on TCP ``port``, as far as this user may see (None: this
     system cannot tell, neither ``/proc`` nor ``lsof``)."""
