@@ -269,6 +269,7 @@ def _start_service(
         return start_opa(root, layout=found["opa"], policy_dir=compiled / "opa")
     if name == "trino":
         from lakehouse.governance import load_policy
+        from lakehouse.privacy import keystore_path, open_keystore
 
         from ._trino import start_trino
 
@@ -276,6 +277,16 @@ def _start_service(
         s3 = _s3_of(state)
         iceberg = {"uri": nessie.endpoints["iceberg"], "warehouse": nessie.endpoints["warehouse"], **s3}
         users = sorted(load_policy(project_of(settings).policies_dir).principals)
+        # pii_decrypt reads the platform's keystore: opened here so that it and, locally, the
+        # master key exist before Trino starts. A master key from the settings (a secret) goes to
+        # a 0600 file of Trino's own (open_keystore has checked it: base64 of 32 bytes).
+        open_keystore(settings)
+        master_key_file = settings.state_dir / "keys" / "master.key"
+        if settings.keys.master_key is not None:
+            master_key_file = root / "master.key"
+            root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            master_key_file.unlink(missing_ok=True)
+            write_private(master_key_file, settings.keys.master_key.get_secret_value().strip())
         return start_trino(
             root,
             layout=found["trino"],
@@ -283,6 +294,7 @@ def _start_service(
             opa=running["opa"],
             iceberg=iceberg,
             users=users,
+            pii_keys=(keystore_path(settings), master_key_file),
         )
     if name == "kafka":
         from ._kafka import start_kafka

@@ -12,6 +12,11 @@ keys and the catalog's OAuth2 credential are referenced as ``${ENV:NAME}`` and h
 the process's environment (which only the same user can read, like the 0600 files). The files
 that must hold secret material are 0600: the password hashes (PBKDF2), the HTTPS key store
 (server key + certificate) and, from OPA, the client key Trino presents to OPA.
+
+Besides Trino's own plugins the node loads ``trino-pii`` (built from ``services/trino-pii`` by
+``lakehouse stack install``): ``pii_decrypt``, the column mask the compiled policy gives users
+cleared to see personal data. It reads the platform's keystore and master key from the files
+named by ``LAKEHOUSE_KEYSTORE_FILE`` and ``LAKEHOUSE_MASTER_KEY_FILE`` in Trino's environment.
 """
 
 from __future__ import annotations
@@ -79,6 +84,12 @@ ENV_SHARED_SECRET = "TRINO_INTERNAL_SHARED_SECRET"  # noqa: S105 - a variable na
 ENV_S3_ACCESS_KEY = "TRINO_S3_ACCESS_KEY"
 ENV_S3_SECRET_KEY = "TRINO_S3_SECRET_KEY"  # noqa: S105 - a variable name, not a secret
 ENV_CATALOG_CREDENTIAL = "TRINO_ICEBERG_OAUTH2_CREDENTIAL"
+
+
+ENV_KEYSTORE_FILE = "LAKEHOUSE_KEYSTORE_FILE"  # read by the trino-pii plugin's pii_decrypt
+
+
+ENV_MASTER_KEY_FILE = "LAKEHOUSE_MASTER_KEY_FILE"  # a file holding the base64 master key
 
 
 _USER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
@@ -175,18 +186,24 @@ def ensure_passwords(path: Path, users: Iterable[str]) -> dict[str, str]:
     return passwords
 
 
-def _plugin_dir(home: Path, target: Path) -> Path:
-    """``target`` holding a link to each plugin of ``PLUGINS`` in ``home/plugin``."""
+def _plugin_dir(home: Path, target: Path, built: Mapping[str, Path]) -> Path:
+    """``target`` holding a link to each plugin of ``PLUGINS`` in ``home/plugin`` and to each
+    plugin directory of ``built`` (the layout's plugins built from this checkout: trino-pii)."""
     missing = [name for name in PLUGINS if not (home / "plugin" / name).is_dir()]
     if missing:
         raise ServerError(
             f"the Trino in {home} has no plugin {', '.join(missing)} (the lock's unpack.plugins "
             f"must list it): {INSTALL_HINT}"
         )
+    absent = [name for name, folder in built.items() if not folder.is_dir()]
+    if absent:
+        raise ServerError(f"the plugin {', '.join(absent)} is not built: {INSTALL_HINT}")
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
     for name in PLUGINS:
         (target / name).symlink_to(home / "plugin" / name, target_is_directory=True)
+    for name, folder in built.items():
+        (target / name).symlink_to(folder, target_is_directory=True)
     return target
 
 
@@ -272,6 +289,7 @@ def start_trino(
     opa: Running,
     iceberg: dict[str, str],
     users: Iterable[str],
+    pii_keys: tuple[Path, Path] | None = None,
     timeout: float = 180.0,
 ) -> Running:
     """Trino on ``https://127.0.0.1:<free port>`` (no plain HTTP listener), ready once the node
@@ -280,7 +298,9 @@ def start_trino(
 
     ``tls``: (CA, server certificate, key) PEM files; ``opa``: the running OPA (``start_opa``:
     its four decision URLs, its CA and Trino's client PEM); ``iceberg``: see
-    ``iceberg_catalog``; ``users``: who gets a password (plus ``admin``). Endpoints: ``https``;
+    ``iceberg_catalog``; ``users``: who gets a password (plus ``admin``); ``pii_keys``: the
+    keystore file and the file holding the base64 master key, for ``pii_decrypt`` (both must
+    exist; without them the function fails naming the missing variable). Endpoints: ``https``;
     files: ``ca`` and ``passwords`` (0600 json, user -> password)."""
     if layout.home is None or layout.java is None:
         raise ServerError(f"no Trino server in the artifact cache: {INSTALL_HINT}")
@@ -291,12 +311,19 @@ def start_trino(
     absent += [n for n in ("ca", "client") if n not in opa.files]
     if absent:
         raise ServerError(f"the OPA record lacks {', '.join(absent)}: start OPA with start_opa")
+    if pii_keys is not None:
+        lacking = [str(path) for path in pii_keys if not path.is_file()]
+        if lacking:
+            raise ServerError(
+                f"pii_decrypt's keys are missing: {', '.join(lacking)} (open the keystore first: "
+                "lakehouse.privacy.open_keystore creates it)"
+            )
     root.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(root, 0o700)
     etc, data, tmp = root / "etc", root / "data", root / "tmp"
     for directory in (etc, data, tmp):
         directory.mkdir(mode=0o700, exist_ok=True)
-    plugins = _plugin_dir(layout.home, root / "plugin")
+    plugins = _plugin_dir(layout.home, root / "plugin", layout.plugins)
 
     passwords_file = root / "passwords.json"
     passwords = ensure_passwords(passwords_file, users)
@@ -356,6 +383,8 @@ def start_trino(
     )
     _private(etc / "log.properties", "io.trino=INFO\n")
     env[ENV_SHARED_SECRET] = secrets.token_urlsafe(48)
+    if pii_keys is not None:  # paths, not secrets: the files are 0600
+        env[ENV_KEYSTORE_FILE], env[ENV_MASTER_KEY_FILE] = (str(path) for path in pii_keys)
     env.update({k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TZ")})
     args = [
         str(java),
