@@ -29,12 +29,15 @@
 {% macro default__digits_only(expr) %}regexp_replace({{ expr }}, '[^0-9]', '', 'g'){% endmacro %}
 {% macro trino__digits_only(expr) %}regexp_replace({{ expr }}, '[^0-9]', ''){% endmacro %}
 
-{#- The median of a numeric expression, as an aggregate. Trino has no exact median: its
-    approx_percentile (a t-digest; exact for a handful of distinct values, such as a sensor's
-    intervals) stands in. The argument must be double or bigint for Trino. -#}
+{#- The median of a numeric expression, as an aggregate. Trino has no exact median (its
+    approx_percentile is a t-digest: 15 for the median of 10 and 15): the middle one or two
+    values of the sorted group, averaged. element_at past the end is NULL (an all-NULL group). -#}
 {% macro median(expr) %}{{ return(adapter.dispatch('median', 'lakehouse')(expr)) }}{% endmacro %}
 {% macro default__median(expr) %}median({{ expr }}){% endmacro %}
-{% macro trino__median(expr) %}approx_percentile({{ expr }}, 0.5){% endmacro %}
+{% macro trino__median(expr) -%}
+    ((element_at(array_sort(array_agg({{ expr }}) filter (where {{ expr }} is not null)), greatest((count({{ expr }}) + 1) / 2, 1))
+      + element_at(array_sort(array_agg({{ expr }}) filter (where {{ expr }} is not null)), count({{ expr }}) / 2 + 1)) / 2e0)
+{%- endmacro %}
 
 {#- Every hour from `first_hour` to `last_hour` of `bounds` (a relation with one row whose two
     columns are timestamps on the hour), both included, as rows of one column, `spine_hour`.

@@ -21,10 +21,10 @@ from lakehouse.errors import AccessDenied, LakehouseError, NoSuchTableError
 from lakehouse.iceberg import parse_identifier
 from lakehouse.ingest import LoadResult, ProgressCallback, load_files
 from lakehouse.privacy import Keystore
-from lakehouse.query import Engine
+from lakehouse.query import Engine, GovernedEngine
 
 if TYPE_CHECKING:
-    from lakehouse.query import GovernedEngine
+    from lakehouse.query import TrinoEngine
 logger = logging.getLogger(__name__)
 
 
@@ -51,6 +51,10 @@ class Lakehouse:
     ``tables()`` lists only those tables. Everything that would reach around the policy (the
     catalog, pyiceberg tables, the keystore, loads) is refused.
 
+    With the ``trino`` engine (the stack's Trino while it runs, the cluster's), ``sql()`` runs
+    on Trino as the user (the operator account without ``user``), and Trino's OPA access
+    control applies the same compiled policy.
+
     Contracts and policies are the project's (``Settings.project_dir``, else the nearest project
     from the current directory upwards), resolved when first needed.
     """
@@ -59,7 +63,7 @@ class Lakehouse:
         settings = settings or Settings.load()
         self.settings = apply_stack_state(settings) if settings.profile == "stack" else settings
         self.user = user
-        self._engine: Engine | GovernedEngine | None = None
+        self._engine: Engine | GovernedEngine | TrinoEngine | None = None
 
     def _operator_only(self, what: str) -> None:
         if self.user is not None:
@@ -84,11 +88,14 @@ class Lakehouse:
         return self._catalog
 
     @property
-    def engine(self) -> Engine | GovernedEngine:
+    def engine(self) -> Engine | GovernedEngine | TrinoEngine:
         if self._engine is None:
-            if self.user is not None:
+            if self.settings.engine.type == "trino":
+                from lakehouse.query import TrinoEngine
+
+                self._engine = TrinoEngine(self.settings, self.user)
+            elif self.user is not None:
                 from lakehouse.governance import load_policy
-                from lakehouse.query import GovernedEngine
 
                 self._engine = GovernedEngine(
                     self.settings, self._catalog, load_policy(self.project.policies_dir), self.user
@@ -113,11 +120,15 @@ class Lakehouse:
         the tables its user may read, without row counts (a table's total would reveal rows
         outside the grant)."""
         if self.user is not None:
-            from lakehouse.query import GovernedEngine
-
             engine = self.engine
-            assert isinstance(engine, GovernedEngine)
-            readable = set(engine.readable_tables())
+            if isinstance(engine, GovernedEngine):
+                readable = set(engine.readable_tables())
+            else:  # Trino lists only what its access control lets the user see
+                listed = engine.sql(
+                    "select table_schema, table_name from information_schema.tables "
+                    "where table_schema <> 'information_schema'"
+                )
+                readable = {f"{s}.{t}" for s, t in zip(*listed.to_pydict().values(), strict=True)}
         infos = []
         for layer, name in list_tables(self._catalog):
             if self.user is not None and f"{layer}.{name}" not in readable:
@@ -159,6 +170,10 @@ class Lakehouse:
         if isinstance(engine, Engine):
             for statement in engine.statements(query) or [query]:
                 yield statement, self._operator_sql(engine, statement, schema)
+            return
+        if not isinstance(engine, GovernedEngine):  # Trino: its own access control and query log
+            for statement in engine.statements(query) or [query]:
+                yield statement, engine.sql(statement, schema=schema)
             return
         import duckdb
 

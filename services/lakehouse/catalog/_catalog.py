@@ -94,7 +94,12 @@ def _rest_catalog(settings: Settings) -> Catalog:
             f"the {settings.profile} profile needs a REST catalog: set LAKEHOUSE_CATALOG__URI"
             + (" or run `lakehouse stack start`" if settings.profile == "stack" else "")
         )
-    props: dict[str, Any] = {"uri": cfg.uri, **storage_properties(settings)}
+    # the client holds the object store's keys: no request signing by the catalog (Nessie offers it)
+    props: dict[str, Any] = {
+        "uri": cfg.uri,
+        **storage_properties(settings),
+        "s3.remote-signing-enabled": "false",
+    }
     if cfg.warehouse:
         props["warehouse"] = cfg.warehouse
     if cfg.credential:

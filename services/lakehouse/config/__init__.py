@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from ._local_state import apply_stack_state, read_state, state_path
+from ._local_state import (
+    NESSIE_BUCKET,
+    TRINO_OPERATOR,
+    apply_stack_state,
+    read_state,
+    state_path,
+    trino_login,
+)
 from ._private import (
     PRIVATE_UMASK,
     alive,
@@ -19,8 +26,10 @@ from ._settings import BrokerSettings, GatewaySettings, MaskingFormatter, Settin
 from ._tls import ensure_local_tls
 
 __all__ = [
+    "NESSIE_BUCKET",
     "PRIVATE_UMASK",
     "PROJECT_ENV",
+    "TRINO_OPERATOR",
     "BrokerSettings",
     "GatewaySettings",
     "MaskingFormatter",
@@ -42,5 +51,6 @@ __all__ = [
     "recorded_alive",
     "scratch_dir",
     "state_path",
+    "trino_login",
     "write_private",
 ]

@@ -196,8 +196,10 @@ class StorageSettings(BaseModel):
 
 
 class EngineSettings(BaseModel):
-    """The SQL engine: embedded DuckDB, or Trino in a cluster."""
+    """The SQL engine: embedded DuckDB, or Trino (the stack's when it runs, the cluster's)."""
 
+    # unset: duckdb locally, trino in cluster; in the stack profile trino while the stack's Trino
+    # runs (``apply_stack_state``), else duckdb
     type: Literal["duckdb", "trino"] | None = None
     threads: int = Field(default=2, ge=1)
     memory_limit: str = "4GB"
@@ -218,9 +220,16 @@ class EngineSettings(BaseModel):
         parse_bytes(value)  # refused when the settings load, not at the first query
         return value
 
+    # Trino, always over HTTPS with a password: ``user`` authenticates; ``lakehouse sql --as X``
+    # (or ``Lakehouse(user=X)``) for another X asks Trino to impersonate X, which the policy allows
+    # operators only. The stack fills these in (its passwords file holds each user's password).
     trino_host: str = "trino"
     trino_port: int = 8443
     trino_catalog: str = "iceberg"
+    trino_user: str | None = None
+    trino_password: SecretStr | None = None  # secrets directory: lakehouse_engine__trino_password
+    trino_ca_file: Path | None = None  # PEM of the CA Trino's certificate is checked against
+    trino_passwords_file: Path | None = None  # the stack's 0600 json of user -> password
 
 
 def _loopback(host: str) -> bool:
@@ -395,7 +404,7 @@ class Settings(BaseSettings):
             self.project_dir = self.project_dir.expanduser().absolute()
         defaults = {
             "local": ("sql", "file", "duckdb"),
-            "stack": ("rest", "s3", "duckdb"),
+            "stack": ("rest", "s3", None),  # the engine: see EngineSettings.type
             "cluster": ("rest", "s3", "trino"),
         }[self.profile]
         self.catalog.type = self.catalog.type or defaults[0]  # type: ignore[assignment]

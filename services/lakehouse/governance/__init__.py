@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from ._compile import filter_sql, mask_sql, table_schemas, trino_decision_sql, write_compiled
+from ._compile import OPERATORS, filter_sql, mask_sql, table_schemas, trino_decision_sql, write_compiled
 from ._policy import Decision, Policy, load_policy
 
 __all__ = [
+    "OPERATORS",
     "Decision",
     "Policy",
     "filter_sql",

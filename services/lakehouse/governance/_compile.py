@@ -13,8 +13,9 @@ from typing import Any
 
 import yaml
 
-from lakehouse.config import Project, environment_project
+from lakehouse.config import TRINO_OPERATOR, Project, environment_project
 from lakehouse.contracts import load_contracts
+from lakehouse.errors import PolicyError
 
 from ._policy import Decision, Filter, MaskKind, Policy
 
@@ -100,8 +101,24 @@ def trino_table(catalog: str) -> Any:
 # --- Trino: OPA data and file-based rules -------------------------------------------------------
 
 
+# The platform's own account on Trino: the operator who builds the layers (dbt) and administers.
+# It reads and writes everything as stored (ciphertext, unfiltered), like the operator's embedded
+# engine, and may impersonate users; every other account is a user of policies/ and reads only.
+OPERATORS = (TRINO_OPERATOR,)
+
+
+def _refuse_operator_names(policy: Policy) -> None:
+    taken = sorted(set(OPERATORS) & set(policy.principals))
+    if taken:
+        raise PolicyError(
+            f"policies/principals.yml names user {', '.join(taken)}, the platform's operator account "
+            "on Trino: rename that user"
+        )
+
+
 def opa_data(policy: Policy, schemas: dict[str, list[str]], *, catalog: str = "iceberg") -> dict[str, Any]:
     """The data document the Rego module evaluates against (``data.lakehouse``)."""
+    _refuse_operator_names(policy)
     tables: dict[str, Any] = {}
     for identifier, columns in sorted(schemas.items()):
         schema, name = identifier.split(".")
@@ -133,6 +150,7 @@ def opa_data(policy: Policy, schemas: dict[str, list[str]], *, catalog: str = "i
     return {
         "lakehouse": {
             "catalog": catalog,
+            "operators": sorted(OPERATORS),
             "users": {
                 p.name: {
                     "roles": sorted(p.roles),
@@ -156,9 +174,12 @@ def opa_data(policy: Policy, schemas: dict[str, list[str]], *, catalog: str = "i
 
 def rules_json(policy: Policy, schemas: dict[str, list[str]], *, catalog: str = "iceberg") -> dict[str, Any]:
     """Trino file-based access control: one rule per user and readable table, first match wins,
-    then a final deny. Row filters and masks are the same SQL the OPA policy returns."""
-    table_rules: list[dict[str, Any]] = []
-    schema_rules: list[dict[str, Any]] = []
+    then a final deny. Row filters and masks are the same SQL the OPA policy returns; the
+    operator account (``OPERATORS``) owns everything."""
+    _refuse_operator_names(policy)
+    operators = f"^({'|'.join(OPERATORS)})$"
+    table_rules: list[dict[str, Any]] = [{"user": operators, "privileges": ["OWNERSHIP"]}]
+    schema_rules: list[dict[str, Any]] = [{"user": operators, "owner": True}]
     for user in sorted(policy.principals):
         readable_schemas: set[str] = set()
         for identifier, columns in sorted(schemas.items()):
@@ -188,6 +209,7 @@ def rules_json(policy: Policy, schemas: dict[str, list[str]], *, catalog: str = 
         ]
     return {
         "catalogs": [
+            {"user": operators, "allow": "all"},
             {"user": f"^({'|'.join(sorted(policy.principals))})$", "catalog": catalog, "allow": "read-only"},
             {"catalog": ".*", "allow": "none"},
         ],

@@ -14,12 +14,17 @@ import rego.v1
 # (data.lakehouse.trino), which OPA rejects as a recursion
 lh := {
 	"catalog": data.lakehouse.catalog,
+	"operators": data.lakehouse.operators,
 	"users": data.lakehouse.users,
 	"roles": data.lakehouse.roles,
 	"tables": data.lakehouse.tables,
 }
 
 principal := lh.users[input.context.identity.user]
+
+# the platform's operator account: builds the layers, administers, may impersonate users; reads
+# data as stored (no filter, no mask), like the operator's embedded engine
+operator if input.context.identity.user in lh.operators
 
 # -- which tables a user reads ----------------------------------------------------------------
 
@@ -47,6 +52,8 @@ readable(schema, table) if count(contributing(schema, table)) > 0
 
 default allow := false
 
+allow if operator
+
 allow if {
 	input.action.operation == "ExecuteQuery"
 	principal
@@ -70,6 +77,38 @@ allow if {
 	t := input.action.resource.table
 	t.catalogName == lh.catalog
 	readable(t.schemaName, t.tableName)
+}
+
+# the catalog's information_schema, which Trino itself filters through FilterSchemas,
+# FilterTables and FilterColumns below: a user finds there only what they may read (SQL tools
+# and dbt list relations through it)
+allow if {
+	input.action.operation in {"SelectFromColumns", "FilterColumns"}
+	t := input.action.resource.table
+	t.catalogName == lh.catalog
+	t.schemaName == "information_schema"
+	principal
+}
+
+batch contains i if {
+	input.action.operation == "FilterColumns"
+	t := input.action.filterResources[0].table
+	t.catalogName == lh.catalog
+	t.schemaName == "information_schema"
+	principal
+	some i, _ in t.columns
+}
+
+batch contains i if {
+	operator
+	input.action.operation != "FilterColumns"
+	some i, _ in input.action.filterResources
+}
+
+batch contains i if {
+	operator
+	input.action.operation == "FilterColumns"
+	some i, _ in input.action.filterResources[0].table.columns
 }
 
 batch contains i if {
@@ -140,6 +179,7 @@ batchColumnMasks contains {"index": i, "viewExpression": {"expression": mask.exp
 	c := r.column
 	c.catalogName == lh.catalog
 	mask := lh.tables[c.schemaName][c.tableName].masks[c.columnName]
+	principal
 	not mask.clearance in principal.clearances
 }
 

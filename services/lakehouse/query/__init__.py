@@ -1,8 +1,10 @@
-"""Queries: the operator engine and the governed engine that runs users' SQL under policy."""
+"""Queries: the operator engine, the governed engine that runs users' SQL under policy, and
+Trino (which enforces the policy itself) as the authenticated user."""
 
 from __future__ import annotations
 
 from ._engine import Engine
 from ._governed import MAX_QUERY_CHARS, GovernedEngine, export_duckdb, tables_in
+from ._trino import TrinoEngine
 
-__all__ = ["MAX_QUERY_CHARS", "Engine", "GovernedEngine", "export_duckdb", "tables_in"]
+__all__ = ["MAX_QUERY_CHARS", "Engine", "GovernedEngine", "TrinoEngine", "export_duckdb", "tables_in"]

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table as RichTable
 
 from lakehouse._api import Lakehouse
-from lakehouse.config import PROJECT_ENV, Settings, project_of, scratch_dir
+from lakehouse.config import PROJECT_ENV, BrokerSettings, Settings, project_of, scratch_dir
 from lakehouse.errors import LakehouseError
 from lakehouse.transform import started_dbt
 
@@ -68,7 +68,8 @@ def _events_in_bronze(lh: Lakehouse, topic: str) -> int:
 
 
 def _stream_slice(settings: Settings, lh: Lakehouse, *, scale: float, seed: int) -> str:
-    """Start the embedded broker, publish events, sink them into bronze, stop the broker.
+    """Publish events and sink them into bronze: on the configured broker (the stack's Apache
+    Kafka while it runs), else on the embedded broker, started and stopped here.
 
     A rerun whose tables already hold the slice streams nothing: the local broker keeps its log
     in memory, so the log a rerun starts is empty and the tables' offset marks count events it
@@ -84,14 +85,21 @@ def _stream_slice(settings: Settings, lh: Lakehouse, *, scale: float, seed: int)
     held = {topic: _events_in_bronze(lh, topic) for topic in STREAMED_TOPICS}
     if all(count >= STREAMED for count in held.values()):
         return "already in bronze (offsets recorded in the tables): nothing doubled"
-    running = read_broker_state(settings)
-    ours = not (running and recorded_alive(running))  # a broker someone started is left running
-    bootstrap = str(start_broker(settings)["bootstrap"])
+    broker: str | BrokerSettings
+    if lh.settings.broker.bootstrap:  # the stack's Apache Kafka (SASL_SSL), or a configured broker
+        ours, broker = False, lh.settings.broker
+    else:
+        running = read_broker_state(settings)
+        ours = not (running and recorded_alive(running))  # a broker someone started is left running
+        broker = str(start_broker(settings)["bootstrap"])
     reset = ours and settings.profile == "local" and any(held.values())
+    # a broker that keeps its log (the stack's Kafka) still holds a slice an earlier run had
+    # begun to land: publishing it again would put its events in the log twice
+    publish = ours or not any(held.values())
     try:
-        for topic in STREAMED_TOPICS:
+        for topic in STREAMED_TOPICS if publish else ():
             produce(
-                bootstrap,
+                broker,
                 topic,
                 count=STREAMED,
                 seed=seed,
@@ -101,7 +109,7 @@ def _stream_slice(settings: Settings, lh: Lakehouse, *, scale: float, seed: int)
             )
         stats = Sink(
             lh.catalog,
-            bootstrap,
+            broker,
             list(STREAMED_TOPICS),
             # every event is in the log before the sink starts, and it exits only once it has read
             # to each partition's end: no need to wait for more, nor to hold a batch for 2 s
@@ -298,14 +306,13 @@ GOVERNED_USERS = ("carol", "dana", "alice", "sam", "svc-ml")
 
 
 def _as_user(settings: Settings, user: str) -> tuple[str, str, str, str, str]:
-    """One row of the governed view: what ``user`` sees, through their own governed session."""
-    from lakehouse.query import GovernedEngine
+    """One row of the governed view: what ``user`` sees, through their own governed session
+    (or as that user on Trino, which applies the same policy)."""
+    from lakehouse.governance import load_policy
 
     rows, stores, email = "denied", "-", "denied"
     with Lakehouse(settings, user=user) as as_user:
-        engine = as_user.engine
-        assert isinstance(engine, GovernedEngine)
-        readable = engine.readable_tables()
+        readable = {f"{t.layer}.{t.table}" for t in as_user.tables()}
         if "gold.fct_sales" in readable:
             count, distinct = (
                 as_user.sql("select count(*) as n, count(distinct store_id) as s from gold.fct_sales")
@@ -316,7 +323,7 @@ def _as_user(settings: Settings, user: str) -> tuple[str, str, str, str, str]:
         if "gold.dim_customer" in readable:
             query = "select email from gold.dim_customer where email is not null order by customer_sk limit 1"
             email = str(as_user.sql(query).column(0)[0].as_py())[:40]
-        role = ", ".join(sorted(engine.policy.principal(user).roles))
+        role = ", ".join(sorted(load_policy(as_user.project.policies_dir).principal(user).roles))
     return user, role, rows, stores, email
 
 

@@ -17,10 +17,12 @@ from lakehouse.config import (
     PRIVATE_UMASK,
     PROJECT_ENV,
     Settings,
+    apply_stack_state,
     private_dir,
     private_home,
     project_of,
     scratch_dir,
+    trino_login,
 )
 from lakehouse.errors import TransformError
 
@@ -51,6 +53,32 @@ def dbt_env(settings: Settings, target: str = "local") -> dict[str, str]:
     directory = str(project_of(settings).dbt_project_dir())
     env["DBT_PROJECT_DIR"] = directory
     env["DBT_PROFILES_DIR"] = directory
+    if target == "trino":
+        env.update(trino_env(settings))
+    return env
+
+
+def trino_env(settings: Settings) -> dict[str, str]:
+    """profiles.yml's ``trino`` target from the engine settings: HTTPS (the CA verified) as the
+    operator account (``engine.trino_user``), which builds the layers; a variable the caller
+    set wins, as with every dbt setting. The password reaches dbt in its environment only."""
+    if settings.profile == "stack":
+        settings = apply_stack_state(settings)
+    cfg = settings.engine
+    env = {
+        "TRINO_HOST": cfg.trino_host,
+        "TRINO_PORT": str(cfg.trino_port),
+        "TRINO_CATALOG": cfg.trino_catalog,
+        **({"TRINO_CA_FILE": str(cfg.trino_ca_file)} if cfg.trino_ca_file else {}),
+    }
+    if cfg.trino_password is not None or cfg.trino_passwords_file is not None:
+        _, principal, password = trino_login(settings)
+        env.update({"TRINO_AUTH_METHOD": "ldap", "TRINO_USER": principal, "TRINO_PASSWORD": password})
+    env = {k: v for k, v in env.items() if k not in os.environ}
+    if "TRINO_CA_FILE" in env:
+        # requests lets REQUESTS_CA_BUNDLE (or CURL_CA_BUNDLE) override the CA dbt-trino sets on its
+        # session: in dbt's process, Trino's CA is the bundle
+        env["REQUESTS_CA_BUNDLE"] = env["CURL_CA_BUNDLE"] = env["TRINO_CA_FILE"]
     return env
 
 
@@ -147,7 +175,8 @@ def started_dbt(
     that function is called (the caller lands the data meanwhile). Leaving the block stops a
     dbt that still runs (SIGTERM, then SIGKILL) and removes its staging directory."""
     if target is None:
-        target = target_of(args) or ("trino" if settings.engine.type == "trino" else "local")
+        engine = (apply_stack_state(settings) if settings.profile == "stack" else settings).engine
+        target = target_of(args) or ("trino" if engine.type == "trino" else "local")
     command = subcommand(args)
     private_home(settings)
     private_dir(settings.home / "dbt")
