@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from lakehouse.config import (
+    NESSIE_BUCKET,
     Settings,
     ensure_local_tls,
     process_identity,
@@ -47,9 +48,8 @@ WAREHOUSE_BUCKET = "warehouse"
 RAW_BUCKET = "raw"
 
 
-LAKEHOUSE_BUCKET = (
-    "lakehouse"  # Nessie's warehouse: a plain bucket (WAREHOUSE_BUCKET is SeaweedFS's table bucket)
-)
+# Nessie's warehouse: a plain bucket (WAREHOUSE_BUCKET is SeaweedFS's table bucket)
+LAKEHOUSE_BUCKET = NESSIE_BUCKET
 
 
 def _s3_client(state: dict[str, Any]) -> Any:

@@ -35,7 +35,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from lakehouse.config import write_private
+from lakehouse.config import TRINO_OPERATOR, write_private
 from lakehouse.errors import ServerError
 
 from ._artifacts import INSTALL_HINT, Layout, find_java
@@ -48,7 +48,7 @@ logger = logging.getLogger(__name__)
 CATALOG = "iceberg"  # the catalog the compiled policy names (`lakehouse policy compile --catalog`)
 
 
-ADMIN = "admin"  # the operator account, next to the users of the policy
+ADMIN = TRINO_OPERATOR  # the operator account, next to the users of the policy
 
 
 # The plugins this node loads, linked from the Trino home (fewer plugins, faster start).
