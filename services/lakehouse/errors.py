@@ -60,6 +60,11 @@ class ServerError(LakehouseError):
     """An embedded server (SeaweedFS, broker) failed to start or answer."""
 
 
+class CatalogConflict(LakehouseError):
+    """The catalog refused a change that conflicts with another (a Nessie merge of a branch whose
+    tables changed on both sides); nothing was published."""
+
+
 class BrokerUnreachable(ServerError):
     """No Kafka broker answers at the bootstrap address: nothing was sent or read."""
 

@@ -64,6 +64,7 @@ def apply_stack_state(settings: Settings) -> Settings:
         if nessie:
             merged.catalog.uri = nessie["endpoints"]["iceberg"]
             merged.catalog.warehouse = nessie["endpoints"]["warehouse"]
+            merged.catalog.nessie_api = nessie["endpoints"]["api"]
             merged.storage.bucket = NESSIE_BUCKET
         else:
             merged.catalog.uri = state["iceberg_uri"]

@@ -179,6 +179,9 @@ class CatalogSettings(BaseModel):
     credential: SecretStr | None = None  # OAuth2 client credentials "id:secret" for REST
     oauth2_server_uri: str | None = None
     scope: str | None = None
+    # Nessie's API v2 (http://host:port/api/v2), for branches (write-audit-publish); the stack
+    # fills it in while its Nessie runs
+    nessie_api: str | None = None
 
 
 class StorageSettings(BaseModel):
@@ -226,6 +229,8 @@ class EngineSettings(BaseModel):
     trino_host: str = "trino"
     trino_port: int = 8443
     trino_catalog: str = "iceberg"
+    # the same catalog on the Nessie branch dbt builds on before publishing (dbt.wap_branch)
+    trino_wap_catalog: str = "iceberg_wap"
     trino_user: str | None = None
     trino_password: SecretStr | None = None  # secrets directory: lakehouse_engine__trino_password
     trino_ca_file: Path | None = None  # PEM of the CA Trino's certificate is checked against
@@ -341,6 +346,8 @@ class DbtSettings(BaseModel):
     """dbt as the platform runs it (``lakehouse dbt``, the demo's build)."""
 
     timeout: float = Field(default=3600.0, gt=0)  # seconds a dbt command may run before it is stopped
+    # `lakehouse build`: the Nessie branch a build and its tests run on before it is merged into main
+    wap_branch: str = Field(default="wap", pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
 
 
 class KeysSettings(BaseModel):
@@ -419,6 +426,7 @@ class Settings(BaseSettings):
             self.storage.sse = "AES256"
         if self.profile == "cluster":
             self.catalog.uri = self.catalog.uri or "http://nessie:19120/iceberg"
+            self.catalog.nessie_api = self.catalog.nessie_api or "http://nessie:19120/api/v2"
             self.storage.sse = "aws:kms" if self.storage.sse == "none" else self.storage.sse
             self._refuse_weak_secrets()
         return self

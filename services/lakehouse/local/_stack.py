@@ -295,6 +295,8 @@ def _start_service(
             iceberg=iceberg,
             users=users,
             pii_keys=(keystore_path(settings), master_key_file),
+            # write-audit-publish: dbt builds on the branch through this catalog (transform._publish)
+            branches={settings.engine.trino_wap_catalog: settings.dbt.wap_branch},
         )
     if name == "kafka":
         from ._kafka import start_kafka

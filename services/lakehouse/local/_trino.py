@@ -290,6 +290,7 @@ def start_trino(
     iceberg: dict[str, str],
     users: Iterable[str],
     pii_keys: tuple[Path, Path] | None = None,
+    branches: Mapping[str, str] | None = None,
     timeout: float = 180.0,
 ) -> Running:
     """Trino on ``https://127.0.0.1:<free port>`` (no plain HTTP listener), ready once the node
@@ -301,7 +302,9 @@ def start_trino(
     ``iceberg_catalog``; ``users``: who gets a password (plus ``admin``); ``pii_keys``: the
     keystore file and the file holding the base64 master key, for ``pii_decrypt`` (both must
     exist; without them the function fails naming the missing variable). Endpoints: ``https``;
-    files: ``ca`` and ``passwords`` (0600 json, user -> password)."""
+    files: ``ca`` and ``passwords`` (0600 json, user -> password). ``branches``: more catalogs,
+    each the same Nessie warehouse seen at a branch (catalog name -> branch; Nessie takes the
+    branch as the first segment of its Iceberg REST path), for builds that publish by merging."""
     if layout.home is None or layout.java is None:
         raise ServerError(f"no Trino server in the artifact cache: {INSTALL_HINT}")
     java = find_java(layout.java, purpose=f"trino {layout.version}").java
@@ -350,6 +353,9 @@ def start_trino(
     catalog, env = iceberg_catalog(iceberg)
     (etc / "catalog").mkdir(mode=0o700, exist_ok=True)
     _private(etc / "catalog" / f"{CATALOG}.properties", _properties(catalog))
+    for name, branch in (branches or {}).items():
+        on_branch = catalog | {"iceberg.rest-catalog.uri": f"{iceberg['uri'].rstrip('/')}/{branch}"}
+        _private(etc / "catalog" / f"{name}.properties", _properties(on_branch))
     port = free_port(set())
     url = f"https://127.0.0.1:{port}"
     _private(

@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from ._dbt import run_dbt, started_dbt
+from ._publish import Published, build_and_publish
 
-__all__ = ["run_dbt", "started_dbt"]
+__all__ = ["Published", "build_and_publish", "run_dbt", "started_dbt"]
