@@ -194,7 +194,12 @@ def test_every_user_sees_through_trino_exactly_what_the_embedded_engine_shows(
 
 # -- bypass attempts, generated: each must be refused and return nothing ------------------------
 
-DENIED_FOR_SAM = ("bronze.customers", "silver.stg_orders", "silver.stg_customers", "platinum.feat_demand_daily")
+DENIED_FOR_SAM = (
+    "bronze.customers",
+    "silver.stg_orders",
+    "silver.stg_customers",
+    "platinum.feat_demand_daily",
+)
 
 
 def _spellings(identifier: str) -> list[str]:
@@ -282,3 +287,47 @@ def test_the_schemas_the_policy_compiles_against_are_the_built_tables(built: Bui
             f"{t.layer}.{t.table}" for t in lh.tables() if t.layer in ("silver", "gold", "platinum")
         }
     assert built_tables <= set(compiled)
+
+
+# -- write-audit-publish on Nessie branches (these two run last: the second breaks bronze) ------
+
+
+def _nessie(settings: Settings) -> Any:
+    from lakehouse.catalog import Nessie
+
+    return Nessie(_stack_state(settings)["services"]["nessie"]["endpoints"]["api"])
+
+
+def test_a_green_build_on_a_branch_is_merged_into_main(built: Built) -> None:
+    nessie = _nessie(built.stack)
+    before = nessie.contents("main")
+    result = run_cli("build", "--select", "stg_regions", home=built.stack.home, env=STACK)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr
+    assert "published: branch wap merged into main" in result.stdout
+    after, on_branch = nessie.contents("main"), nessie.contents("wap")
+    assert after["silver.stg_regions"] != before["silver.stg_regions"]  # the build replaced it
+    assert after["silver.stg_regions"] == on_branch["silver.stg_regions"]
+    assert {k: v for k, v in after.items() if k != "silver.stg_regions"} == {
+        k: v for k, v in before.items() if k != "silver.stg_regions"
+    }
+
+
+def test_a_failing_test_leaves_main_untouched_and_names_the_test(built: Built, tmp_path: Path) -> None:
+    bad = tmp_path / "regions.csv"
+    bad.write_text("region_id,region_name,country\n r1 ,A second R1,de\n")  # R1 once trimmed: a duplicate
+    with Lakehouse(built.stack) as lh:
+        lh.load("bronze.regions", [bad])
+    nessie = _nessie(built.stack)
+    head, before = nessie.branch("main"), nessie.contents("main")
+    try:
+        result = run_cli("build", "--select", "stg_regions+", home=built.stack.home, env=STACK)
+        assert result.returncode == 1
+        assert "unique_stg_regions_region_id" in result.stderr, result.stderr
+        assert "main is untouched" in result.stderr and result.stderr.count("\n") == 1
+        assert nessie.branch("main") == head
+        assert nessie.contents("main") == before
+        # the branch holds the failed build for inspection: its stg_regions has the duplicate
+        assert nessie.contents("wap")["silver.stg_regions"] != before["silver.stg_regions"]
+    finally:
+        with Lakehouse(built.stack) as lh:
+            lh.sql("delete from bronze.regions where region_name = 'A second R1'")

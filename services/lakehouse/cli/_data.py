@@ -182,6 +182,29 @@ def dbt(ctx: typer.Context) -> None:
     raise typer.Exit(run_dbt(Settings.load(), list(ctx.args)))
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def build(ctx: typer.Context) -> None:
+    """Build with dbt on a Nessie branch; publish to main only if every model and test passed.
+
+    Write-audit-publish (the stack profile, or a cluster's Nessie and Trino): arguments after
+    `build` are dbt's (e.g. `lakehouse build --select gold`). A failing build leaves main as it
+    was and names what failed; the branch keeps the build for inspection."""
+    from lakehouse.transform import build_and_publish
+
+    result = build_and_publish(Settings.load(), list(ctx.args))
+    if not result.published:
+        failed = f": {', '.join(result.failures)} failed" if result.failures else ""
+        raise LakehouseError(
+            f"dbt build on branch {result.branch} did not pass{failed}; main is untouched "
+            f"(still at {result.main_before[:12]}), the branch keeps the build"
+        )
+    out.print(
+        f"published: branch {result.branch} merged into main ({result.main_before[:12]} -> "
+        f"{(result.main_after or '')[:12]})",
+        highlight=False,
+    )
+
+
 @app.command()
 def demo(
     scale: Annotated[

@@ -13,6 +13,7 @@ tests see one consistent bronze, whatever lands on ``main`` meanwhile.
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 from dataclasses import dataclass
 
@@ -33,6 +34,7 @@ class Published:
     code: int  # dbt's exit code: 0 when every model and test passed
     main_before: str  # main's head when the branch was made
     main_after: str | None  # main's head after the merge; None: nothing was published
+    failures: tuple[str, ...] = ()  # the models and tests that failed or errored (dbt's run results)
 
     @property
     def published(self) -> bool:
@@ -66,9 +68,32 @@ def build_and_publish(settings: Settings, args: list[str] | None = None) -> Publ
         logger.info("building on Nessie branch %s (main at %s)", branch.name, main.hash[:12])
         code = run_dbt(on_branch, ["build", *(args or [])], target="trino")
         if code != 0:
-            return Published(branch.name, code, main.hash, None)
+            return Published(branch.name, code, main.hash, None, _failures(settings))
         built = nessie.branch(branch.name)
         head = nessie.branch("main")
         assert built is not None and head is not None
         merged = nessie.merge(built, head, message=f"publish the dbt build of branch {branch.name}")
         return Published(branch.name, code, main.hash, merged.hash)
+
+
+def _failures(settings: Settings) -> tuple[str, ...]:
+    """The nodes dbt's last trino run reports as failed or errored (its ``run_results.json``)."""
+    results = settings.home / "dbt" / "trino" / "target" / "run_results.json"
+    try:
+        report = json.loads(results.read_text())
+    except (OSError, ValueError):
+        return ()
+    return tuple(
+        _node_name(str(result.get("unique_id", "")))
+        for result in report.get("results", [])
+        if result.get("status") in ("fail", "error")
+    )
+
+
+def _node_name(unique_id: str) -> str:
+    """``model.lakehouse.stg_regions`` -> ``stg_regions``; ``test.lakehouse.<name>.<hash>`` ->
+    the test's name; ``unit_test.lakehouse.<model>.<name>`` -> ``<model>.<name>``."""
+    parts = unique_id.split(".")
+    if parts[0] == "unit_test":
+        return ".".join(parts[2:])
+    return parts[2] if len(parts) > 2 else unique_id
