@@ -14,8 +14,11 @@
    that decrypts against the same query masked (tests/bench_pii.py).
 7. Governed queries: the gold queries as policy-bound users against the same queries as the
    operator, p50/p95, warm sessions and cold ones (tests/bench_governed.py).
+8. The stack profile (tests/bench_stack.py): start time; dbt on Trino against the embedded build;
+   gold queries on Trino against the embedded engine; the sink on Apache Kafka against a raw
+   consume. Needs `lakehouse stack install`; at --stack-scale (default 0.5).
 
-Usage: python -m tests.bench [--scale 4] [--repeat 3] [--only load,dbt,queries,governed,cli,streaming,edge,pii,demo] [--json FILE]
+Usage: python -m tests.bench [--scale 4] [--repeat 3] [--only load,dbt,queries,governed,cli,streaming,edge,pii,demo,stack] [--json FILE]
 """
 
 from __future__ import annotations
@@ -250,9 +253,10 @@ def main() -> None:
     parser.add_argument("--query-runs", type=int, default=20)
     parser.add_argument("--events", type=int, default=200_000, help="events for the streaming benchmark")
     parser.add_argument("--devices", type=int, default=8, help="concurrent devices for the edge benchmark")
+    parser.add_argument("--stack-scale", type=float, default=0.5, help="scale of the stack benchmark's data")
     parser.add_argument(
         "--only",
-        default="load,dbt,queries,governed,cli,streaming,edge,pii,demo",
+        default="load,dbt,queries,governed,cli,streaming,edge,pii,demo,stack",
         help="comma-separated benchmarks",
     )
     parser.add_argument("--json", type=Path)
@@ -261,7 +265,7 @@ def main() -> None:
     console = Console(width=170)
     with tempfile.TemporaryDirectory(prefix="lakehouse-bench-") as tmp:
         work = Path(tmp)
-        load = dbt = queries = streaming = edge = pii = governed = cli = demo = None
+        load = dbt = queries = streaming = edge = pii = governed = cli = demo = stack = None
         if only & {"load", "dbt", "queries", "governed", "pii", "cli"}:
             files = write_files(generate(args.scale, seed=42), work / "data")
             console.print(f"bench at scale {args.scale} in {work}")
@@ -297,6 +301,13 @@ def main() -> None:
             from .bench_demo import bench_demo
 
             demo = bench_demo(work)
+        if "stack" in only:
+            from .bench_stack import bench_stack
+
+            stack_files = write_files(generate(args.stack_scale, seed=42), work / "stack-data")
+            stack = bench_stack(
+                work, stack_files, query_runs=args.query_runs, events=args.events, queries=GOLD_QUERIES
+            )
 
     table = Table("benchmark", "lakehouse", "baseline", "ratio", "target")
     for name, r in (load or {}).items():
@@ -327,6 +338,10 @@ def main() -> None:
             f"{demo['ratio']:.2f}x",
             "<= 45 s",
         )
+    if stack:
+        from .bench_stack import stack_rows
+
+        stack_rows(table, stack)
     console.print(table)
     if args.json:
         results = {
@@ -339,6 +354,7 @@ def main() -> None:
             "governed": governed,
             "cli": cli,
             "demo": demo,
+            "stack": stack,
         }
         args.json.write_text(json.dumps(results, indent=2))
 
