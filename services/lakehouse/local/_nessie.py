@@ -2,9 +2,10 @@
 
 The locked ``nessie-quarkus`` runner jar runs on the oldest JDK 21+ found, its version store in
 PostgreSQL (``JDBC2``, the ``nessie`` database and role, TLS verified against the stack's CA) and
-its warehouse on SeaweedFS. Its configuration is ``<root>/config/application.properties`` (0600:
-it holds the database password and the S3 key, which Quarkus reads from there and no command
-line shows). Both its ports (API and management) listen on 127.0.0.1 only.
+its warehouse on SeaweedFS. Its configuration ``<root>/config/application.properties`` is rendered
+from the chart's template (``_config``); the database password and the S3 keys reach Quarkus in
+the process's environment (``${NAME}`` in the file), which no command line shows. Both its
+ports (API and management) listen on 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
-from lakehouse.config import private_dir, write_private
+from lakehouse.config import private_dir
 from lakehouse.errors import ServerError
 
 from ._artifacts import Layout, find_java
+from ._config import write_config
 from ._postgres import jdbc_url, password
 from ._process import free_port
 from ._service import Running, launch, wait_ready
@@ -26,40 +28,25 @@ from ._service import Running, launch, wait_ready
 WAREHOUSE = "warehouse"  # the name Iceberg clients pass as their warehouse
 
 
-def _properties(values: Mapping[str, str]) -> str:
-    def escape(text: str) -> str:
-        return text.replace("\\", "\\\\").replace("\n", "\\n").replace("=", "\\=").replace(":", "\\:")
-
-    lines = ["# written by lakehouse stack start; holds secrets: 0600"]
-    lines += [f"{key}={escape(value)}" for key, value in values.items()]
-    return "\n".join(lines) + "\n"
+TEMPLATE = "nessie/application.properties"
 
 
-def nessie_properties(
+def nessie_values(
     *, http_port: int, management_port: int, postgres: Running, s3: Mapping[str, str]
 ) -> dict[str, str]:
-    """Nessie's settings for the stack: loopback, JDBC on PostgreSQL, the warehouse on S3."""
+    """The values of Nessie's configuration template in the stack: loopback, JDBC on the
+    stack's PostgreSQL (TLS verified), the warehouse on SeaweedFS."""
     return {
-        "quarkus.http.host": "127.0.0.1",
-        "quarkus.http.port": str(http_port),
-        "quarkus.management.host": "127.0.0.1",
-        "quarkus.management.port": str(management_port),
-        "quarkus.log.console.level": "INFO",
-        "quarkus.http.access-log.enabled": "false",
-        "nessie.version.store.type": "JDBC2",
-        "nessie.version.store.persist.jdbc.datasource": "postgresql",
-        "quarkus.datasource.postgresql.active": "true",
-        "quarkus.datasource.postgresql.jdbc.url": jdbc_url(postgres, "nessie"),
-        "quarkus.datasource.postgresql.username": "nessie",
-        "quarkus.datasource.postgresql.password": password(postgres, "nessie"),
-        "nessie.catalog.default-warehouse": WAREHOUSE,
-        f"nessie.catalog.warehouses.{WAREHOUSE}.location": f"s3://{s3['bucket']}/",
-        "nessie.catalog.service.s3.default-options.endpoint": s3["endpoint"],
-        "nessie.catalog.service.s3.default-options.path-style-access": "true",
-        "nessie.catalog.service.s3.default-options.region": s3["region"],
-        "nessie.catalog.service.s3.default-options.access-key": "urn:nessie-secret:quarkus:lakehouse.s3",
-        "lakehouse.s3.name": s3["access_key_id"],
-        "lakehouse.s3.secret": s3["secret_access_key"],
+        "http_host": "127.0.0.1",
+        "http_port": str(http_port),
+        "management_host": "127.0.0.1",
+        "management_port": str(management_port),
+        "jdbc_url": jdbc_url(postgres, "nessie"),
+        "jdbc_user": "nessie",
+        "warehouse": WAREHOUSE,
+        "warehouse_location": f"s3://{s3['bucket']}/",
+        "s3_endpoint": s3["endpoint"],
+        "s3_region": s3["region"],
     }
 
 
@@ -73,12 +60,17 @@ def start_nessie(
     taken: set[int] = set()
     http_port, management_port = free_port(taken), free_port(taken)
     config = private_dir(root / "config")
-    write_private(
+    write_config(
         config / "application.properties",
-        _properties(
-            nessie_properties(http_port=http_port, management_port=management_port, postgres=postgres, s3=s3)
-        ),
+        TEMPLATE,
+        nessie_values(http_port=http_port, management_port=management_port, postgres=postgres, s3=s3),
     )
+    # the secrets the configuration references as ${NAME}: in the environment, never in a file
+    secrets = {
+        "NESSIE_JDBC_PASSWORD": password(postgres, "nessie"),
+        "NESSIE_S3_ACCESS_KEY": s3["access_key_id"],
+        "NESSIE_S3_SECRET_KEY": s3["secret_access_key"],
+    }
     java = find_java(layout.java, purpose="nessie").java
     launched = launch(
         "Nessie",
@@ -93,7 +85,7 @@ def start_nessie(
         ],
         cwd=root,
         log=root / "nessie.log",
-        env={"PATH": os.environ.get("PATH", ""), "HOME": str(root), "LANG": "C.UTF-8"},
+        env={"PATH": os.environ.get("PATH", ""), "HOME": str(root), "LANG": "C.UTF-8", **secrets},
     )
     base = f"http://127.0.0.1:{http_port}"
     endpoints = {

@@ -1,0 +1,116 @@
+"""One configuration source: the chart (rendered by Helm's own engine, `helm-python-sdk`) and the
+stack profile (`lakehouse.local._config`) render every service configuration from the same
+template files with the same values into the same bytes, and refuse the same mistakes."""
+
+from __future__ import annotations
+
+import json
+import string
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from lakehouse.errors import ServerError
+from lakehouse.local._config import TEMPLATES, placeholders, render_config
+
+CHART = Path(__file__).resolve().parent.parent / "charts" / "lakehouse"
+
+# template -> (the chart's values path of its placeholders, the rendered manifest, the data key)
+IN_CHART = {
+    "nessie/application.properties": (("nessie", "config"), "nessie-config.yaml", "application.properties"),
+}
+
+
+def _chart_values(values_path: tuple[str, ...], values: dict[str, Any]) -> dict[str, Any]:
+    """The chart's default values, the required ones of the other templates filled in, with
+    ``values`` at ``values_path``."""
+    chart_values = yaml.safe_load((CHART / "values.yaml").read_text())
+    for other_path, _, _ in IN_CHART.values():
+        section = chart_values
+        for key in other_path:
+            section = section[key]
+        if other_path == values_path:
+            section.clear()
+            section.update(values)
+        else:
+            section.update({key: value or f"x-{key}" for key, value in section.items()})
+    return dict(chart_values)
+
+
+def render_chart(name: str, values: dict[str, Any]) -> str:
+    """The chart's rendering of template ``name`` with ``values`` (Helm's engine; a failing
+    render raises with Helm's message)."""
+    from helm_python import Chart
+
+    values_path, manifest, key = IN_CHART[name]
+    rendered = Chart.load(str(CHART)).render(
+        _chart_values(values_path, values), name="lakehouse", namespace="lakehouse", is_install=True
+    )
+    document = yaml.safe_load(rendered[f"lakehouse/templates/{manifest}"])
+    return str(document["data"][key])
+
+
+def awkward_values(name: str, salt: str) -> dict[str, str]:
+    """A value for each placeholder, with the characters a properties file and a YAML block
+    could trip on (no line break or backslash: both renderers refuse those)."""
+    tricky = ":=#! {}$%&'\"ü€" + string.ascii_letters[: len(salt) + 3]
+    return {key: f"{key}-{salt}-{tricky}" for key in sorted(placeholders(name))}
+
+
+@pytest.mark.unit
+def test_every_template_is_rendered_by_the_chart() -> None:
+    templates = {str(p.relative_to(TEMPLATES)) for p in TEMPLATES.rglob("*") if p.is_file()}
+    assert templates == set(IN_CHART)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("name", sorted(IN_CHART))
+@pytest.mark.parametrize("salt", ["a", "b9", "ccc-x"])
+def test_the_chart_and_the_stack_render_the_same_bytes(name: str, salt: str) -> None:
+    values = awkward_values(name, salt)
+    stack = render_config(name, values)
+    assert "{{" not in stack and all(value in stack for value in values.values())
+    assert render_chart(name, values) == stack
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("name", sorted(IN_CHART))
+@pytest.mark.parametrize(
+    "mistake",
+    ["missing", "unknown", "empty", "line break", "backslash"],
+)
+def test_both_renderers_refuse_the_same_mistakes(name: str, mistake: str) -> None:
+    values = awkward_values(name, "m")
+    first = sorted(values)[0]
+    if mistake == "missing":
+        del values[first]
+    elif mistake == "unknown":
+        values["no_such_placeholder"] = "x"
+    elif mistake == "empty":
+        values[first] = ""
+    elif mistake == "line break":
+        values[first] = "a\nb=c"
+    else:
+        values[first] = "a\\b"
+    with pytest.raises(ServerError):
+        render_config(name, values)
+    # Helm merges the chart's defaults under the values given: a null removes a default
+    chart_values: dict[str, Any] = {first: None, **values} if mistake == "missing" else values
+    with pytest.raises(Exception, match=r"fail|placeholder|value") as chart_error:
+        render_chart(name, chart_values)
+    assert first in str(chart_error.value) or "no_such_placeholder" in str(chart_error.value)
+
+
+@pytest.mark.integration
+@pytest.mark.cluster
+def test_the_running_stack_ran_exactly_what_the_chart_renders(cluster_home: Path) -> None:
+    """The configuration files the stack's services started with, against the chart's rendering
+    of the values they were rendered with (recorded next to each file)."""
+    recorded = sorted((cluster_home / "stack").rglob("*.values.json"))
+    assert {json.loads(p.read_text())["template"] for p in recorded} == set(IN_CHART)
+    for values_file in recorded:
+        spec = json.loads(values_file.read_text())
+        ran = values_file.with_name(values_file.name.removesuffix(".values.json")).read_text()
+        assert render_chart(spec["template"], spec["values"]) == ran, values_file
