@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import json
+import subprocess
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -287,6 +288,110 @@ def test_the_schemas_the_policy_compiles_against_are_the_built_tables(built: Bui
             f"{t.layer}.{t.table}" for t in lh.tables() if t.layer in ("silver", "gold", "platinum")
         }
     assert built_tables <= set(compiled)
+
+
+# -- users' own SQL tools: Trino's JDBC driver and CLI over TLS ------------------------------------
+
+
+def _client(built: Built, user: str) -> tuple[dict[str, str], str, str, str]:
+    """(environment with the user's password, Trino's https URL, CA file, java) for a client."""
+    from lakehouse.config import apply_stack_state
+    from lakehouse.local import find_java
+
+    applied = apply_stack_state(built.stack)
+    assert applied.engine.trino_passwords_file is not None and applied.engine.trino_ca_file is not None
+    password = json.loads(applied.engine.trino_passwords_file.read_text())[user]
+    url = f"https://{applied.engine.trino_host}:{applied.engine.trino_port}"
+    java = str(find_java(17, purpose="the Trino clients").java)
+    env = {"PATH": "/usr/bin:/bin", "TRINO_PASSWORD": password}
+    return env, url, str(applied.engine.trino_ca_file), java
+
+
+def _tools() -> dict[str, Path]:
+    from lakehouse.local import layouts
+
+    return layouts()["trino"].tools
+
+
+@pytest.mark.parametrize("user, stores", [("sam", ["S001"]), ("tess", ["S002"])])
+def test_the_jdbc_driver_connects_over_tls_and_sees_only_the_users_rows(
+    built: Built, user: str, stores: list[str]
+) -> None:
+    env, url, ca, java = _client(built, user)
+    jdbc = f"jdbc:trino://{url.removeprefix('https://')}/iceberg/gold?SSL=true&SSLTrustStorePath={ca}"
+    source = Path(__file__).parent / "clients" / "JdbcQuery.java"
+    query = ["java", "-cp", str(_tools()["trino-jdbc"]), str(source), jdbc, user]
+    seen = subprocess.run(
+        [java, *query[1:], "select distinct store_id from fct_sales order by 1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert seen.returncode == 0, seen.stderr[-2000:]
+    assert seen.stdout.split() == stores
+    denied = subprocess.run(
+        [java, *query[1:], "select count(*) from bronze.customers"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert denied.returncode == 3 and "Access Denied" in denied.stderr
+    wrong = subprocess.run(
+        [java, *query[1:], "select 1"],
+        env={**env, "TRINO_PASSWORD": "wrong"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert wrong.returncode == 3, wrong.stderr
+    assert "401" in wrong.stderr or "Authentication" in wrong.stderr or "Unauthorized" in wrong.stderr
+
+
+def test_the_trino_cli_connects_over_tls_and_sees_only_the_users_rows(built: Built) -> None:
+    env, url, ca, java = _client(built, "sam")
+    cli = [
+        java,
+        "-jar",
+        str(_tools()["trino-cli"]),
+        "--server",
+        url,
+        "--user",
+        "sam",
+        "--password",
+        "--truststore-path",
+        ca,
+        "--catalog",
+        "iceberg",
+        "--output-format",
+        "CSV_UNQUOTED",
+    ]
+    seen = subprocess.run(
+        [*cli, "--execute", "select distinct store_id from gold.fct_sales order by 1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert seen.returncode == 0, seen.stderr[-2000:]
+    assert seen.stdout.split() == ["S001"]
+    denied = subprocess.run(
+        [*cli, "--execute", "select count(*) from bronze.customers"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert denied.returncode != 0 and "Access Denied" in denied.stderr
+    plain = subprocess.run(  # no plain-HTTP listener to fall back to
+        [*cli[:4], url.replace("https://", "http://"), *cli[5:], "--execute", "select 1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert plain.returncode != 0
 
 
 # -- write-audit-publish on Nessie branches (these two run last: the second breaks bronze) ------
