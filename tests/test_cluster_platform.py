@@ -98,6 +98,18 @@ def test_loads_commit_through_nessie_and_trino_reads_them(built: Built) -> None:
             assert lh.sql(f"select count(*) from bronze.{name}").column(0)[0].as_py() == rows, name
 
 
+def test_settings_show_the_running_stacks_endpoints_and_no_secret(built: Built) -> None:
+    shown = run_cli("settings", home=built.stack.home, env=STACK)
+    assert shown.returncode == 0, shown.stderr
+    settings = json.loads(shown.stdout)
+    nessie = _stack_state(built.stack)["services"]["nessie"]["endpoints"]
+    assert settings["catalog"]["uri"] == nessie["iceberg"]
+    assert settings["catalog"]["nessie_api"] == nessie["api"]
+    assert settings["engine"]["type"] == "trino"
+    secret = _stack_state(built.stack)["secret_access_key"]
+    assert secret not in shown.stdout and settings["storage"]["secret_access_key"] == "***"
+
+
 def test_dbt_builds_every_layer_on_trino_and_the_kpis_equal_the_embedded_build(built: Built) -> None:
     assert built.trino_build == 0, "dbt build --target trino failed: see dbt/trino/logs in the home"
     assert built.local_build == 0

@@ -266,5 +266,9 @@ def maintain_expire_snapshots(
 
 @app.command("settings")
 def show_settings() -> None:
-    """Show the effective settings (secrets masked: secret fields, passwords in URLs)."""
-    _print_json(Settings.load().display())
+    """Show the effective settings (secrets masked: secret fields, passwords in URLs); in the
+    stack profile, with the running stack's endpoints filled in as every command takes them."""
+    from lakehouse.config import apply_stack_state
+
+    settings = Settings.load()
+    _print_json((apply_stack_state(settings) if settings.profile == "stack" else settings).display())
