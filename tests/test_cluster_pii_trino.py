@@ -2,12 +2,14 @@
 trino-pii plugin, which decrypts with the platform's keystore. A cleared user (carol) reads clear
 text equal to what was loaded; a user without bronze (dana) is refused; once `lakehouse gdpr
 forget` destroyed a customer's data key, a copy of that customer's ciphertext decrypts to NULL on
-Trino within about two seconds.
+Trino within about two seconds. The function decrypts for the policy's readers alone: whoever
+else calls it on a ciphertext they hold, in whatever shape of query, gets no clear text.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import secrets
 import time
 from collections.abc import Iterator
@@ -19,7 +21,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from lakehouse import Lakehouse, Settings
+from lakehouse.config import TRINO_OPERATOR, read_state
 from lakehouse.errors import AccessDenied, LakehouseError
+from lakehouse.local._trino import CATALOG
 
 from .conftest import run_cli
 
@@ -141,26 +145,120 @@ def test_pii_decrypt_of_a_value_that_is_not_ciphertext_fails_the_query(loaded: L
         lh.sql("select pii_decrypt('Ada Lovelace')")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="security gap: Trino checks no access for plugin (system.builtin) functions and the OPA "
-    "policy has no ExecuteFunction rule, so any authenticated user can call pii_decrypt on a "
-    "ciphertext they hold; the embedded engine avoids this by registering its UDF only in the "
-    "privileged source session",
-)
-def test_a_user_without_clearance_cannot_decrypt_a_ciphertext_by_calling_the_function(loaded: Loaded) -> None:
-    with Lakehouse(_settings(loaded.home)) as operator:
-        ids = ", ".join(f"'{i}'" for i in loaded.names)
-        ciphertext = (
-            operator.sql(
-                f"select full_name from bronze.customers where customer_id in ({ids}) order by customer_id desc limit 1"
-            )
-            .column(0)[0]
-            .as_py()
-        )
-    with Lakehouse(_settings(loaded.home), user="dana") as lh:
-        try:
-            got = lh.sql(f"select pii_decrypt('{ciphertext}')").column(0)[0].as_py()
-        except LakehouseError as exc:
-            got = f"refused: {exc}"
-    assert not got or got.startswith("refused"), f"dana decrypted a ciphertext: {got!r}"
+# --- calling the function directly ------------------------------------------------------------
+# Trino checks no access on a plugin's functions: pii_decrypt decides itself, by the session user,
+# from the compiled policy's readers (trino/pii_readers.json). Each shape a query can take to reach
+# it: carol (a reader) gets clear text through every one (so each shape does call the function),
+# every other user gets an error or NULL, never the clear text.
+
+VARIANTS = {
+    "direct": "select pii_decrypt({c})",
+    "qualified": "select system.builtin.pii_decrypt({c})",
+    "subquery": "select v from (select pii_decrypt({c}) as v)",
+    "cte": "with t as (select pii_decrypt({c}) as v) select v from t",
+    "with-lateral": (
+        "with t(c) as (values {c}) select v from t cross join lateral (select pii_decrypt(t.c) as v)"
+    ),
+    "cast": "select cast(pii_decrypt(cast({c} as varchar(4000))) as varchar(200))",
+    "transform": "select element_at(transform(array[{c}], x -> pii_decrypt(x)), 1)",
+    "try": "select try(pii_decrypt({c}))",
+    "coalesce": "select coalesce(pii_decrypt({c}), 'none')",
+    "inline-function": "with function f(x varchar) returns varchar return pii_decrypt(x) select f({c})",
+}
+UNCLEARED = ("dana", "sam", "alice", "svc-ml")
+
+
+@pytest.fixture(scope="module")
+def ciphertext(loaded: Loaded) -> tuple[str, str]:
+    """(a stored ciphertext, its clear text), as the operator reads it."""
+    last = max(loaded.names)
+    return _stored(loaded.home, [last])[last], loaded.names[last]
+
+
+def _run_as(home: Path, user: str, sql: str) -> str | None:
+    """The first value ``sql`` gives ``user``, or ``refused: <error>`` if the query fails."""
+    try:
+        with Lakehouse(_settings(home), user=user) as lh:
+            value: str | None = lh.sql(sql).column(0)[0].as_py()
+    except LakehouseError as exc:
+        return f"refused: {exc}"
+    return value
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_a_cleared_user_decrypts_through_every_shape_of_query(
+    loaded: Loaded, ciphertext: tuple[str, str], variant: str
+) -> None:
+    value, clear = ciphertext
+    assert _run_as(loaded.home, "carol", VARIANTS[variant].format(c=_literal(value))) == clear
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("user", UNCLEARED)
+def test_a_user_without_clearance_cannot_decrypt_a_ciphertext_by_calling_the_function(
+    loaded: Loaded, ciphertext: tuple[str, str], user: str, variant: str
+) -> None:
+    value, clear = ciphertext
+    got = _run_as(loaded.home, user, VARIANTS[variant].format(c=_literal(value)))
+    assert got is not None and got.startswith("refused: "), f"{user} was not refused: {got!r}"
+    assert clear not in got, f"{user} got the clear text: {got!r}"
+    assert f"pii_decrypt: {user} is not cleared to decrypt personal data" in got  # not a syntax error
+
+
+def _impersonating(home: Path, user: str, sql: str) -> str | None:
+    """The first value ``sql`` gives when the operator account authenticates and the session
+    runs as ``user`` (Trino impersonation, which the policy allows the operator alone)."""
+    import requests
+    import trino
+
+    trino_record = (read_state(_settings(home)) or {})["services"]["trino"]
+    principal = TRINO_OPERATOR
+    password = json.loads(Path(trino_record["files"]["passwords"]).read_text())[principal]
+    host, port = trino_record["endpoints"]["https"].removeprefix("https://").rsplit(":", 1)
+    http = requests.Session()
+    http.trust_env = False
+    http.verify = trino_record["files"]["ca"]
+    connection = trino.dbapi.connect(
+        host=host,
+        port=int(port),
+        user=user,
+        http_scheme="https",
+        auth=trino.auth.BasicAuthentication(principal, password),
+        http_session=http,
+        catalog=CATALOG,
+    )
+    try:
+        cursor = connection.cursor()
+        cursor.execute(sql)
+        rows = cursor.fetchall()
+    except trino.exceptions.TrinoUserError as exc:
+        return f"refused: {exc.error_name}: {exc.message}"
+    finally:
+        connection.close()
+        http.close()
+    value: str | None = rows[0][0]
+    return value
+
+
+def test_the_session_user_decides_not_the_account_that_authenticated(
+    loaded: Loaded, ciphertext: tuple[str, str]
+) -> None:
+    """The operator (no reader: it reads data as stored) is refused; impersonating carol it gets
+    clear text, impersonating dana it is refused as dana: the user queries run as decides."""
+    value, clear = ciphertext
+    sql = f"select pii_decrypt({_literal(value)})"
+    operator = _impersonating(loaded.home, TRINO_OPERATOR, sql)
+    assert operator == (
+        f"refused: PERMISSION_DENIED: pii_decrypt: {TRINO_OPERATOR} is not cleared to decrypt personal data"
+    )
+    assert _impersonating(loaded.home, "carol", sql) == clear
+    as_dana = _impersonating(loaded.home, "dana", sql)
+    assert as_dana == "refused: PERMISSION_DENIED: pii_decrypt: dana is not cleared to decrypt personal data"
+    # through the mask, as carol: the session user inside a column mask is still the querying user
+    [customer] = [k for k, v in loaded.names.items() if v == clear]
+    masked = f"select full_name from bronze.customers where customer_id = {_literal(customer)}"
+    assert _impersonating(loaded.home, "carol", masked) == clear

@@ -1,6 +1,7 @@
 """The Trino plugin's ``pii_decrypt`` (services/trino-pii) and the Python keystore decrypt the
 shared vectors (tests/vectors/pii_v1.json) alike: the same clear text, NULL for a forgotten
-subject, an error for everything else. And how ``lakehouse stack install`` builds the plugin."""
+subject, an error for everything else; the plugin decrypts only for the users of its readers
+file. And how ``lakehouse stack install`` builds the plugin."""
 
 from __future__ import annotations
 
@@ -142,6 +143,7 @@ def test_the_trino_plugin_decrypts_every_vector_as_python_does() -> None:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     got = json.loads(result.stdout)
+    _check_readers(got.pop("readers"))
     errors = {
         phase: {name: outcome.pop("error") for name, outcome in cases.items() if "error" in outcome}
         for phase, cases in got.items()
@@ -155,6 +157,36 @@ def test_the_trino_plugin_decrypts_every_vector_as_python_does() -> None:
     assert "is not base64" in messages["forgotten-bad-base64"]
     assert "not UTF-8" in messages["not-utf8"]
     assert not any("Ada Lovelace" in m for m in messages.values())
+
+
+def _check_readers(got: dict[str, Any]) -> None:
+    """The SQL function's core (``PiiGuard``) with a readers file naming carol: only carol gets
+    clear text; the keystore is never reached for anyone else; a revoked, damaged, malformed or
+    removed file refuses everyone (closed), naming LAKEHOUSE_PII_READERS_FILE."""
+    case = next(c for c in _vectors()["cases"] if c["name"] == got.pop("case"))
+    assert got.pop("keystore_reached_for_others") == 0
+    clear = case["after_forget"]
+    assert clear["outcome"] == "value"
+    outcomes = {step: outcome["outcome"] for step, outcome in got.items()}
+    assert outcomes == {
+        "carol": "value",
+        "dana": "denied",
+        "dana_null": "denied",  # refused before anything, even a NULL
+        "Carol": "denied",  # the session user, exactly
+        "empty_user": "denied",
+        "revoked": "denied",
+        "damaged": "denied",
+        "not_names": "denied",
+        "restored": "value",
+        "removed": "denied",
+    }
+    assert got["carol"]["value"] == got["restored"]["value"] == clear["value"]
+    assert got["dana"]["error"] == "dana is not cleared to decrypt personal data"
+    assert got["revoked"]["error"] == "carol is not cleared to decrypt personal data"
+    for step in ("damaged", "not_names", "removed"):
+        assert got[step]["error"].startswith("nobody may decrypt personal data: the readers file ")
+        assert "(LAKEHOUSE_PII_READERS_FILE)" in got[step]["error"]
+    assert not any(clear["value"] in o.get("error", "") for o in got.values())
 
 
 @pytest.mark.integration

@@ -2,12 +2,14 @@
 
 - SQL fragments for Trino and for DuckDB (row filters, column masks) that compute the same values;
 - Trino's OPA plugin: a static Rego module (``governance/trino.rego``) plus a generated data document;
-- Trino's file-based access control ``rules.json``, the simpler alternative.
+- Trino's file-based access control ``rules.json``, the simpler alternative;
+- who may call Trino's ``pii_decrypt`` (``trino/pii_readers.json``, read by the trino-pii plugin).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -226,13 +228,42 @@ def trino_decision_sql(decision: Decision, catalog: str = "iceberg") -> tuple[st
     )
 
 
+# --- Trino: who may decrypt ---------------------------------------------------------------------
+
+
+PII_READERS_FILE = Path("trino") / "pii_readers.json"  # under write_compiled's ``out``
+
+
+def pii_readers(policy: Policy) -> list[str]:
+    """The users whose principal holds the clearance of an encrypted sensitive class, sorted: the
+    only session users for whom Trino's ``pii_decrypt`` decrypts. Trino checks no access on a
+    plugin's functions, so the function checks this list itself; the masks the policy gives these
+    users call it, and nobody else gets clear text from it, whatever the query."""
+    _refuse_operator_names(policy)
+    encrypted = {clearance for clearance, spec in policy.sensitive.items() if spec["encrypted"]}
+    return sorted(p.name for p in policy.principals.values() if p.clearances & encrypted)
+
+
+def write_pii_readers(policy: Policy, out: Path) -> Path:
+    """``out/trino/pii_readers.json``: ``pii_readers`` as a JSON list, swapped in whole (the
+    plugin re-reads it when it changes: it sees the old list or the new one, never a part)."""
+    path = out / PII_READERS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    partial.write_text(json.dumps(pii_readers(policy), indent=2) + "\n")
+    os.replace(partial, path)
+    return path
+
+
 def write_compiled(
     policy: Policy, schemas: dict[str, list[str]], out: Path, *, catalog: str = "iceberg"
 ) -> list[Path]:
-    """``out/opa/lakehouse.rego``, ``out/opa/data.json`` and ``out/rules.json``."""
+    """``out/opa/lakehouse.rego``, ``out/opa/data.json``, ``out/rules.json`` and
+    ``out/trino/pii_readers.json`` (``pii_readers``, for the trino-pii plugin, which re-reads it
+    when it changes)."""
     (out / "opa").mkdir(parents=True, exist_ok=True)
     written = [out / "opa" / "lakehouse.rego", out / "opa" / "data.json", out / "rules.json"]
     written[0].write_text(REGO_FILE.read_text())
     written[1].write_text(json.dumps(opa_data(policy, schemas, catalog=catalog), indent=2, sort_keys=True))
     written[2].write_text(json.dumps(rules_json(policy, schemas, catalog=catalog), indent=2))
-    return written
+    return [*written, write_pii_readers(policy, out)]

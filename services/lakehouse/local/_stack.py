@@ -269,14 +269,16 @@ def _start_service(
         return start_opa(root, layout=found["opa"], policy_dir=compiled / "opa")
     if name == "trino":
         from lakehouse.governance import load_policy
+        from lakehouse.governance._compile import PII_READERS_FILE, write_pii_readers
         from lakehouse.privacy import keystore_path, open_keystore
 
-        from ._trino import start_trino
+        from ._trino import PiiFiles, start_trino
 
         nessie = running["nessie"]
         s3 = _s3_of(state)
         iceberg = {"uri": nessie.endpoints["iceberg"], "warehouse": nessie.endpoints["warehouse"], **s3}
-        users = sorted(load_policy(project_of(settings).policies_dir).principals)
+        policy = load_policy(project_of(settings).policies_dir)
+        users = sorted(policy.principals)
         # pii_decrypt reads the platform's keystore: opened here so that it and, locally, the
         # master key exist before Trino starts. A master key from the settings (a secret) goes to
         # a 0600 file of Trino's own (open_keystore has checked it: base64 of 32 bytes).
@@ -287,6 +289,12 @@ def _start_service(
             root.mkdir(mode=0o700, parents=True, exist_ok=True)
             master_key_file.unlink(missing_ok=True)
             write_private(master_key_file, settings.keys.master_key.get_secret_value().strip())
+        # who pii_decrypt decrypts for: compiled with OPA's data by the opa branch (which starts
+        # before Trino); written here alone if OPA was kept running from a start before the file
+        # existed (OPA's own files are left as the running OPA loaded them)
+        compiled = settings.home / "stack" / "policy"
+        if not (compiled / PII_READERS_FILE).is_file():
+            write_pii_readers(policy, compiled)
         return start_trino(
             root,
             layout=found["trino"],
@@ -294,7 +302,7 @@ def _start_service(
             opa=running["opa"],
             iceberg=iceberg,
             users=users,
-            pii_keys=(keystore_path(settings), master_key_file),
+            pii=PiiFiles(keystore_path(settings), master_key_file, compiled / PII_READERS_FILE),
             # write-audit-publish: dbt builds on the branch through this catalog (transform._publish)
             branches={settings.engine.trino_wap_catalog: settings.dbt.wap_branch},
         )

@@ -16,7 +16,10 @@ that must hold secret material are 0600: the password hashes (PBKDF2), the HTTPS
 Besides Trino's own plugins the node loads ``trino-pii`` (built from ``services/trino-pii`` by
 ``lakehouse stack install``): ``pii_decrypt``, the column mask the compiled policy gives users
 cleared to see personal data. It reads the platform's keystore and master key from the files
-named by ``LAKEHOUSE_KEYSTORE_FILE`` and ``LAKEHOUSE_MASTER_KEY_FILE`` in Trino's environment.
+named by ``LAKEHOUSE_KEYSTORE_FILE`` and ``LAKEHOUSE_MASTER_KEY_FILE`` in Trino's environment,
+and decrypts only for the session users listed in ``LAKEHOUSE_PII_READERS_FILE`` (the compiled
+policy's ``trino/pii_readers.json``): Trino checks no access on a plugin's functions, so without
+that list anyone holding a ciphertext could call it.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import ssl
 import time
 import urllib.request
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +94,27 @@ ENV_KEYSTORE_FILE = "LAKEHOUSE_KEYSTORE_FILE"  # read by the trino-pii plugin's 
 
 
 ENV_MASTER_KEY_FILE = "LAKEHOUSE_MASTER_KEY_FILE"  # a file holding the base64 master key
+
+
+ENV_PII_READERS_FILE = "LAKEHOUSE_PII_READERS_FILE"  # who pii_decrypt decrypts for (a JSON list)
+
+
+@dataclass(frozen=True)
+class PiiFiles:
+    """What the trino-pii plugin's ``pii_decrypt`` reads: the keystore JSON, the file holding the
+    base64 master key, and the compiled policy's list of users it decrypts for
+    (``governance.pii_readers``). Paths, not secrets: the key files are 0600."""
+
+    keystore: Path
+    master_key: Path
+    readers: Path
+
+    def environment(self) -> dict[str, str]:
+        return {
+            ENV_KEYSTORE_FILE: str(self.keystore),
+            ENV_MASTER_KEY_FILE: str(self.master_key),
+            ENV_PII_READERS_FILE: str(self.readers),
+        }
 
 
 _USER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
@@ -289,7 +314,7 @@ def start_trino(
     opa: Running,
     iceberg: dict[str, str],
     users: Iterable[str],
-    pii_keys: tuple[Path, Path] | None = None,
+    pii: PiiFiles | None = None,
     branches: Mapping[str, str] | None = None,
     timeout: float = 180.0,
 ) -> Running:
@@ -299,9 +324,9 @@ def start_trino(
 
     ``tls``: (CA, server certificate, key) PEM files; ``opa``: the running OPA (``start_opa``:
     its four decision URLs, its CA and Trino's client PEM); ``iceberg``: see
-    ``iceberg_catalog``; ``users``: who gets a password (plus ``admin``); ``pii_keys``: the
-    keystore file and the file holding the base64 master key, for ``pii_decrypt`` (both must
-    exist; without them the function fails naming the missing variable). Endpoints: ``https``;
+    ``iceberg_catalog``; ``users``: who gets a password (plus ``admin``); ``pii``: the files
+    ``pii_decrypt`` reads (all must exist; without them the function fails naming the missing
+    variable, and without the readers it decrypts for nobody). Endpoints: ``https``;
     files: ``ca`` and ``passwords`` (0600 json, user -> password). ``branches``: more catalogs,
     each the same Nessie warehouse seen at a branch (catalog name -> branch; Nessie takes the
     branch as the first segment of its Iceberg REST path), for builds that publish by merging."""
@@ -314,12 +339,17 @@ def start_trino(
     absent += [n for n in ("ca", "client") if n not in opa.files]
     if absent:
         raise ServerError(f"the OPA record lacks {', '.join(absent)}: start OPA with start_opa")
-    if pii_keys is not None:
-        lacking = [str(path) for path in pii_keys if not path.is_file()]
+    if pii is not None:
+        lacking = [str(path) for path in (pii.keystore, pii.master_key) if not path.is_file()]
         if lacking:
             raise ServerError(
                 f"pii_decrypt's keys are missing: {', '.join(lacking)} (open the keystore first: "
                 "lakehouse.privacy.open_keystore creates it)"
+            )
+        if not pii.readers.is_file():
+            raise ServerError(
+                f"pii_decrypt's readers are missing: {pii.readers} (compile the policy first: "
+                "lakehouse.governance.write_compiled writes it)"
             )
     root.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(root, 0o700)
@@ -389,8 +419,8 @@ def start_trino(
     )
     _private(etc / "log.properties", "io.trino=INFO\n")
     env[ENV_SHARED_SECRET] = secrets.token_urlsafe(48)
-    if pii_keys is not None:  # paths, not secrets: the files are 0600
-        env[ENV_KEYSTORE_FILE], env[ENV_MASTER_KEY_FILE] = (str(path) for path in pii_keys)
+    if pii is not None:
+        env.update(pii.environment())
     env.update({k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TZ")})
     args = [
         str(java),

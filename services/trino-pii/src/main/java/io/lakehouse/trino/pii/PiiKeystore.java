@@ -6,9 +6,7 @@ import java.nio.charset.CharacterCodingException;
 import java.nio.charset.CodingErrorAction;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
-import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
-import java.nio.file.attribute.BasicFileAttributes;
 import java.security.GeneralSecurityException;
 import java.security.Key;
 import java.util.Arrays;
@@ -106,20 +104,8 @@ public final class PiiKeystore {
     // -- the file ---------------------------------------------------------------------------------
 
     private Object signature() {
-        // every write replaces the file (a new inode): inode, size and times tell a change
         try {
-            Map<String, Object> unix = Files.readAttributes(path, "unix:dev,ino,size,lastModifiedTime,ctime");
-            return List.of(unix.get("dev"), unix.get("ino"), unix.get("size"), unix.get("lastModifiedTime"),
-                    unix.get("ctime"));
-        } catch (NoSuchFileException exc) {
-            return null;
-        } catch (UnsupportedOperationException | IllegalArgumentException exc) {
-            try {
-                BasicFileAttributes basic = Files.readAttributes(path, BasicFileAttributes.class);
-                return Arrays.asList(basic.fileKey(), basic.size(), basic.lastModifiedTime());
-            } catch (IOException io) {
-                return null;
-            }
+            return FileSignature.of(path);
         } catch (IOException exc) {
             throw PiiException.configuration("cannot read the keystore " + path + ": " + exc, exc);
         }
