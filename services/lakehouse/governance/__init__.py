@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
-from ._compile import OPERATORS, filter_sql, mask_sql, table_schemas, trino_decision_sql, write_compiled
+from ._compile import (
+    OPERATORS,
+    PII_READERS_FILE,
+    filter_sql,
+    mask_sql,
+    table_schemas,
+    trino_decision_sql,
+    write_compiled,
+    write_pii_readers,
+)
 from ._policy import Decision, Policy, load_policy
 
 __all__ = [
     "OPERATORS",
+    "PII_READERS_FILE",
     "Decision",
     "Policy",
     "filter_sql",
@@ -15,4 +25,5 @@ __all__ = [
     "table_schemas",
     "trino_decision_sql",
     "write_compiled",
+    "write_pii_readers",
 ]

@@ -268,8 +268,7 @@ def _start_service(
         write_compiled(load_policy(project_of(settings).policies_dir, schemas), schemas, compiled)
         return start_opa(root, layout=found["opa"], policy_dir=compiled / "opa")
     if name == "trino":
-        from lakehouse.governance import load_policy
-        from lakehouse.governance._compile import PII_READERS_FILE, write_pii_readers
+        from lakehouse.governance import PII_READERS_FILE, load_policy, write_pii_readers
         from lakehouse.privacy import keystore_path, open_keystore
 
         from ._trino import PiiFiles, start_trino
