@@ -20,6 +20,12 @@ CHART = Path(__file__).resolve().parent.parent / "charts" / "lakehouse"
 # template -> (the chart's values path of its placeholders, the rendered manifest, the data key)
 IN_CHART = {
     "nessie/application.properties": (("nessie", "config"), "nessie-config.yaml", "application.properties"),
+    "trino/catalog/iceberg.properties": (("trino", "catalog"), "trino-config.yaml", "iceberg.properties"),
+    "trino/access-control.properties": (
+        ("trino", "accessControl"),
+        "trino-config.yaml",
+        "access-control.properties",
+    ),
 }
 
 
@@ -48,8 +54,8 @@ def render_chart(name: str, values: dict[str, Any]) -> str:
     rendered = Chart.load(str(CHART)).render(
         _chart_values(values_path, values), name="lakehouse", namespace="lakehouse", is_install=True
     )
-    document = yaml.safe_load(rendered[f"lakehouse/templates/{manifest}"])
-    return str(document["data"][key])
+    documents = yaml.safe_load_all(rendered[f"lakehouse/templates/{manifest}"])
+    return str(next(d for d in documents if d and key in d["data"])["data"][key])
 
 
 def awkward_values(name: str, salt: str) -> dict[str, str]:
@@ -114,3 +120,26 @@ def test_the_running_stack_ran_exactly_what_the_chart_renders(cluster_home: Path
         spec = json.loads(values_file.read_text())
         ran = values_file.with_name(values_file.name.removesuffix(".values.json")).read_text()
         assert render_chart(spec["template"], spec["values"]) == ran, values_file
+
+
+@pytest.mark.unit
+def test_the_publish_catalog_is_the_same_template_seen_at_the_branch() -> None:
+    """Trino's iceberg_wap catalog (write-audit-publish): the chart derives it from the catalog's
+    values and the branch as the stack does (`start_trino(branches=...)`)."""
+    from helm_python import Chart
+
+    values = awkward_values("trino/catalog/iceberg.properties", "w") | {
+        "rest_uri": "http://nessie:19120/iceberg/"
+    }
+    chart_values = _chart_values(("trino", "catalog"), values)
+    chart_values["trino"]["wapBranch"] = "wap-1"
+    rendered = Chart.load(str(CHART)).render(
+        chart_values, name="lakehouse", namespace="lakehouse", is_install=True
+    )
+    documents = list(yaml.safe_load_all(rendered["lakehouse/templates/trino-config.yaml"]))
+    wap = next(d for d in documents if "iceberg_wap.properties" in d["data"])["data"][
+        "iceberg_wap.properties"
+    ]
+    assert wap == render_config(
+        "trino/catalog/iceberg.properties", values | {"rest_uri": "http://nessie:19120/iceberg/wap-1"}
+    )

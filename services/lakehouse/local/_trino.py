@@ -43,6 +43,7 @@ from lakehouse.config import TRINO_OPERATOR, write_private
 from lakehouse.errors import ServerError
 
 from ._artifacts import INSTALL_HINT, Layout, find_java
+from ._config import render_config, write_config
 from ._process import free_port
 from ._service import Launched, Running, launch, wait_ready
 
@@ -138,46 +139,62 @@ def _properties(values: Mapping[str, str]) -> str:
     return "".join(f"{key}={value}\n" for key, value in values.items())
 
 
-def iceberg_catalog(iceberg: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
-    """The ``iceberg`` catalog's properties for an Iceberg REST catalog with native S3, and the
-    secrets they reference (environment variable -> value).
+CATALOG_TEMPLATE = "trino/catalog/iceberg.properties"
+
+
+ACCESS_CONTROL_TEMPLATE = "trino/access-control.properties"
+
+
+def iceberg_catalog(iceberg: Mapping[str, str]) -> tuple[dict[str, str], str, dict[str, str]]:
+    """The ``iceberg`` catalog for an Iceberg REST catalog with native S3: the values of the
+    chart's catalog template, the lines the template does not hold, and the secrets they
+    reference (environment variable -> value).
 
     ``iceberg``: ``uri`` (the REST catalog), ``warehouse``, ``endpoint`` and ``region`` (S3),
     ``access_key_id``, ``secret_access_key``; ``sse`` (the storage setting: ``AES256``, the
     default, asks for SSE-S3 on every object Trino writes; ``aws:kms`` for SSE-KMS; ``none``);
-    for a catalog that wants OAuth2 client credentials (SeaweedFS's), ``credential``
-    (``id:secret``) and optionally ``oauth2_server_uri`` and ``scope``. Other keys are ignored."""
+    for a catalog that wants OAuth2 client credentials (SeaweedFS's, which the tests use; the
+    chart's catalog is Nessie and never does), ``credential`` (``id:secret``) and optionally
+    ``oauth2_server_uri`` and ``scope``. Other keys are ignored."""
     required = ("uri", "warehouse", "endpoint", "region", "access_key_id", "secret_access_key")
     missing = [key for key in required if not iceberg.get(key)]
     if missing:
         raise ServerError(f"the Iceberg catalog for Trino lacks {', '.join(missing)}")
-    properties = {
-        "connector.name": "iceberg",
-        "iceberg.catalog.type": "rest",
-        "iceberg.rest-catalog.uri": iceberg["uri"],
-        "iceberg.rest-catalog.warehouse": iceberg["warehouse"],
-        "fs.native-s3.enabled": "true",
-        "s3.endpoint": iceberg["endpoint"],
-        "s3.region": iceberg["region"],
-        "s3.path-style-access": "true",
-        "s3.aws-access-key": f"${{ENV:{ENV_S3_ACCESS_KEY}}}",
-        "s3.aws-secret-key": f"${{ENV:{ENV_S3_SECRET_KEY}}}",
-    }
-    sse = {"AES256": "S3", "aws:kms": "KMS", "none": None}.get(iceberg.get("sse") or "AES256", "")
-    if sse == "":
+    sse = {"AES256": "S3", "aws:kms": "KMS", "none": "NONE"}.get(iceberg.get("sse") or "AES256")
+    if sse is None:
         raise ServerError(f"unknown server-side encryption {iceberg['sse']!r}: use AES256, aws:kms or none")
-    if sse:
-        properties["s3.sse.type"] = sse
+    values = {
+        "rest_uri": iceberg["uri"],
+        "warehouse": iceberg["warehouse"],
+        "s3_endpoint": iceberg["endpoint"],
+        "s3_region": iceberg["region"],
+        "s3_sse_type": sse,
+    }
     env = {ENV_S3_ACCESS_KEY: iceberg["access_key_id"], ENV_S3_SECRET_KEY: iceberg["secret_access_key"]}
+    extra: dict[str, str] = {}
     if iceberg.get("credential"):
-        properties["iceberg.rest-catalog.security"] = "OAUTH2"
-        properties["iceberg.rest-catalog.oauth2.credential"] = f"${{ENV:{ENV_CATALOG_CREDENTIAL}}}"
+        extra["iceberg.rest-catalog.security"] = "OAUTH2"
+        extra["iceberg.rest-catalog.oauth2.credential"] = f"${{ENV:{ENV_CATALOG_CREDENTIAL}}}"
         if iceberg.get("oauth2_server_uri"):
-            properties["iceberg.rest-catalog.oauth2.server-uri"] = iceberg["oauth2_server_uri"]
+            extra["iceberg.rest-catalog.oauth2.server-uri"] = iceberg["oauth2_server_uri"]
         if iceberg.get("scope"):
-            properties["iceberg.rest-catalog.oauth2.scope"] = iceberg["scope"]
+            extra["iceberg.rest-catalog.oauth2.scope"] = iceberg["scope"]
         env[ENV_CATALOG_CREDENTIAL] = iceberg["credential"]
-    return properties, env
+    return values, _properties(extra), env
+
+
+def access_control(opa: Running) -> dict[str, str]:
+    """The values of the chart's access-control template for the running OPA (``start_opa``)."""
+    values = {
+        "opa_url": opa.endpoints["url"],
+        "opa_client_pem": opa.files["client"],
+        "opa_ca_pem": opa.files["ca"],
+    }
+    rendered = render_config(ACCESS_CONTROL_TEMPLATE, values)
+    for name in ("allow", "batch", "rowFilters", "batchColumnMasks"):  # the template's paths are OPA's
+        if f"={opa.endpoints[name]}\n" not in rendered:
+            raise ServerError(f"the access-control template does not point at OPA's {name} decision")
+    return values
 
 
 def pbkdf2_entry(password: str, *, iterations: int = PBKDF2_ITERATIONS) -> str:
@@ -366,26 +383,18 @@ def start_trino(
         etc / "password-authenticator.properties",
         _properties({"password-authenticator.name": "file", "file.password-file": str(etc / "password.db")}),
     )
-    _private(
-        etc / "access-control.properties",
-        _properties(
-            {
-                "access-control.name": "opa",
-                "opa.policy.uri": opa.endpoints["allow"],
-                "opa.policy.batched-uri": opa.endpoints["batch"],
-                "opa.policy.row-filters-uri": opa.endpoints["rowFilters"],
-                "opa.policy.batch-column-masking-uri": opa.endpoints["batchColumnMasks"],
-                "opa.http-client.key-store-path": opa.files["client"],
-                "opa.http-client.trust-store-path": opa.files["ca"],
-            }
-        ),
-    )
-    catalog, env = iceberg_catalog(iceberg)
+    write_config(etc / "access-control.properties", ACCESS_CONTROL_TEMPLATE, access_control(opa))
+    catalog, extra, env = iceberg_catalog(iceberg)
     (etc / "catalog").mkdir(mode=0o700, exist_ok=True)
-    _private(etc / "catalog" / f"{CATALOG}.properties", _properties(catalog))
-    for name, branch in (branches or {}).items():
-        on_branch = catalog | {"iceberg.rest-catalog.uri": f"{iceberg['uri'].rstrip('/')}/{branch}"}
-        _private(etc / "catalog" / f"{name}.properties", _properties(on_branch))
+    for name, uri in {
+        CATALOG: iceberg["uri"],
+        **{name: f"{iceberg['uri'].rstrip('/')}/{branch}" for name, branch in (branches or {}).items()},
+    }.items():
+        path = write_config(
+            etc / "catalog" / f"{name}.properties", CATALOG_TEMPLATE, catalog | {"rest_uri": uri}
+        )
+        if extra:
+            _private(path, path.read_text() + extra)
     port = free_port(set())
     url = f"https://127.0.0.1:{port}"
     _private(
