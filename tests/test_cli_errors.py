@@ -74,7 +74,7 @@ def _passes_options_on(path: tuple[str, ...]) -> bool:
 
 # Commands that start a server, a stream or long work when run with no arguments: only their
 # option parsing is exercised in-process. A new command named start/serve/run is one of them.
-STARTS_WORK = {("generate",), ("demo",), ("dbt",)}
+STARTS_WORK = {("generate",), ("demo",), ("dbt",), ("build",)}
 
 
 def _starts_work(path: tuple[str, ...]) -> bool:
@@ -166,8 +166,17 @@ def test_no_arguments_is_usage_or_a_clean_run(cli: Callable[..., Result], path: 
 @pytest.mark.unit
 def test_the_lists_of_special_commands_name_real_commands() -> None:
     assert set(COMMANDS) >= STARTS_WORK
-    assert {p for p in COMMANDS if _passes_options_on(p)} == {("dbt",)}  # covered as a subprocess
+    # covered as a subprocess (dbt) and below (build)
+    assert {p for p in COMMANDS if _passes_options_on(p)} == {("dbt",), ("build",)}
     assert len(COMMANDS) > 30  # the walk found the sub-commands, not only the groups
+
+
+@pytest.mark.unit
+def test_build_without_nessie_says_what_write_audit_publish_needs(cli: Callable[..., Result]) -> None:
+    result = cli("build", "--select", "stg_regions")
+    assert_reported(result, code=1)
+    assert "write-audit-publish builds on a Nessie branch" in result.err
+    assert "lakehouse stack start" in result.err
 
 
 # --- mistakes at run time ----------------------------------------------------------------------
