@@ -5,13 +5,20 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from lakehouse import Lakehouse, Settings
+from lakehouse.config import BrokerSettings, write_private
 from lakehouse.reference import generate, write_files
+
+if TYPE_CHECKING:
+    from lakehouse.local import Layout
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL_SCALE = 0.15  # 2 stores, 20 products, 450 customers, 120 days
@@ -95,17 +102,118 @@ def stack_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         stop_stack(settings)
 
 
-@pytest.fixture
-def broker(home: Path) -> Iterator[str]:
-    """Tansu on a free loopback port for this test's home; stopped by its PID afterwards."""
+@dataclass
+class Broker:
+    """The broker a test runs against. The test's own clients (``produce``, ``ensure_topics``,
+    ``Sink``, kafka-python through ``client_config``) take ``settings``; its `lakehouse` commands
+    take ``env`` (``run_cli(..., env=broker.env)``): empty for Tansu, which the CLI finds through
+    the broker state recorded in the home; for Apache Kafka, its address, SASL_SSL as
+    ``lakehouse`` with the password in a secrets file, and its CA."""
+
+    kind: str  # "tansu" | "kafka"
+    settings: BrokerSettings
+    env: dict[str, str]
+    _restart: Callable[[], None]
+
+    def restart(self) -> None:
+        """Stop the broker by its PID and start it again on the same port (and, for Kafka, the
+        same data directory). Tansu's local log is in memory: a restart empties it."""
+        self._restart()
+
+
+def broker_client_env(settings: BrokerSettings, secrets_dir: Path) -> dict[str, str]:
+    """The environment pointing `lakehouse` commands at a SASL_SSL broker: the password goes to
+    ``secrets_dir/lakehouse_broker__password`` (0600), never into an environment variable."""
+    assert settings.password is not None
+    write_private(secrets_dir / "lakehouse_broker__password", settings.password.get_secret_value())
+    return {
+        "LAKEHOUSE_BROKER__BOOTSTRAP": settings.bootstrap or "",
+        "LAKEHOUSE_BROKER__SECURITY_PROTOCOL": settings.security_protocol,
+        "LAKEHOUSE_BROKER__SASL_MECHANISM": settings.sasl_mechanism,
+        "LAKEHOUSE_BROKER__USERNAME": settings.username or "",
+        "LAKEHOUSE_BROKER__CA_FILE": str(settings.ca_file),
+        "LAKEHOUSE_SECRETS_DIR": str(secrets_dir),
+    }
+
+
+def require_kafka_artifacts() -> Layout:
+    """The Apache Kafka layout of the artifact cache; the test skips, naming `lakehouse stack
+    install`, without it (or without the JDK it runs on)."""
+    from lakehouse.errors import ArtifactUnavailable, ToolchainMissing
+    from lakehouse.local import find_java, layouts
+
+    try:
+        layout = layouts()["kafka"]
+        find_java(layout.java or 17, purpose="kafka")
+    except (ArtifactUnavailable, ToolchainMissing) as exc:
+        pytest.skip(f"needs Apache Kafka from the artifact cache: run `lakehouse stack install` ({exc})")
+    return layout
+
+
+@contextmanager
+def apache_kafka(root: Path) -> Iterator[Broker]:
+    """A fresh Apache Kafka (KRaft, SASL_SSL with SCRAM-SHA-512, ACLs, a CA of its own) in
+    ``root``, reached as ``lakehouse``; stopped by its PID afterwards. ``restart()`` stops it
+    and starts it again on the same data directory and port."""
+    from lakehouse.config import ensure_local_tls
+    from lakehouse.config._local_state import stack_kafka
+    from lakehouse.local._kafka import start_kafka
+
+    layout = require_kafka_artifacts()
+    tls = ensure_local_tls(root / "tls", common_name="lakehouse test kafka")
+    running = [start_kafka(root / "kafka", layout=layout, tls=tls)]
+    try:
+        settings = stack_kafka(running[0].to_json(), BrokerSettings())
+
+        def restart() -> None:
+            running[0].stop()
+            running[0] = start_kafka(root / "kafka", layout=layout, tls=tls)
+            bootstrap = running[0].endpoints["bootstrap"]
+            assert bootstrap == settings.bootstrap, (
+                f"Kafka came back at {bootstrap}, not {settings.bootstrap}"
+            )
+
+        yield Broker("kafka", settings, broker_client_env(settings, root / "secrets"), restart)
+    finally:
+        running[0].stop()
+
+
+@contextmanager
+def tansu(settings: Settings, env: dict[str, str] | None = None) -> Iterator[Broker]:
+    """Tansu for ``settings``' home and profile (PLAINTEXT on loopback); stopped by its PID
+    afterwards. ``restart()`` stops it and starts it again on the same port."""
     from lakehouse.local import start_broker, stop_broker
 
-    settings = Settings(home=home)
     state = start_broker(settings)
+    port = int(str(state["bootstrap"]).rsplit(":", 1)[1])
+
+    def restart() -> None:
+        stop_broker(settings)
+        start_broker(settings, port=port)
+
     try:
-        yield str(state["bootstrap"])
+        yield Broker("tansu", BrokerSettings(bootstrap=str(state["bootstrap"])), dict(env or {}), restart)
     finally:
         stop_broker(settings)
+
+
+BROKERS = [
+    pytest.param("tansu", id="tansu"),
+    pytest.param("kafka", id="kafka", marks=[pytest.mark.cluster, pytest.mark.slow]),
+]
+
+
+@pytest.fixture(params=BROKERS)
+def broker(request: pytest.FixtureRequest, home: Path, tmp_path: Path) -> Iterator[Broker]:
+    """The test's broker, once each: Tansu on a free loopback port for this test's home, and a
+    fresh Apache Kafka of the test's own (`cluster`: topics, groups and offsets never leak
+    between tests). Both stopped by their PIDs afterwards."""
+    if request.param == "tansu":
+        with tansu(Settings(home=home)) as found:
+            yield found
+    else:
+        with apache_kafka(tmp_path / "apache-kafka") as found:
+            yield found
 
 
 def start_cli(*args: str, home: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:

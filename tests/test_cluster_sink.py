@@ -5,7 +5,9 @@ The `cluster` tests run the `lakehouse` command in the stack profile against a s
 with Apache Kafka (``kafka_home``): events land in bronze exactly once, a wrong password or an
 untrusted CA is one line, and the password is in no log and no output. The `unit` tests check
 the broker settings, how the stack profile finds its Kafka, the clients' keyword arguments and
-kafka-python's records without a broker."""
+kafka-python's records without a broker. The sink's whole battery (tests/test_streaming.py)
+also runs on an Apache Kafka of each test's own, the local profile pointed at it through the
+environment."""
 
 from __future__ import annotations
 
@@ -18,14 +20,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from lakehouse import ConfigurationError, Lakehouse, Settings
-from lakehouse.config import apply_stack_state, ensure_local_tls, process_identity, read_state, write_private
+from lakehouse.config import (
+    BrokerSettings,
+    apply_stack_state,
+    ensure_local_tls,
+    process_identity,
+    read_state,
+    write_private,
+)
 from lakehouse.errors import BrokerUnreachable
 from lakehouse.ingest.kafka import Sink, broker_errors, client_config, require_broker
 from lakehouse.reference import ensure_topics, produce
 
-from .conftest import run_cli
+from .conftest import require_kafka_artifacts, run_cli
 from .test_streaming import sink_once
 
 STACK = {"LAKEHOUSE_PROFILE": "stack"}
@@ -45,13 +55,9 @@ def kafka_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
     Temporary: the session's whole stack (``cluster_home``) does not start yet while its Trino
     and OPA are being finished; once it does, these tests take ``cluster_home`` instead."""
-    from lakehouse.errors import ArtifactUnavailable, ToolchainMissing
-    from lakehouse.local import find_java, layouts, start_stack, stop_stack
+    from lakehouse.local import start_stack, stop_stack
 
-    try:
-        find_java(layouts()["kafka"].java or 17, purpose="kafka")
-    except (ArtifactUnavailable, ToolchainMissing) as exc:
-        pytest.skip(f"needs Apache Kafka from the artifact cache: run `lakehouse stack install` ({exc})")
+    require_kafka_artifacts()
     home = tmp_path_factory.mktemp("kafka-sink") / "home"
     settings = Settings(profile="stack", home=home)
     try:
@@ -117,7 +123,7 @@ def test_the_stack_profile_reaches_its_apache_kafka_over_sasl_ssl(kafka_home: Pa
     assert broker.password is not None and broker.password.get_secret_value() == users["lakehouse"]
     # set explicitly, the bootstrap wins: the stack's Kafka is not filled in around it
     explicit = apply_stack_state(
-        Settings(profile="stack", home=kafka_home, broker={"bootstrap": "127.0.0.1:9"})
+        Settings(profile="stack", home=kafka_home, broker=BrokerSettings(bootstrap="127.0.0.1:9"))
     ).broker
     assert (explicit.bootstrap, explicit.security_protocol, explicit.password) == (
         "127.0.0.1:9",
@@ -317,8 +323,6 @@ def test_the_broker_password_comes_from_a_secrets_file_and_is_never_shown(
 
 @pytest.mark.unit
 def test_a_missing_ca_file_is_named(tmp_path: Path) -> None:
-    from lakehouse.config import BrokerSettings
-
     broker = BrokerSettings(bootstrap="kafka:9093", security_protocol="SSL", ca_file=tmp_path / "nope.pem")
     with pytest.raises(ConfigurationError, match=r"broker\.ca_file .*nope\.pem is not a file"):
         client_config(broker, client_id="t")
@@ -362,7 +366,7 @@ def test_the_stack_profile_takes_its_broker_from_the_running_stack_kafka(
     home = tmp_path / "home"
     _fake_stack(home, alive=True)
     broker = apply_stack_state(
-        Settings(profile="stack", home=home, broker={"group": "g", "partitions": 5})
+        Settings(profile="stack", home=home, broker=BrokerSettings(group="g", partitions=5))
     ).broker
     assert broker.bootstrap == "127.0.0.1:39092"
     assert (broker.security_protocol, broker.sasl_mechanism, broker.username) == (
@@ -408,14 +412,12 @@ def _closed_port() -> int:
 @pytest.fixture
 def sasl_broker(tmp_path: Path) -> Iterator[Any]:
     """SASL_SSL settings for a loopback port where nothing listens."""
-    from lakehouse.config import BrokerSettings
-
     ca, _, _ = ensure_local_tls(tmp_path / "tls")
     yield BrokerSettings(
         bootstrap=f"127.0.0.1:{_closed_port()}",
         security_protocol="SASL_SSL",
         username="lakehouse",
-        password="pw-" + os.urandom(12).hex(),
+        password=SecretStr("pw-" + os.urandom(12).hex()),
         ca_file=ca,
     )
 
