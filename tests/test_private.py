@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,21 @@ def test_demo_reference_files_do_not_outlive_the_load(home: Path) -> None:
     assert outputs[0].count("  already loaded") == 0 and outputs[0].count(" rows") == 12
     assert outputs[1].count("  already loaded") == 12
     assert customers == generate(0.05, 3)["customers"].num_rows  # loaded once, not twice
+
+
+def test_write_private_narrows_an_existing_wider_file_and_refuses_a_link(tmp_path: Path) -> None:
+    from lakehouse.config import write_private
+
+    existing = tmp_path / "credentials.json"
+    existing.write_text("old, and longer than what replaces it")
+    existing.chmod(0o644)
+    write_private(existing, "new")
+    assert existing.read_text() == "new"
+    assert stat.S_IMODE(existing.stat().st_mode) == 0o600
+    target = tmp_path / "elsewhere"
+    target.write_text("untouched")
+    link = tmp_path / "planted"
+    link.symlink_to(target)
+    with pytest.raises(OSError):
+        write_private(link, "secret")
+    assert target.read_text() == "untouched"

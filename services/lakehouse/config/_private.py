@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -69,9 +70,19 @@ def scratch_dir(parent: Path, prefix: str) -> Iterator[Path]:
 
 
 def write_private(path: Path, text: str) -> None:
-    """Write a file only its owner can read (state files hold credentials)."""
+    """Write a file only its owner can read (state files hold credentials). A file that exists
+    with a wider mode is narrowed to 0600 before anything is written into it; one that is not a
+    regular file (a link planted in its place) is refused."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a regular file: refusing to write a secret into it")
+        os.fchmod(fd, 0o600)
+        os.ftruncate(fd, 0)
+    except BaseException:
+        os.close(fd)
+        raise
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
 
