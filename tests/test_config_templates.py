@@ -26,6 +26,7 @@ IN_CHART = {
         "trino-config.yaml",
         "access-control.properties",
     ),
+    "kafka/server.properties": (("kafka", "config"), "kafka-config.yaml", "server.properties"),
 }
 
 

@@ -68,6 +68,7 @@ from lakehouse.config import write_private
 from lakehouse.errors import ServerError
 
 from ._artifacts import INSTALL_HINT, Layout, find_java
+from ._config import write_config
 from ._process import free_port
 from ._service import Running, launch, wait_ready
 
@@ -98,22 +99,6 @@ JVM_OPTIONS = (
     "-XX:+ExitOnOutOfMemoryError",
     "-Djava.awt.headless=true",
     "-Djava.net.preferIPv4Stack=true",  # IPv4 sockets for 127.0.0.1, not IPv6 ones mapping it
-)
-
-
-TLS_PROTOCOLS = "TLSv1.3,TLSv1.2"
-
-
-CIPHER_SUITES = (  # forward secrecy and AEAD only; Java's defaults also offer CBC suites
-    "TLS_AES_256_GCM_SHA384",
-    "TLS_AES_128_GCM_SHA256",
-    "TLS_CHACHA20_POLY1305_SHA256",
-    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
-    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
-    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
-    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
-    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
-    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
 )
 
 
@@ -246,59 +231,29 @@ def _refuse_if_running(root: Path) -> None:
         fcntl.lockf(stream, fcntl.LOCK_UN)
 
 
-def _server_properties(root: Path, node: dict[str, Any], ca: Path) -> str:
+SERVER_TEMPLATE = "kafka/server.properties"
+
+
+def server_values(root: Path, node: dict[str, Any], ca: Path) -> dict[str, str]:
+    """The values of the chart's ``kafka/server.properties`` template for the stack's single
+    node on loopback (the chart's StatefulSet gives each pod its own)."""
     broker, controller = node["broker_port"], node["controller_port"]
-    jaas = root / "jaas.properties"
-    settings = {
-        "process.roles": "broker,controller",
-        "node.id": "1",
-        "controller.quorum.bootstrap.servers": f"127.0.0.1:{controller}",
-        "listeners": f"BROKER://127.0.0.1:{broker},CONTROLLER://127.0.0.1:{controller}",
-        "advertised.listeners": f"BROKER://127.0.0.1:{broker},CONTROLLER://127.0.0.1:{controller}",
-        "listener.security.protocol.map": "BROKER:SASL_SSL,CONTROLLER:SASL_SSL",
-        "inter.broker.listener.name": "BROKER",
-        "controller.listener.names": "CONTROLLER",
-        "sasl.mechanism.inter.broker.protocol": MECHANISM,
-        "sasl.mechanism.controller.protocol": "PLAIN",
-        "listener.name.broker.sasl.enabled.mechanisms": MECHANISM,
-        "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
-        "config.providers": "file",
-        "config.providers.file.class": "org.apache.kafka.common.config.provider.FileConfigProvider",
-        "config.providers.file.param.allowed.paths": str(root),
-        "listener.name.broker.scram-sha-512.sasl.jaas.config": f"${{file:{jaas}:broker.scram}}",
-        "listener.name.controller.plain.sasl.jaas.config": f"${{file:{jaas}:controller.plain}}",
-        "ssl.keystore.type": "PEM",
-        "ssl.keystore.location": str(root / "keystore.pem"),
-        "ssl.truststore.type": "PEM",
-        "ssl.truststore.location": str(ca),
-        "ssl.protocol": "TLSv1.3",
-        "ssl.enabled.protocols": TLS_PROTOCOLS,
-        "ssl.cipher.suites": ",".join(CIPHER_SUITES),
-        "ssl.client.auth": "none",
-        "ssl.endpoint.identification.algorithm": "https",
-        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
-        "super.users": f"User:{ADMIN}",
-        "allow.everyone.if.no.acl.found": "false",
-        "auto.create.topics.enable": "false",
-        "log.dirs": str(root / "data"),
-        "num.partitions": "1",
-        "default.replication.factor": "1",
-        "min.insync.replicas": "1",
-        "offsets.topic.replication.factor": "1",
-        "offsets.topic.num.partitions": "1",
-        "transaction.state.log.replication.factor": "1",
-        "transaction.state.log.min.isr": "1",
-        "transaction.state.log.num.partitions": "1",
-        "share.coordinator.state.topic.replication.factor": "1",
-        "share.coordinator.state.topic.min.isr": "1",
-        "share.coordinator.state.topic.num.partitions": "1",
-        "group.initial.rebalance.delay.ms": "0",
-        "num.network.threads": "2",
-        "num.io.threads": "2",
-        "num.recovery.threads.per.data.dir": "1",
-        "background.threads": "2",
+    return {
+        "node_id": "1",
+        "controller_quorum": f"127.0.0.1:{controller}",
+        "listen_host": "127.0.0.1",
+        "advertised_host": "127.0.0.1",
+        "broker_port": str(broker),
+        "controller_port": str(controller),
+        "secrets_dir": str(root),
+        "keystore_pem": str(root / "keystore.pem"),
+        "truststore_pem": str(ca),
+        "log_dirs": str(root / "data"),
+        "replication_factor": "1",
+        "min_insync_replicas": "1",
+        "internal_topic_partitions": "1",
+        "threads": "2",
     }
-    return "".join(f"{key}={value}\n" for key, value in settings.items())
 
 
 def _write_files(
@@ -308,9 +263,7 @@ def _write_files(
     write_private(root / "keystore.pem", key.read_text().rstrip() + "\n" + cert.read_text())
     write_private(root / "jaas.properties", _jaas(credentials))
     write_private(root / "log4j2.properties", LOG4J2)
-    properties = root / "server.properties"
-    write_private(properties, _server_properties(root, node, ca))
-    return properties
+    return write_config(root / "server.properties", SERVER_TEMPLATE, server_values(root, node, ca))
 
 
 def _java(layout: Layout) -> str:
