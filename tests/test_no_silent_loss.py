@@ -9,6 +9,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,9 +31,18 @@ from lakehouse.ingest.kafka._progress import Rate, status_line
 from lakehouse.local import start_broker, stop_broker
 from lakehouse.reference import ensure_topics, produce
 
-from .conftest import LAKEHOUSE_BIN, run_cli
+from .conftest import LAKEHOUSE_BIN, run_cli, tansu
 
 # --- helpers -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def broker(home: Path) -> Iterator[str]:
+    """Tansu on a free loopback port for this test's home, its address: these tests need a broker
+    whose log is in memory, so that a restart empties it (the battery's `broker` fixture of
+    conftest also runs Apache Kafka, whose log survives)."""
+    with tansu(Settings(home=home)) as found:
+        yield str(found.settings.bootstrap)
 
 
 def rows(home: Path, sql: str) -> list[dict]:
