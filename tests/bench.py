@@ -193,9 +193,39 @@ def bench_queries(home: Path, runs: int) -> dict[str, Any]:
     }
 
 
+def raw_consume(broker: Any, topic: str, events: int) -> float:
+    """Seconds for kafka-python to read ``events`` records of ``topic`` from the first one on,
+    nothing else done with them: the baseline of the sink's throughput. ``broker``: a
+    ``host:port`` or ``BrokerSettings`` (TLS, SASL), as every platform client takes it."""
+    from kafka import KafkaConsumer
+
+    from lakehouse.ingest.kafka import client_config
+
+    consumer = KafkaConsumer(
+        topic,
+        **client_config(broker, client_id="bench-raw"),
+        group_id="bench-raw",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=1000,
+        max_poll_records=5000,
+        max_partition_fetch_bytes=8 * 1024 * 1024,
+        fetch_max_bytes=32 * 1024 * 1024,
+    )
+    seen, first = 0, None
+    try:
+        while seen < events:
+            for records in consumer.poll(timeout_ms=500).values():
+                first = first or time.monotonic()
+                seen += len(records)
+        return time.monotonic() - (first or time.monotonic())
+    finally:
+        consumer.close()
+
+
 def bench_streaming(work: Path, events: int) -> dict[str, Any]:
     """Events/s from topic to committed bronze rows against raw consumption by the same client."""
-    from kafka import KafkaConsumer
 
     from lakehouse.ingest.kafka import Sink
     from lakehouse.local import start_broker, stop_broker
@@ -205,25 +235,7 @@ def bench_streaming(work: Path, events: int) -> dict[str, Any]:
     bootstrap = str(start_broker(settings)["bootstrap"])
     try:
         produce(bootstrap, "orders", count=events, seed=1)
-        consumer = KafkaConsumer(
-            "orders",
-            bootstrap_servers=bootstrap,
-            group_id="bench-raw",
-            auto_offset_reset="earliest",
-            enable_auto_commit=False,
-            session_timeout_ms=6000,
-            heartbeat_interval_ms=1000,
-            max_poll_records=5000,
-            max_partition_fetch_bytes=8 * 1024 * 1024,
-            fetch_max_bytes=32 * 1024 * 1024,
-        )
-        seen, first = 0, None
-        while seen < events:
-            for records in consumer.poll(timeout_ms=500).values():
-                first = first or time.monotonic()
-                seen += len(records)
-        raw_seconds = time.monotonic() - (first or time.monotonic())
-        consumer.close()
+        raw_seconds = raw_consume(bootstrap, "orders", events)
         with Lakehouse(settings) as lh:
             sink = Sink(lh.catalog, bootstrap, ["orders"], idle_exit=2, settings=lh.settings)
             stats = sink.run()

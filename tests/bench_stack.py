@@ -19,10 +19,7 @@ from typing import Any
 from lakehouse import Lakehouse, Settings
 from lakehouse.transform import run_dbt
 
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+from .bench import percentile, raw_consume
 
 
 def _timed(queries: dict[str, str], lh: Lakehouse, runs: int) -> list[float]:
@@ -34,34 +31,6 @@ def _timed(queries: dict[str, str], lh: Lakehouse, runs: int) -> list[float]:
             lh.sql(query)
             seconds.append(time.perf_counter() - t)
     return seconds
-
-
-def _raw_consume(broker: Any, topic: str, events: int) -> float:
-    from kafka import KafkaConsumer
-
-    from lakehouse.ingest.kafka import client_config
-
-    consumer = KafkaConsumer(
-        topic,
-        **client_config(broker, client_id="bench-raw"),
-        group_id="bench-raw",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        session_timeout_ms=6000,
-        heartbeat_interval_ms=1000,
-        max_poll_records=5000,
-        max_partition_fetch_bytes=8 * 1024 * 1024,
-        fetch_max_bytes=32 * 1024 * 1024,
-    )
-    seen, first = 0, None
-    try:
-        while seen < events:
-            for records in consumer.poll(timeout_ms=500).values():
-                first = first or time.monotonic()
-                seen += len(records)
-        return time.monotonic() - (first or time.monotonic())
-    finally:
-        consumer.close()
 
 
 def bench_stack(
@@ -94,7 +63,7 @@ def bench_stack(
             broker = on_trino.settings.broker
             catalog = on_trino.catalog
             produce(broker, "returns", count=events, seed=1)
-            raw_s = _raw_consume(broker, "returns", events)
+            raw_s = raw_consume(broker, "returns", events)
             stats = Sink(catalog, broker, ["returns"], idle_exit=2, settings=on_trino.settings).run()
         embedded_settings = stack.model_copy(deep=True)
         embedded_settings.engine.type = "duckdb"

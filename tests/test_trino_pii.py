@@ -6,6 +6,7 @@ file. And how ``lakehouse stack install`` builds the plugin."""
 from __future__ import annotations
 
 import base64
+import functools
 import importlib.util
 import json
 import os
@@ -16,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from lakehouse.errors import ArtifactUnavailable, KeyShredded, ToolchainMissing
+from lakehouse.errors import ArtifactUnavailable, ToolchainMissing
 from lakehouse.local import _artifacts as artifacts
 from lakehouse.privacy._keystore import REFRESH_SECONDS, Keystore
 
@@ -30,15 +31,23 @@ def _vectors() -> dict[str, Any]:
     return data
 
 
+@functools.cache
+def _generator() -> Any:
+    """tests/vectors/make_pii_vectors.py as a module (the vectors' own generator)."""
+    spec = importlib.util.spec_from_file_location(
+        "make_pii_vectors", VECTORS.with_name("make_pii_vectors.py")
+    )
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _python_outcome(keystore: Keystore, ciphertext: str | None) -> dict[str, Any]:
-    """What the platform's DuckDB ``pii_decrypt`` gives (query/_governed.py): KeyShredded is NULL."""
-    try:
-        plain = keystore.decrypt(ciphertext)
-    except KeyShredded:
-        return {"outcome": "null"}
-    except Exception:  # any error is the outcome "error"
-        return {"outcome": "error"}
-    return {"outcome": "null"} if plain is None else {"outcome": "value", "value": plain}
+    """What the platform's DuckDB ``pii_decrypt`` gives (query/_governed.py): KeyShredded is NULL;
+    decided by the generator's own ``outcome``, so the file and this test cannot drift apart."""
+    result: dict[str, Any] = _generator().outcome(keystore, ciphertext)
+    return result
 
 
 def _expected(vectors: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -100,13 +109,7 @@ def test_the_python_keystore_decrypts_every_vector_as_recorded(tmp_path: Path) -
 def test_regenerated_vectors_have_the_recorded_outcomes() -> None:
     """The generator, run now against the keystore as it is, decides every case as the committed
     file says (ciphertexts differ: nonces are random): the file is not stale."""
-    spec = importlib.util.spec_from_file_location(
-        "make_pii_vectors", VECTORS.with_name("make_pii_vectors.py")
-    )
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    fresh = module.build()
+    fresh = _generator().build()
 
     def outcomes(vectors: dict[str, Any]) -> list[tuple[str, Any, Any]]:
         return [(c["name"], c["before_forget"], c["after_forget"]) for c in vectors["cases"]]
