@@ -212,23 +212,20 @@ def test_a_user_without_clearance_cannot_decrypt_a_ciphertext_by_calling_the_fun
 def _impersonating(home: Path, user: str, sql: str) -> str | None:
     """The first value ``sql`` gives when the operator account authenticates and the session
     runs as ``user`` (Trino impersonation, which the policy allows the operator alone)."""
-    import requests
     import trino
+
+    from lakehouse.query import connect, https_session
 
     trino_record = (read_state(_settings(home)) or {})["services"]["trino"]
     principal = TRINO_OPERATOR
     password = json.loads(Path(trino_record["files"]["passwords"]).read_text())[principal]
-    host, port = trino_record["endpoints"]["https"].removeprefix("https://").rsplit(":", 1)
-    http = requests.Session()
-    http.trust_env = False
-    http.verify = trino_record["files"]["ca"]
-    connection = trino.dbapi.connect(
-        host=host,
-        port=int(port),
+    http = https_session(trino_record["files"]["ca"])
+    connection = connect(
+        trino_record["endpoints"]["https"],
         user=user,
-        http_scheme="https",
-        auth=trino.auth.BasicAuthentication(principal, password),
-        http_session=http,
+        principal=principal,
+        password=password,
+        session=http,
         catalog=CATALOG,
     )
     try:

@@ -262,22 +262,10 @@ def query(
     url: str, user: str, password: str, ca: Path, sql: str, *, timeout: float = 60.0
 ) -> list[list[Any]]:
     """Run ``sql`` as ``user`` over HTTPS (the CA verified) through the ``trino`` client; rows."""
-    import requests
-    import trino
+    from lakehouse.query import connect, https_session
 
-    host, port = url.removeprefix("https://").rsplit(":", 1)
-    session = requests.Session()
-    session.trust_env = False  # else REQUESTS_CA_BUNDLE overrides `verify`, and proxies apply
-    session.verify = str(ca)
-    connection = trino.dbapi.connect(
-        host=host,
-        port=int(port),
-        user=user,
-        http_scheme="https",
-        auth=trino.auth.BasicAuthentication(user, password),
-        http_session=session,
-        request_timeout=timeout,
-    )
+    session = https_session(ca)
+    connection = connect(url, user=user, principal=user, password=password, session=session, timeout=timeout)
     try:
         cursor = connection.cursor()
         cursor.execute(sql)

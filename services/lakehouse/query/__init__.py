@@ -5,6 +5,15 @@ from __future__ import annotations
 
 from ._engine import Engine
 from ._governed import MAX_QUERY_CHARS, GovernedEngine, export_duckdb, tables_in
-from ._trino import TrinoEngine
+from ._trino import TrinoEngine, connect, https_session
 
-__all__ = ["MAX_QUERY_CHARS", "Engine", "GovernedEngine", "TrinoEngine", "export_duckdb", "tables_in"]
+__all__ = [
+    "MAX_QUERY_CHARS",
+    "Engine",
+    "GovernedEngine",
+    "TrinoEngine",
+    "connect",
+    "export_duckdb",
+    "https_session",
+    "tables_in",
+]

@@ -11,6 +11,7 @@ that account do so (operators only).
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -54,6 +55,49 @@ def one_line(message: str) -> str:
     return " ".join(message.split())
 
 
+def https_session(ca: Path | str | None) -> Any:
+    """A ``requests`` session that checks Trino's certificate against ``ca`` (else the system's
+    CAs). It ignores the environment: REQUESTS_CA_BUNDLE would override ``verify``, and proxies
+    would apply."""
+    import requests
+
+    session = requests.Session()
+    session.trust_env = False
+    session.verify = str(ca) if ca else True
+    return session
+
+
+def connect(
+    url: str,
+    *,
+    user: str,
+    principal: str,
+    password: str,
+    session: Any,
+    catalog: str | None = None,
+    schema: str | None = None,
+    timeout: float = 60.0,
+) -> Any:
+    """A ``trino`` DB-API connection to ``url`` (``https://host:port``) over ``session``
+    (``https_session``): ``principal`` authenticates with ``password`` and queries run as
+    ``user`` (Trino checks that ``principal`` may impersonate a different ``user``)."""
+    import trino
+
+    host, port = url.removeprefix("https://").rsplit(":", 1)
+    return trino.dbapi.connect(
+        host=host,
+        port=int(port),
+        user=user,
+        http_scheme="https",
+        auth=trino.auth.BasicAuthentication(principal, password),
+        http_session=session,
+        catalog=catalog,
+        schema=schema,
+        request_timeout=timeout,
+        source="lakehouse",
+    )
+
+
 class TrinoEngine:
     """Queries on Trino as ``user`` (default: the configured account, else the operator)."""
 
@@ -68,26 +112,18 @@ class TrinoEngine:
         return f"https://{cfg.trino_host}:{cfg.trino_port}"
 
     def _connect(self, schema: str | None) -> Any:
-        import requests
-        import trino
-
         cfg = self.settings.engine
         if self._session is None:
-            session = requests.Session()
-            session.trust_env = False  # else REQUESTS_CA_BUNDLE overrides `verify`, and proxies apply
-            session.verify = str(cfg.trino_ca_file) if cfg.trino_ca_file else True
-            self._session = session
-        return trino.dbapi.connect(
-            host=cfg.trino_host,
-            port=cfg.trino_port,
+            self._session = https_session(cfg.trino_ca_file)
+        return connect(
+            self.url,
             user=self.user,
-            http_scheme="https",
-            auth=trino.auth.BasicAuthentication(self._principal, self._password),
-            http_session=self._session,
+            principal=self._principal,
+            password=self._password,
+            session=self._session,
             catalog=cfg.trino_catalog,
             schema=schema,
-            request_timeout=cfg.query_timeout,
-            source="lakehouse",
+            timeout=cfg.query_timeout,
         )
 
     def statements(self, query: str) -> list[str]:
