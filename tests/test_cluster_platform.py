@@ -319,6 +319,10 @@ def _client(built: Built, user: str) -> tuple[dict[str, str], str, str, str]:
     return env, url, str(applied.engine.trino_ca_file), java
 
 
+def _run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+
+
 def _tools() -> dict[str, Path]:
     from lakehouse.local import layouts
 
@@ -332,31 +336,13 @@ def test_the_jdbc_driver_connects_over_tls_and_sees_only_the_users_rows(
     env, url, ca, java = _client(built, user)
     jdbc = f"jdbc:trino://{url.removeprefix('https://')}/iceberg/gold?SSL=true&SSLTrustStorePath={ca}"
     source = Path(__file__).parent / "clients" / "JdbcQuery.java"
-    query = ["java", "-cp", str(_tools()["trino-jdbc"]), str(source), jdbc, user]
-    seen = subprocess.run(
-        [java, *query[1:], "select distinct store_id from fct_sales order by 1"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    query = [java, "-cp", str(_tools()["trino-jdbc"]), str(source), jdbc, user]
+    seen = _run([*query, "select distinct store_id from fct_sales order by 1"], env)
     assert seen.returncode == 0, seen.stderr[-2000:]
     assert seen.stdout.split() == stores
-    denied = subprocess.run(
-        [java, *query[1:], "select count(*) from bronze.customers"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    denied = _run([*query, "select count(*) from bronze.customers"], env)
     assert denied.returncode == 3 and "Access Denied" in denied.stderr
-    wrong = subprocess.run(
-        [java, *query[1:], "select 1"],
-        env={**env, "TRINO_PASSWORD": "wrong"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    wrong = _run([*query, "select 1"], {**env, "TRINO_PASSWORD": "wrong"})
     assert wrong.returncode == 3, wrong.stderr
     assert "401" in wrong.stderr or "Authentication" in wrong.stderr or "Unauthorized" in wrong.stderr
 
@@ -379,30 +365,13 @@ def test_the_trino_cli_connects_over_tls_and_sees_only_the_users_rows(built: Bui
         "--output-format",
         "CSV_UNQUOTED",
     ]
-    seen = subprocess.run(
-        [*cli, "--execute", "select distinct store_id from gold.fct_sales order by 1"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    seen = _run([*cli, "--execute", "select distinct store_id from gold.fct_sales order by 1"], env)
     assert seen.returncode == 0, seen.stderr[-2000:]
     assert seen.stdout.split() == ["S001"]
-    denied = subprocess.run(
-        [*cli, "--execute", "select count(*) from bronze.customers"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    denied = _run([*cli, "--execute", "select count(*) from bronze.customers"], env)
     assert denied.returncode != 0 and "Access Denied" in denied.stderr
-    plain = subprocess.run(  # no plain-HTTP listener to fall back to
-        [*cli[:4], url.replace("https://", "http://"), *cli[5:], "--execute", "select 1"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    # no plain-HTTP listener to fall back to
+    plain = _run([*cli[:4], url.replace("https://", "http://"), *cli[5:], "--execute", "select 1"], env)
     assert plain.returncode != 0
 
 
