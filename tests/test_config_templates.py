@@ -43,6 +43,7 @@ def _chart_values(values_path: tuple[str, ...], values: dict[str, Any]) -> dict[
             section.update(values)
         else:
             section.update({key: value or f"x-{key}" for key, value in section.items()})
+    chart_values["global"]["tls"]["existingSecret"] = "lakehouse-tls"  # TLS needs certificates
     return dict(chart_values)
 
 
