@@ -144,12 +144,30 @@ def test_lock_file_is_well_formed() -> None:
     lock = artifacts.load_lock(LOCK_FILE)
     for service in lock.services():
         servers = [a for a in lock.artifacts if a.service == service and a.role == "server"]
-        assert len(servers) == 1, service
-    assert set(lock.services()) == {"kafka", "nessie", "opa", "trino"}
+        # a service the stack runs has one server; helm is a tool alone (the chart's checks)
+        assert len(servers) == (0 if service == "helm" else 1), service
+    assert set(lock.services()) == {"helm", "kafka", "nessie", "opa", "trino"}
+    assert by_name_tool(lock, "helm").package == "helm.sh/helm/v3/cmd/helm"
     by_name = lock.by_name()
     assert by_name["trino-server"].java is not None and by_name["trino-server"].java >= 24
     assert by_name["nessie"].java is not None and by_name["nessie"].java >= 21
     assert {"iceberg", "opa"} <= set((by_name["trino-server"].unpack or {})["plugins"])
+
+
+def by_name_tool(lock: Lock, name: str) -> artifacts.Artifact:
+    tool = lock.by_name()[name]
+    assert tool.kind == "go" and tool.role == "tool" and tool.binary == name
+    return tool
+
+
+@pytest.mark.unit
+def test_a_tool_is_not_a_stack_service_and_says_how_to_build_it(tmp_path: Path) -> None:
+    lock = artifacts.load_lock(LOCK_FILE)
+    with pytest.raises(ArtifactUnavailable, match=r"helm v3\.22\.0 is not built .*stack install --only helm"):
+        artifacts.go_tool("helm", lock=lock, cache=tmp_path / "empty")
+    with pytest.raises(ArtifactUnavailable) as missing:
+        artifacts.layouts(lock=lock, cache=tmp_path / "empty")
+    assert "helm" not in str(missing.value)  # the stack does not wait for the chart's tool
 
 
 @pytest.mark.unit
@@ -158,7 +176,9 @@ def test_selecting_by_service_or_name_and_refusing_unknown_names() -> None:
     kafka = lock.select(["kafka"])
     assert len(kafka) > 10 and {a.service for a in kafka} == {"kafka"}
     assert [a.name for a in lock.select(["trino-cli", "opa"])] == ["trino-cli", "opa"]
-    with pytest.raises(ArtifactError, match=r"not in the lock: spark .*services: kafka, nessie, opa, trino"):
+    with pytest.raises(
+        ArtifactError, match=r"not in the lock: spark .*services: helm, kafka, nessie, opa, trino"
+    ):
         lock.select(["trino", "spark"])
 
 

@@ -3,7 +3,7 @@ Trino, Apache Kafka; the local profile's Tansu broker), stopped by PID."""
 
 from __future__ import annotations
 
-from ._artifacts import Layout, default_cache, find_java, layouts, load_lock
+from ._artifacts import Layout, default_cache, find_java, go_tool, layouts, load_lock
 from ._artifacts import install as install_artifacts
 from ._broker import bootstrap_servers, read_broker_state, start_broker, stop_broker
 from ._process import (
@@ -28,6 +28,7 @@ __all__ = [
     "default_cache",
     "find_java",
     "free_port",
+    "go_tool",
     "group_members",
     "install_artifacts",
     "layouts",

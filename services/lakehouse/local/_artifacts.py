@@ -1077,11 +1077,16 @@ def layouts(*, lock: Lock | None = None, cache: Path | None = None) -> dict[str,
     is unpacked on first need): raises ``ArtifactUnavailable`` naming what is missing."""
     lock = lock or load_lock()
     cache = cache or default_cache()
+    # the services the stack runs: those with a server (helm, a tool-only entry, is not one)
+    served = {a.service for a in lock.artifacts if a.role == "server"}
     missing = [
         a.name
         for a in lock.artifacts
-        if (a.kind == "maven" and not is_cached(cache, a))
-        or (a.kind == "go" and not (go_binary_dir(cache, a) / a.binary).is_file())
+        if a.service in served
+        and (
+            (a.kind == "maven" and not is_cached(cache, a))
+            or (a.kind == "go" and not (go_binary_dir(cache, a) / a.binary).is_file())
+        )
     ]
     built: dict[str, Path] = {}
     if any(a.service == "trino" for a in lock.artifacts):
@@ -1094,7 +1099,7 @@ def layouts(*, lock: Lock | None = None, cache: Path | None = None) -> dict[str,
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise ArtifactUnavailable(f"not in the artifact cache {cache}: {shown}: {INSTALL_HINT}")
     found: dict[str, Layout] = {}
-    for service in lock.services():
+    for service in sorted(served):
         members = [a for a in lock.artifacts if a.service == service]
         servers = [a for a in members if a.role == "server"]
         if len(servers) != 1:
@@ -1121,6 +1126,23 @@ def layouts(*, lock: Lock | None = None, cache: Path | None = None) -> dict[str,
             plugins=dict(built) if service == "trino" else {},
         )
     return found
+
+
+def go_tool(name: str, *, lock: Lock | None = None, cache: Path | None = None) -> Path:
+    """The binary of the locked Go tool ``name`` (``helm``: the chart's checks) as built into
+    the cache, from the cache alone: raises ``ArtifactUnavailable`` naming the command that
+    builds it when the cache lacks the locked build."""
+    lock = lock or load_lock()
+    cache = cache or default_cache()
+    artifact = lock.by_name().get(name)
+    if artifact is None or artifact.kind != "go":
+        raise ArtifactError(f"{name} is not a Go artifact of {lock.path}")
+    if not is_built(cache, artifact):
+        raise ArtifactUnavailable(
+            f"{name} {artifact.version} is not built in the artifact cache {cache}: "
+            f"run `lakehouse stack install --only {name}` (or `make chart-tools`)"
+        )
+    return go_binary_dir(cache, artifact) / artifact.binary
 
 
 def iter_cache_files(cache: Path) -> Iterator[Path]:
