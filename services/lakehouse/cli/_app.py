@@ -65,7 +65,9 @@ app.add_typer(devices_app, name="devices")
 maintain_app = typer.Typer(no_args_is_help=True, help="Table maintenance.")
 
 
-policy_app = typer.Typer(no_args_is_help=True, help="Access policies (policies/): check, compile, explain.")
+policy_app = typer.Typer(
+    no_args_is_help=True, help="Access policies (policies/): check, compile, bundle, explain."
+)
 
 
 keys_app = typer.Typer(no_args_is_help=True, help="The keystore of per-customer data keys.")

@@ -75,6 +75,29 @@ def policy_compile(
         out.print(str(path), highlight=False)
 
 
+@policy_app.command("bundle")
+def policy_bundle(
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="Directory for the bundle (the chart's: charts/lakehouse/files/opa)")
+    ] = Path("build/policy/bundle"),
+    catalog: Annotated[str, typer.Option(help="Trino catalog of the lakehouse tables")] = "iceberg",
+) -> None:
+    """Write OPA's bundle: the Trino policy, its data and OPA's authz policy (Trino's client only)."""
+    from lakehouse.governance import load_policy, table_schemas, write_opa_bundle
+
+    project = project_of(Settings.load())
+    schemas = table_schemas(project)
+    policy = load_policy(project.policies_dir, schemas)
+    try:
+        written = write_opa_bundle(policy, schemas, out_dir, catalog=catalog)
+    except OSError as exc:
+        raise LakehouseError(
+            f"cannot write OPA's bundle to {out_dir}: {exc.strerror or exc}; choose another --out"
+        ) from exc
+    for path in written:
+        out.print(str(path), highlight=False)
+
+
 @policy_app.command("export-duckdb")
 def policy_export_duckdb(
     user: Annotated[str, typer.Option("--as", help="The user whose view of the data is exported")],

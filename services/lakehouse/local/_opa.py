@@ -26,6 +26,7 @@ from typing import Any
 
 from lakehouse.config import write_private
 from lakehouse.errors import ServerError
+from lakehouse.governance import OPA_CLIENT_IDENTITY, OPA_CLIENT_NAME, authz_policy, decision_paths
 
 from ._artifacts import INSTALL_HINT, Layout
 from ._process import free_port
@@ -34,20 +35,10 @@ from ._service import Running, launch, wait_ready
 logger = logging.getLogger(__name__)
 
 
-POLICY_PACKAGE = ("lakehouse", "trino")
-
-
-# Trino's OPA plugin settings -> the rule of ``governance/trino.rego`` each one queries
-DECISIONS = {
-    "allow": "allow",  # opa.policy.uri
-    "batch": "batch",  # opa.policy.batched-uri
-    "rowFilters": "rowFilters",  # opa.policy.row-filters-uri
-    "batchColumnMasks": "batchColumnMasks",  # opa.policy.batch-column-masking-uri
-}
-
-
-CLIENT_NAME = "trino"  # the common name of the one client certificate OPA admits
-CLIENT_IDENTITY = f"CN={CLIENT_NAME}"  # how OPA names it (the subject's RDN sequence)
+# the one client OPA admits, and (decision_paths, authz_policy) the decisions it may ask for:
+# the governance package's, which writes the chart's OPA bundle from the same definitions
+CLIENT_NAME = OPA_CLIENT_NAME  # the common name of the one client certificate OPA admits
+CLIENT_IDENTITY = OPA_CLIENT_IDENTITY  # how OPA names it (the subject's RDN sequence)
 
 
 @dataclass(frozen=True)
@@ -160,29 +151,6 @@ def ensure_opa_tls(directory: Path) -> OpaTls:
         path.unlink(missing_ok=True)  # a new 0600 file, whatever mode an old one had
         write_private(path, text)
     return found
-
-
-def decision_paths() -> dict[str, str]:
-    """Each decision's URL path under OPA's data API (``/v1/data/lakehouse/trino/allow``, ...)."""
-    return {name: "/v1/data/" + "/".join((*POLICY_PACKAGE, rule)) for name, rule in DECISIONS.items()}
-
-
-def authz_policy(subject: str) -> str:
-    """OPA's ``system.authz``: ``subject`` (the client certificate's identity) may POST the
-    decision documents Trino asks for; everything else (policy and data uploads, ad-hoc
-    queries, other documents, /health) is refused."""
-    paths = sorted(["v1", *path.strip("/").split("/")[1:]] for path in decision_paths().values())
-    return (
-        "package system.authz\n\n"
-        "import rego.v1\n\n"
-        "default allow := false\n\n"
-        f"decisions := {json.dumps(paths)}\n\n"
-        "allow if {\n"
-        f"\tinput.identity == {json.dumps(subject)}\n"
-        '\tinput.method == "POST"\n'
-        "\tinput.path in decisions\n"
-        "}\n"
-    )
 
 
 def client_context(ca: Path, client: Path | None) -> ssl.SSLContext:
