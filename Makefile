@@ -32,6 +32,24 @@ $(INSTALLED): requirements.lock pyproject.toml services/edge-agent/pyproject.tom
 .PHONY: install
 install: $(INSTALLED) ## Create .venv and install the pinned platform (skipped when up to date)
 
+# The chart's checkers in a venv of their own: checkov's pins must not move requirements.lock.
+CHART_TOOLS_VENV ?= .venv-chart-tools
+CHART_TOOLS_HASH := $(shell cat infra/chart-tools.lock 2>/dev/null | sha256sum | cut -c1-16)
+CHART_TOOLS := $(CHART_TOOLS_VENV)/.installed-$(CHART_TOOLS_HASH)
+
+$(CHART_TOOLS): infra/chart-tools.lock $(INSTALLED)
+	@test -x $(CHART_TOOLS_VENV)/bin/python || $(PYTHON) -m venv $(CHART_TOOLS_VENV)
+	$(BIN)/uv pip sync --quiet --require-hashes --python $(CHART_TOOLS_VENV)/bin/python infra/chart-tools.lock
+	@rm -f $(CHART_TOOLS_VENV)/.installed-* && touch $@
+
+.PHONY: chart-tools
+chart-tools: $(CHART_TOOLS) ## The chart's checkers: helm (go install of the locked module, cached), kubernetes-validate and checkov in .venv-chart-tools (skipped when up to date)
+	$(BIN)/lakehouse stack install --only helm
+
+.PHONY: chart-tools-lock
+chart-tools-lock: install ## Re-resolve infra/chart-tools.lock (kubernetes-validate, checkov) from infra/chart-tools.in
+	$(BIN)/uv pip compile infra/chart-tools.in -o infra/chart-tools.lock --python-version 3.11 --universal --no-header --generate-hashes
+
 .PHONY: lock
 lock: ## Re-resolve requirements.lock from pyproject.toml (the in-repo edge agent is installed by make install, not locked)
 	$(BIN)/uv pip compile pyproject.toml --extra dev -o requirements.lock --python-version 3.11 --universal --no-header --generate-hashes --no-emit-package lakehouse-edge
@@ -48,7 +66,7 @@ lint: install ## ruff (lint and format), mypy, and the layer contracts (import-l
 	$(BIN)/lint-imports --no-cache
 
 .PHONY: test
-test: install ## Lint, then every tier (unit, integration, e2e): real Iceberg catalog, DuckDB, dbt, SeaweedFS, Tansu (Kafka), the TLS gateway with edge agents
+test: install chart-tools ## Lint, then every tier (unit, integration, e2e): real Iceberg catalog, DuckDB, dbt, SeaweedFS, Tansu (Kafka), the TLS gateway with edge agents, the chart (helm lint/template, kubernetes-validate, checkov)
 	$(BIN)/ruff check services tests
 	$(BIN)/ruff format --check services tests
 	$(BIN)/mypy
@@ -68,7 +86,7 @@ test-unit: install ## Only the unit tier: in-process, no server, no subprocess C
 	$(BIN)/pytest -m unit $(PYTEST_ARGS)
 
 .PHONY: test-integration
-test-integration: install ## Only the integration tier: SeaweedFS, Tansu, dbt, the TLS gateway, the CLI as a subprocess
+test-integration: install chart-tools ## Only the integration tier: SeaweedFS, Tansu, dbt, the TLS gateway, the CLI as a subprocess
 	$(BIN)/pytest -m integration $(PYTEST_ARGS)
 
 .PHONY: bench
