@@ -1,0 +1,314 @@
+{{/*
+The pieces Trino and the platform's own services (sink, gateway, dbt, maintenance) share: where
+the release's services are, which Secrets hold their credentials, and the environment and
+volumes of a platform container. Every address and Secret name of another component is decided
+here, once.
+*/}}
+
+{{/* "https" on every hop unless TLS is off (global.insecure acknowledged) */}}
+{{- define "lakehouse.scheme" -}}
+{{- if include "lakehouse.tlsEnabled" . -}}https{{- else -}}http{{- end -}}
+{{- end -}}
+
+{{/* A service of the release by the name its certificate holds: <release>-<component>.<namespace>.svc */}}
+{{- define "lakehouse.serviceHost" -}}
+{{- printf "%s.%s.svc" (include "lakehouse.name" .) .root.Release.Namespace -}}
+{{- end -}}
+
+{{/* Nessie's base URL (its Iceberg REST endpoint is <this>/iceberg, its API v2 <this>/api/v2) */}}
+{{- define "lakehouse.nessie.url" -}}
+{{- printf "%s://%s:19120" (include "lakehouse.scheme" .) (include "lakehouse.serviceHost" (dict "root" . "component" "nessie")) -}}
+{{- end -}}
+
+{{/* OPA's base URL */}}
+{{- define "lakehouse.opa.url" -}}
+{{- printf "%s://%s:8181" (include "lakehouse.scheme" .) (include "lakehouse.serviceHost" (dict "root" . "component" "opa")) -}}
+{{- end -}}
+
+{{/* Kafka's bootstrap servers: the release's brokers, else kafka.external.bootstrap */}}
+{{- define "lakehouse.kafka.bootstrap" -}}
+{{- if .Values.kafka.enabled -}}
+{{- printf "%s:9092" (include "lakehouse.serviceHost" (dict "root" . "component" "kafka")) -}}
+{{- else -}}
+{{- required "kafka.external.bootstrap: the external Kafka's HOST:PORT list" .Values.kafka.external.bootstrap -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The Secret with the platform's Kafka password and its key, as YAML {name, username, key}: the
+release's SCRAM Secret (key <platform.kafkaUser>-password), else the external one's username
+and password.
+*/}}
+{{- define "lakehouse.kafka.secret" -}}
+{{- if .Values.kafka.enabled -}}
+name: {{ include "lakehouse.kafka.scramSecret" . }}
+username: {{ include "lakehouse.kafka.clientUser" . }}
+key: {{ printf "%s-password" (include "lakehouse.kafka.clientUser" .) }}
+{{- else -}}
+name: {{ required "kafka.external.existingSecret: a Secret with username and password of the external Kafka" .Values.kafka.external.existingSecret }}
+username: ""
+key: password
+{{- end -}}
+{{- end -}}
+
+{{/* The Secret of Trino's password.db and users' passwords */}}
+{{- define "lakehouse.trino.authSecret" -}}
+{{- .Values.trino.auth.existingSecret | default (printf "%s-auth" (include "lakehouse.name" (dict "root" . "component" "trino"))) -}}
+{{- end -}}
+
+{{/* The Secret of the keystore's master key */}}
+{{- define "lakehouse.platform.keysSecret" -}}
+{{- .Values.platform.masterKey.existingSecret | default (include "lakehouse.name" (dict "root" . "component" "platform-keys")) -}}
+{{- end -}}
+
+{{/* The shared state's PersistentVolumeClaim */}}
+{{- define "lakehouse.platform.stateClaim" -}}
+{{- .Values.platform.state.existingClaim | default (include "lakehouse.name" (dict "root" . "component" "platform-state")) -}}
+{{- end -}}
+
+{{/*
+The values of Trino's catalog template: trino.catalog with rest_uri and s3_endpoint filled in
+with the release's Nessie and object store when left empty (YAML; renderConfig still refuses
+any empty value). A rest_uri left empty while Nessie is not in the release stays empty, so the
+render fails naming it; a value removed (null) is not filled in either.
+*/}}
+{{- define "lakehouse.trino.catalogValues" -}}
+{{- $values := deepCopy .Values.trino.catalog -}}
+{{- if and (hasKey $values "rest_uri") (eq (toString (index $values "rest_uri" | default "")) "") .Values.nessie.enabled -}}
+{{- $_ := set $values "rest_uri" (printf "%s/iceberg" (include "lakehouse.nessie.url" .)) -}}
+{{- end -}}
+{{- if and (hasKey $values "s3_endpoint") (eq (toString (index $values "s3_endpoint" | default "")) "") -}}
+{{- $_ := set $values "s3_endpoint" (include "lakehouse.objectStore.endpoint" .) -}}
+{{- end -}}
+{{- toYaml $values -}}
+{{- end -}}
+
+{{/* The values of Trino's access-control template: opa_url defaults to the release's OPA */}}
+{{- define "lakehouse.trino.accessControlValues" -}}
+{{- $values := deepCopy .Values.trino.accessControl -}}
+{{- if and (hasKey $values "opa_url") (eq (toString (index $values "opa_url" | default "")) "") .Values.opa.enabled -}}
+{{- $_ := set $values "opa_url" (include "lakehouse.opa.url" .) -}}
+{{- end -}}
+{{- toYaml $values -}}
+{{- end -}}
+
+{{/* The release's CA certificate, mounted in every platform container */}}
+{{- define "lakehouse.platform.caFile" -}}/etc/lakehouse/tls/ca.crt{{- end -}}
+
+{{/*
+The environment of every platform container (the cluster profile's settings, LAKEHOUSE_*):
+the catalog (Nessie), the object store, Trino, Kafka, the keystore, the project. Secrets only
+through secretKeyRef. (dict "root" $)
+*/}}
+{{- define "lakehouse.platform.env" -}}
+{{- $root := .root -}}
+{{- $s3 := include "lakehouse.objectStore.secret" $root | fromYaml -}}
+{{- $kafka := include "lakehouse.kafka.secret" $root | fromYaml -}}
+{{- $catalog := include "lakehouse.trino.catalogValues" $root | fromYaml -}}
+- name: LAKEHOUSE_PROFILE
+  value: cluster
+- name: LAKEHOUSE_HOME
+  value: /var/lib/lakehouse
+- name: LAKEHOUSE_PROJECT_DIR
+  value: {{ $root.Values.platform.projectDir | quote }}
+- name: LAKEHOUSE_SECRETS_DIR
+  value: /var/run/secrets/lakehouse
+- name: HOME
+  value: /tmp
+- name: LAKEHOUSE_CATALOG__URI
+  value: {{ $catalog.rest_uri | quote }}
+- name: LAKEHOUSE_CATALOG__WAREHOUSE
+  value: {{ $catalog.warehouse | quote }}
+{{- if $root.Values.nessie.enabled }}
+- name: LAKEHOUSE_CATALOG__NESSIE_API
+  value: {{ printf "%s/api/v2" (include "lakehouse.nessie.url" $root) | quote }}
+{{- end }}
+- name: LAKEHOUSE_STORAGE__TYPE
+  value: s3
+- name: LAKEHOUSE_STORAGE__ENDPOINT
+  value: {{ $catalog.s3_endpoint | quote }}
+- name: LAKEHOUSE_STORAGE__REGION
+  value: {{ $root.Values.objectStore.region | quote }}
+- name: LAKEHOUSE_STORAGE__BUCKET
+  value: {{ $root.Values.objectStore.bucket | quote }}
+- name: LAKEHOUSE_STORAGE__SSE
+  value: {{ get (dict "KMS" "aws:kms" "S3" "AES256" "NONE" "none") (toString $catalog.s3_sse_type) | default "aws:kms" | quote }}
+- name: LAKEHOUSE_STORAGE__ACCESS_KEY_ID
+  valueFrom:
+    secretKeyRef: {name: {{ $s3.name }}, key: {{ $s3.accessKey }}}
+- name: LAKEHOUSE_STORAGE__SECRET_ACCESS_KEY
+  valueFrom:
+    secretKeyRef: {name: {{ $s3.name }}, key: {{ $s3.secretKey }}}
+- name: LAKEHOUSE_ENGINE__TYPE
+  value: trino
+- name: LAKEHOUSE_ENGINE__TRINO_HOST
+  value: {{ include "lakehouse.serviceHost" (dict "root" $root "component" "trino") }}
+- name: LAKEHOUSE_ENGINE__TRINO_PORT
+  value: "8443"
+- name: LAKEHOUSE_ENGINE__TRINO_USER
+  value: {{ $root.Values.platform.trinoUser | quote }}
+- name: LAKEHOUSE_ENGINE__TRINO_PASSWORD
+  valueFrom:
+    secretKeyRef: {name: {{ include "lakehouse.trino.authSecret" $root }}, key: {{ printf "%s-password" $root.Values.platform.trinoUser }}}
+- name: LAKEHOUSE_ENGINE__TRINO_CA_FILE
+  value: {{ include "lakehouse.platform.caFile" $root }}
+- name: LAKEHOUSE_DBT__WAP_BRANCH
+  value: {{ $root.Values.trino.wapBranch | quote }}
+- name: LAKEHOUSE_BROKER__BOOTSTRAP
+  value: {{ include "lakehouse.kafka.bootstrap" $root | quote }}
+- name: LAKEHOUSE_BROKER__SECURITY_PROTOCOL
+  value: SASL_SSL
+- name: LAKEHOUSE_BROKER__SASL_MECHANISM
+  value: SCRAM-SHA-512
+{{- if $kafka.username }}
+- name: LAKEHOUSE_BROKER__USERNAME
+  value: {{ $kafka.username | quote }}
+{{- else }}
+- name: LAKEHOUSE_BROKER__USERNAME
+  valueFrom:
+    secretKeyRef: {name: {{ $kafka.name }}, key: username}
+{{- end }}
+- name: LAKEHOUSE_BROKER__PASSWORD
+  valueFrom:
+    secretKeyRef: {name: {{ $kafka.name }}, key: {{ $kafka.key }}}
+- name: LAKEHOUSE_BROKER__CA_FILE
+  value: {{ include "lakehouse.platform.caFile" $root }}
+- name: LAKEHOUSE_KEYS__KEYSTORE_FILE
+  value: /var/lib/lakehouse/state/keys/keystore.json
+# the release's CA for every HTTPS client of the process (Nessie's REST catalog, S3, Trino)
+- name: SSL_CERT_FILE
+  value: {{ include "lakehouse.platform.caFile" $root }}
+- name: REQUESTS_CA_BUNDLE
+  value: {{ include "lakehouse.platform.caFile" $root }}
+- name: AWS_CA_BUNDLE
+  value: {{ include "lakehouse.platform.caFile" $root }}
+{{- end -}}
+
+{{/*
+The volumes of every platform pod: the shared state, the master key (a file in the secrets
+directory the settings read: lakehouse_keys__master_key), the release's CA, /tmp.
+*/}}
+{{- define "lakehouse.platform.volumes" -}}
+- name: state
+  persistentVolumeClaim:
+    claimName: {{ include "lakehouse.platform.stateClaim" . }}
+- name: secrets
+  secret:
+    secretName: {{ include "lakehouse.platform.keysSecret" . }}
+    defaultMode: 0400
+    items:
+      - {key: master-key, path: lakehouse_keys__master_key}
+- name: tls
+  secret:
+    secretName: {{ include "lakehouse.tlsSecret" . }}
+    defaultMode: 0444
+    items:
+      - {key: ca.crt, path: ca.crt}
+- name: tmp
+  emptyDir:
+    sizeLimit: 1Gi
+{{- end -}}
+
+{{- define "lakehouse.platform.volumeMounts" -}}
+- {name: state, mountPath: /var/lib/lakehouse}
+- {name: secrets, mountPath: /var/run/secrets/lakehouse, readOnly: true}
+- {name: tls, mountPath: /etc/lakehouse/tls, readOnly: true}
+- {name: tmp, mountPath: /tmp}
+{{- end -}}
+
+{{/*
+The pod-level settings every platform pod shares: (dict "root" $ "component" "sink")
+*/}}
+{{- define "lakehouse.platform.podSpec" -}}
+serviceAccountName: {{ include "lakehouse.name" . }}
+automountServiceAccountToken: false
+enableServiceLinks: false
+securityContext:
+  {{- include "lakehouse.podSecurityContext" (dict "root" .root) | nindent 2 }}
+{{- with .root.Values.global.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/*
+Egress rules of a NetworkPolicy: DNS, then a rule per peer component and port.
+(dict "root" $ "peers" (list (list "nessie" 19120) (list "minio" 9000)))
+A peer that is external (its component not in the release) is reached anywhere on its port.
+*/}}
+{{- define "lakehouse.networkPolicy.egress" -}}
+- to:
+    - namespaceSelector:
+        matchLabels:
+          {{- toYaml .root.Values.global.networkPolicy.dnsNamespaceSelector | nindent 10 }}
+      podSelector:
+        matchLabels:
+          {{- toYaml .root.Values.global.networkPolicy.dnsPodSelector | nindent 10 }}
+  ports:
+    - {protocol: UDP, port: 53}
+    - {protocol: TCP, port: 53}
+{{- range .peers }}
+{{- $component := index . 0 }}
+{{- $port := index . 1 }}
+{{- $external := index . 2 | default false }}
+{{- if $external }}
+- ports:
+    - {protocol: TCP, port: {{ $port }}}
+{{- else }}
+- to:
+    - podSelector:
+        matchLabels:
+          {{- include "lakehouse.selectorLabels" (dict "root" $.root "component" $component) | nindent 10 }}
+  ports:
+    - {protocol: TCP, port: {{ $port }}}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* The port of a URL (its scheme's default when it names none) */}}
+{{- define "lakehouse.urlPort" -}}
+{{- $url := urlParse . -}}
+{{- $host := $url.host -}}
+{{- if regexMatch ":[0-9]+$" $host -}}
+{{- regexFind "[0-9]+$" $host -}}
+{{- else if eq $url.scheme "http" -}}80
+{{- else -}}443
+{{- end -}}
+{{- end -}}
+
+{{/*
+The peers of a platform service, as JSON (list component port external): the catalog, the
+object store, Kafka, PostgreSQL, Trino, OPA, each only when the service uses it. An external
+service (not in the release) is reached on its own port, wherever it is.
+(dict "root" $ "uses" (list "nessie" "minio" "kafka"))
+*/}}
+{{- define "lakehouse.platform.peers" -}}
+{{- $root := .root -}}
+{{- $v := $root.Values -}}
+{{- $peers := list -}}
+{{- range .uses -}}
+{{- if eq . "nessie" }}{{ $peers = append $peers (list "nessie" 19120 false) }}{{ end -}}
+{{- if eq . "opa" }}{{ $peers = append $peers (list "opa" 8181 false) }}{{ end -}}
+{{- if eq . "trino" }}{{ $peers = append $peers (list "trino" 8443 false) }}{{ end -}}
+{{- if eq . "minio" -}}
+{{- if $v.objectStore.minio.enabled }}{{ $peers = append $peers (list "minio" 9000 false) }}
+{{- else }}{{ $peers = append $peers (list "minio" (include "lakehouse.urlPort" (include "lakehouse.objectStore.endpoint" $root) | int) true) }}{{ end -}}
+{{- end -}}
+{{- if eq . "kafka" -}}
+{{- if $v.kafka.enabled }}{{ $peers = append $peers (list "kafka" 9092 false) }}
+{{- else }}{{ $peers = append $peers (list "kafka" (regexFind "[0-9]+$" (first (splitList "," (include "lakehouse.kafka.bootstrap" $root))) | default "9092" | int) true) }}{{ end -}}
+{{- end -}}
+{{- if eq . "postgresql" -}}
+{{- if $v.postgresql.enabled }}{{ $peers = append $peers (list "postgresql" 5432 false) }}
+{{- else }}{{ $peers = append $peers (list "postgresql" ($v.postgresql.external.port | int) true) }}{{ end -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $peers -}}
+{{- end -}}
+
+{{/* Renders nothing; fails when TLS is off: Trino's passwords, the gateway's devices and Kafka's SASL_SSL need it */}}
+{{- define "lakehouse.platform.requireTls" -}}
+{{- if not (include "lakehouse.tlsEnabled" .root) -}}
+{{- fail (printf "%s needs TLS (global.tls.enabled=true): it authenticates its clients with passwords or tokens, which never travel in clear" .component) -}}
+{{- end -}}
+{{- end -}}
