@@ -245,7 +245,11 @@ def sink_run(
         int, typer.Option(help="Commit as soon as caught up with the topics once this many are held")
     ] = 10_000,
     metrics_port: Annotated[
-        int | None, typer.Option(help="Serve Prometheus /metrics on 127.0.0.1 (0: free port)")
+        int | None,
+        typer.Option(
+            help="Serve Prometheus /metrics and /healthz (readiness) on sink.metrics_host, 127.0.0.1 "
+            "by default (0: free port; default: sink.metrics_port, else not served)"
+        ),
     ] = None,
     accept_offset_reset: Annotated[
         bool,
@@ -262,7 +266,7 @@ def sink_run(
     terminal a live line on stderr shows rows, rows/s, lag per topic and dead letters. In the
     stack profile the topics are the stack's Apache Kafka's when it runs (SASL_SSL)."""
     from lakehouse.contracts import load_contracts
-    from lakehouse.ingest import serve_metrics
+    from lakehouse.ingest import serve_metrics, sink_readiness
     from lakehouse.ingest.kafka import LiveLine, Sink
     from lakehouse.reference import ensure_topics
 
@@ -285,15 +289,19 @@ def sink_run(
         settings=settings,
         accept_offset_reset=accept_offset_reset,
     )
-    if metrics_port is not None:
-        server = serve_metrics(sink.stats, metrics_port)
-        err.print(f"metrics at http://127.0.0.1:{server.server_address[1]}/metrics")
+    port = settings.sink.metrics_port if metrics_port is None else metrics_port
+    server = None
+    if port is not None:
+        server = serve_metrics(sink.stats, port, host=settings.sink.metrics_host, ready=sink_readiness(sink))
+        err.print(f"metrics at {server.url}/metrics")
     live = LiveLine(sink.stats, sys.stderr).start() if sys.stderr.isatty() else None
     try:
         stats = sink.run()
     finally:
         if live is not None:
             live.close()
+        if server is not None:
+            server.shutdown()
     if output is TextOrJson.json:
         _print_json(stats.summary())
     else:

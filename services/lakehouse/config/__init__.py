@@ -22,7 +22,15 @@ from ._private import (
     write_private,
 )
 from ._project import PROJECT_ENV, Project, environment_project, find_project, project_of
-from ._settings import BrokerSettings, GatewaySettings, MaskingFormatter, Settings, mask_secrets, parse_bytes
+from ._settings import (
+    BrokerSettings,
+    GatewaySettings,
+    MaskingFormatter,
+    Settings,
+    SinkSettings,
+    mask_secrets,
+    parse_bytes,
+)
 from ._tls import ensure_local_tls
 
 __all__ = [
@@ -35,6 +43,7 @@ __all__ = [
     "MaskingFormatter",
     "Project",
     "Settings",
+    "SinkSettings",
     "alive",
     "apply_stack_state",
     "ensure_local_tls",

@@ -340,6 +340,22 @@ class GatewaySettings(BaseModel):
     header_timeout: float = Field(default=10.0, gt=0)  # to receive a request's line and headers
     body_timeout: float = Field(default=30.0, gt=0)  # to receive a request's body
     idle_timeout: int = Field(default=5, ge=1)  # keep-alive: idle connections closed after this
+    # Prometheus /metrics and /healthz over plain HTTP on a port of their own, never on the
+    # devices' TLS port; unset: not served (the chart sets 9401 and host 0.0.0.0 in a pod)
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    # /healthz checks the registry database and the catalog at most this often (probes are cheap)
+    health_interval: float = Field(default=5.0, gt=0)
+    health_timeout: float = Field(default=5.0, gt=0)  # a registry or catalog slower than this: 503
+
+
+class SinkSettings(BaseModel):
+    """The Kafka sink as a service (``lakehouse sink run``)."""
+
+    # Prometheus /metrics and /healthz over plain HTTP; unset: not served unless --metrics-port
+    # is given (the chart sets 9400 and host 0.0.0.0 in a pod)
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
 
 
 class DbtSettings(BaseModel):
@@ -376,6 +392,7 @@ class Settings(BaseSettings):
     engine: EngineSettings = Field(default_factory=EngineSettings)
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    sink: SinkSettings = Field(default_factory=SinkSettings)
     keys: KeysSettings = Field(default_factory=KeysSettings)
     dbt: DbtSettings = Field(default_factory=DbtSettings)
     # the user's project: contracts/ (every *.yml), dbt/ and policies/; unset: the nearest

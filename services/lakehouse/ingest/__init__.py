@@ -6,7 +6,15 @@ from ._conform import Format, conform
 from ._files import LoadResult, ProgressCallback, load_files, read_file
 from ._records import DEAD_LETTERS, DeadLetter, Message, fast_path, open_envelope, validate
 from ._replay import DeadLetterInfo, ReplayReport, dead_letter_id, list_dead_letters, replay_dead_letters
-from ._stats import IngestStats, serve_metrics
+from ._stats import (
+    CommitSeconds,
+    IngestStats,
+    MetricsServer,
+    Readiness,
+    serve_metrics,
+    sink_readiness,
+    sink_registry,
+)
 from ._write import (
     Batch,
     KeystoreSource,
@@ -24,6 +32,7 @@ from ._write import (
 __all__ = [
     "DEAD_LETTERS",
     "Batch",
+    "CommitSeconds",
     "DeadLetter",
     "DeadLetterInfo",
     "Format",
@@ -32,7 +41,9 @@ __all__ = [
     "LazyKeystore",
     "LoadResult",
     "Message",
+    "MetricsServer",
     "ProgressCallback",
+    "Readiness",
     "ReplayReport",
     "Writer",
     "as_stored",
@@ -51,5 +62,7 @@ __all__ = [
     "replace_model",
     "replay_dead_letters",
     "serve_metrics",
+    "sink_readiness",
+    "sink_registry",
     "validate",
 ]
