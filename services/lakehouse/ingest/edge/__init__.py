@@ -165,6 +165,7 @@ def build_app(settings: Settings) -> FastAPI:
     from ._app import Gateway, create_app
     from ._land import Lander
     from ._limits import RateLimiter
+    from ._metrics import GatewayMetrics
     from ._tokens import Tokens
 
     if settings.profile == "cluster" and settings.gateway.registry_url is None:
@@ -174,16 +175,18 @@ def build_app(settings: Settings) -> FastAPI:
     _check_schemas(g.schemas, project)
     reg, ownership = _registry_and_ownership(settings)
     keys = signing_keys(settings).ensure()
+    metrics = GatewayMetrics()
     gateway = Gateway(
         settings=settings,
         registry=reg,
         tokens=Tokens(keys, reg, issuer=g.issuer, audience=g.audience, ttl=g.token_ttl, skew=g.clock_skew),
         ingest_keys=ingest_keys(settings).ensure(),
-        lander=Lander(load_catalog(settings), project, linger=g.commit_interval),
+        lander=Lander(load_catalog(settings), project, linger=g.commit_interval, metrics=metrics),
         audit=AuditLog(paths(settings).audit),
         limiter=RateLimiter(g.rate_per_device, g.rate_burst),
         ownership=ownership,
         address_limiter=RateLimiter(g.rate_per_address, g.address_burst),
+        metrics=metrics,
     )
     return create_app(gateway)
 
@@ -216,7 +219,7 @@ def serve(settings: Settings, *, host: str | None = None, port: int | None = Non
         app,
         host=host or g.host,
         port=g.port if port is None else port,
-        http=protocol(g),
+        http=protocol(g, app.state.metrics),
         ws="none",
         ssl_context_factory=lambda _config, _default: tls_context(cert, key),
         log_config=log_config(),

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import Future
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 import pyarrow as pa
@@ -35,7 +36,7 @@ from lakehouse.errors import (
     ReferenceUnavailable,
     TokenError,
 )
-from lakehouse.ingest import validate
+from lakehouse.ingest import serve_metrics, validate
 from lakehouse_edge.envelope import CONTENT_TYPE, b64d, check_header, open_plain
 from lakehouse_edge.errors import BombError, EnvelopeError
 
@@ -44,6 +45,7 @@ from ._json import loads
 from ._keys import KeySet
 from ._land import LANDED, MAX_SEQ, OUT_OF_ORDER, Lander, Outcome
 from ._limits import RateLimiter
+from ._metrics import GatewayMetrics, Readiness, route_of
 from ._ownership import Ownership
 from ._registry import Registry
 from ._server import PROBLEM_BASE
@@ -245,6 +247,7 @@ class Gateway:
     limiter: RateLimiter  # per device
     ownership: Ownership
     address_limiter: RateLimiter  # per client address, before authentication
+    metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
 
     def ingest_key_out(self) -> IngestKeyOut:
         from lakehouse_edge.envelope import b64e
@@ -257,9 +260,18 @@ def create_app(gateway: Gateway) -> FastAPI:
     settings = gateway.settings.gateway
     contracts = load_contracts(gateway.lander.project)
     audit = gateway.audit
+    metrics = gateway.metrics
+    readiness = Readiness(
+        {
+            "the device registry database": gateway.registry.ping,
+            "the catalog": gateway.lander.catalog.list_namespaces,
+        },
+        interval=settings.health_interval,
+        timeout=settings.health_timeout,
+    )
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         gateway.lander.start()
         for identifier in settings.schemas:  # create the tables before the first device arrives
             gateway.lander.table(identifier)
@@ -267,7 +279,18 @@ def create_app(gateway: Gateway) -> FastAPI:
             await run_in_threadpool(gateway.ownership.refresh)
         except ReferenceUnavailable as exc:
             logger.warning("%s; every reading is refused until it can be", exc)
+        await run_in_threadpool(readiness.check_now)
+        readiness.start()
+        server = None
+        if settings.metrics_port is not None:  # plain HTTP, apart from the devices' TLS port
+            server = serve_metrics(
+                metrics.registry, settings.metrics_port, host=settings.metrics_host, ready=trouble
+            )
+        app.state.metrics_server = server
         yield
+        if server is not None:
+            server.shutdown()
+        readiness.stop()
         gateway.lander.stop()
         gateway.registry.close()
 
@@ -303,7 +326,21 @@ def create_app(gateway: Gateway) -> FastAPI:
             problem.status, problem.code, problem.title, problem.detail, problem.headers, **problem.extra
         )
 
+    app.state.metrics = metrics
+
     @app.middleware("http")
+    async def measure(request: Request, call_next: Any) -> Any:
+        """Counts every answer, the guard's 429s and the errors' 500s included, by route template."""
+        started = time.perf_counter()
+        route = route_of(app.router.routes, request.scope)
+        status = 500  # unless a response comes back: an exception becomes on_bug's 500
+        try:
+            response = await guard(request, call_next)
+            status = response.status_code
+            return response
+        finally:
+            metrics.answered(route, status, time.perf_counter() - started)
+
     async def guard(request: Request, call_next: Any) -> Any:
         request.state.request_id = uuid.uuid4().hex[:16]
         if request.url.path not in UNTHROTTLED:  # before anything is read, parsed or verified
@@ -414,11 +451,16 @@ def create_app(gateway: Gateway) -> FastAPI:
                 "(the same seq lands once)"
             ) from None
 
+    def trouble() -> str | None:
+        """Why the gateway cannot serve uploads now (no I/O: the registry and catalog answers are
+        the readiness thread's), or None."""
+        return lander_trouble() or readiness.trouble()
+
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> JSONResponse:
-        trouble = lander_trouble()
-        if trouble is not None:
-            return problem_response(503, "unhealthy", "Unhealthy", trouble)
+        found = trouble()
+        if found is not None:
+            return problem_response(503, "unhealthy", "Unhealthy", found)
         return JSONResponse({"status": "ok"})
 
     @app.get("/.well-known/jwks.json", summary="Public keys that verify device access tokens")

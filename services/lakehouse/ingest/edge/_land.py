@@ -42,13 +42,18 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 
 from lakehouse.config import Project
+from lakehouse.errors import LoadError
 from lakehouse.iceberg import (
     DEVICE_BATCHES,
+    Committed,
+    Plan,
     Planned,
     table_marks,
     target_arrow_schema,
 )
 from lakehouse.ingest import DEAD_LETTERS, DeadLetter, Message, Writer, received_schema
+
+from ._metrics import GatewayMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -90,8 +95,10 @@ class Lander:
         *,
         linger: float,
         clock: Callable[[], float] = time.monotonic,
+        metrics: GatewayMetrics | None = None,
     ):
         self.catalog, self.project, self.linger = catalog, project, linger  # project None: the environment's
+        self.metrics = metrics  # rows landed and commit conflicts counted here, where commits happen
         self._clock = clock
         self._waiting: dict[int, float] = {}  # id(upload) -> when it was queued, until answered
         self._queue: queue.Queue[_Upload | None] = queue.Queue()
@@ -236,19 +243,43 @@ class Lander:
                 pa.concat_tables(kept), {DEVICE_BATCHES: json.dumps(dict(sorted(new_marks.items())))}
             )
 
-        committed = self._writer.land(table, plan)
+        committed = self._land(table, plan)
         if committed is None and any(o.status in (DUPLICATE, OUT_OF_ORDER) for o in outcomes):
             # nothing was written, so nothing checked the cached table against the catalog: an
             # answer that lands nothing is given from the table as it is now (another replica)
             table = self.catalog.load_table(table.name())
-            committed = self._writer.land(table, plan)
+            committed = self._land(table, plan)
             with self._lock:
                 self._tables[identifier] = table
         if committed is not None:
             with self._lock:
                 self._tables[identifier] = committed.table
             self.commits += 1
+            if self.metrics is not None:
+                self.metrics.rows.labels(identifier).inc(committed.rows.num_rows)
         return outcomes
+
+    def _land(self, table: Table, plan: Plan[None]) -> Committed[None] | None:
+        """``Writer.land``, counting the conflicts: each plan after the first follows a commit
+        that another writer beat (``commit_with_replan``), and giving up follows one more."""
+        planned = 0
+
+        def counted(current: Table) -> Planned[None] | None:
+            nonlocal planned
+            planned += 1
+            return plan(current)
+
+        conflicts = 0
+        try:
+            committed = self._writer.land(table, counted)
+            conflicts = planned - 1
+        except LoadError:  # every attempt conflicted
+            conflicts = planned
+            raise
+        finally:
+            if self.metrics is not None and conflicts > 0:
+                self.metrics.commit_conflicts.inc(conflicts)
+        return committed
 
 
 def _decide(u: _Upload, expected: int) -> Outcome:

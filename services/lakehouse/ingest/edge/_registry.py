@@ -141,6 +141,11 @@ class Registry:
     def close(self) -> None:
         self.engine.dispose()
 
+    def ping(self) -> None:
+        """Raise unless the database answers a query now (the gateway's readiness)."""
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql("select 1")
+
     def check_store(self, store_id: str) -> None:
         self.reference.check_store(store_id)  # first: an unknown store is named with the closest one
         if not STORE_ID.fullmatch(store_id):

@@ -27,6 +27,7 @@ from uvicorn.server import ServerState
 
 from lakehouse.config import GatewaySettings
 
+from ._metrics import GatewayMetrics
 from ._text import escape
 
 logger = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ class GuardedProtocol(HttpToolsProtocol):
     header_timeout = 10.0
     body_timeout = 30.0
     max_header_bytes = 16 * 1024
+    metrics: GatewayMetrics | None = None  # counts what it refuses before the application sees it
 
     def __init__(
         self,
@@ -146,6 +148,8 @@ class GuardedProtocol(HttpToolsProtocol):
             if cycle is not None:  # the application waits for the body: tell it the client left
                 cycle.disconnected = True
                 cycle.message_event.set()
+            elif self.metrics is not None:  # a body deadline is the application's answer to count
+                self.metrics.refused_unparsed(408)
             self.transport.write(
                 raw_problem(
                     408,
@@ -157,6 +161,8 @@ class GuardedProtocol(HttpToolsProtocol):
         self.transport.close()
 
     def _refuse(self, status: int, reason: str, code: str, detail: str) -> None:
+        if self.metrics is not None:
+            self.metrics.refused_unparsed(status)
         self._cancel()
         self.transport.write(raw_problem(status, reason, code, detail))
         self.transport.close()
@@ -214,8 +220,9 @@ class GuardedProtocol(HttpToolsProtocol):
             self._follow()
 
 
-def protocol(settings: GatewaySettings) -> type[GuardedProtocol]:
-    """The protocol class with this gateway's limits."""
+def protocol(settings: GatewaySettings, metrics: GatewayMetrics | None = None) -> type[GuardedProtocol]:
+    """The protocol class with this gateway's limits (and metrics: what it refuses is counted
+    as the route ``unparsed``)."""
     return type(
         "GatewayProtocol",
         (GuardedProtocol,),
@@ -223,6 +230,7 @@ def protocol(settings: GatewaySettings) -> type[GuardedProtocol]:
             "header_timeout": settings.header_timeout,
             "body_timeout": settings.body_timeout,
             "max_header_bytes": settings.max_header_bytes,
+            "metrics": metrics,
         },
     )
 
