@@ -195,7 +195,7 @@ directory the settings read: lakehouse_keys__master_key), the release's CA, /tmp
 - name: secrets
   secret:
     secretName: {{ include "lakehouse.platform.keysSecret" . }}
-    defaultMode: 0400
+    defaultMode: 0440
     items:
       - {key: master-key, path: lakehouse_keys__master_key}
 - name: tls
@@ -228,40 +228,6 @@ securityContext:
 {{- with .root.Values.global.imagePullSecrets }}
 imagePullSecrets:
   {{- toYaml . | nindent 2 }}
-{{- end }}
-{{- end -}}
-
-{{/*
-Egress rules of a NetworkPolicy: DNS, then a rule per peer component and port.
-(dict "root" $ "peers" (list (list "nessie" 19120) (list "minio" 9000)))
-A peer that is external (its component not in the release) is reached anywhere on its port.
-*/}}
-{{- define "lakehouse.networkPolicy.egress" -}}
-- to:
-    - namespaceSelector:
-        matchLabels:
-          {{- toYaml .root.Values.global.networkPolicy.dnsNamespaceSelector | nindent 10 }}
-      podSelector:
-        matchLabels:
-          {{- toYaml .root.Values.global.networkPolicy.dnsPodSelector | nindent 10 }}
-  ports:
-    - {protocol: UDP, port: 53}
-    - {protocol: TCP, port: 53}
-{{- range .peers }}
-{{- $component := index . 0 }}
-{{- $port := index . 1 }}
-{{- $external := index . 2 | default false }}
-{{- if $external }}
-- ports:
-    - {protocol: TCP, port: {{ $port }}}
-{{- else }}
-- to:
-    - podSelector:
-        matchLabels:
-          {{- include "lakehouse.selectorLabels" (dict "root" $.root "component" $component) | nindent 10 }}
-  ports:
-    - {protocol: TCP, port: {{ $port }}}
-{{- end }}
 {{- end }}
 {{- end -}}
 
@@ -311,4 +277,68 @@ service (not in the release) is reached on its own port, wherever it is.
 {{- if not (include "lakehouse.tlsEnabled" .root) -}}
 {{- fail (printf "%s needs TLS (global.tls.enabled=true): it authenticates its clients with passwords or tokens, which never travel in clear" .component) -}}
 {{- end -}}
+{{- end -}}
+
+{{/* "true" when any of the platform's services (or Trino, which reads its keystore) is in the release */}}
+{{- define "lakehouse.platform.used" -}}
+{{- $p := .Values.platform -}}
+{{- if or $p.sink.enabled $p.gateway.enabled $p.dbt.enabled $p.maintenance.enabled .Values.trino.enabled -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+A platform container's common part: image, security context, the settings' environment and the
+volumes' mounts. (dict "root" $ "name" "sink" "resources" .Values.platform.sink.resources)
+followed by the caller's own env entries ("env": list of maps) and mounts ("mounts").
+*/}}
+{{- define "lakehouse.platform.container" -}}
+- name: {{ .name }}
+  image: {{ include "lakehouse.image" (dict "root" .root "image" .root.Values.platform.image) }}
+  imagePullPolicy: IfNotPresent
+  {{- with .args }}
+  args:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  env:
+    {{- include "lakehouse.platform.env" (dict "root" .root) | nindent 4 }}
+    {{- with .env }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  securityContext:
+    {{- include "lakehouse.containerSecurityContext" .root | nindent 4 }}
+  resources:
+    {{- toYaml .resources | nindent 4 }}
+  volumeMounts:
+    {{- include "lakehouse.platform.volumeMounts" .root | nindent 4 }}
+    {{- with .mounts }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+{{- end -}}
+
+{{/* Ingress rule: Prometheus, from any namespace, on a metrics port (only with ServiceMonitors) */}}
+{{- define "lakehouse.netpol.prometheus" -}}
+{{- if .root.Values.metrics.serviceMonitor.enabled }}
+- from:
+    - namespaceSelector: {}
+  ports:
+    - {protocol: TCP, port: {{ .port }}}
+{{- end }}
+{{- end -}}
+
+{{/* Ingress rule: the ingress controller's namespace on a port */}}
+{{- define "lakehouse.netpol.ingressController" -}}
+- from:
+    - namespaceSelector:
+        matchLabels:
+          {{- toYaml .root.Values.global.networkPolicy.ingressNamespaceSelector | nindent 10 }}
+  ports:
+    - {protocol: TCP, port: {{ .port }}}
+{{- end -}}
+
+{{/* A platform service's egress rules: DNS and each peer of lakehouse.platform.peers */}}
+{{- define "lakehouse.netpol.platformEgress" -}}
+{{- $root := .root -}}
+{{- include "lakehouse.netpol.dns" $root }}
+{{- range include "lakehouse.platform.peers" . | fromJsonArray }}
+{{- include "lakehouse.netpol.egress" (dict "root" $root "component" (index . 0) "ports" (list (index . 1)) "external" (index . 2)) }}
+{{- end }}
 {{- end -}}

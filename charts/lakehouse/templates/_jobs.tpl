@@ -1,0 +1,40 @@
+{{/*
+A CronJob of the platform image: (dict "root" $ "component" "dbt" "values" .Values.platform.dbt
+"args" (list "build")). One run at a time (concurrencyPolicy Forbid), bounded in time
+(activeDeadlineSeconds) and in retries (backoffLimit); finished Jobs are cleaned up.
+*/}}
+{{- define "lakehouse.platform.cronJob" -}}
+{{- $root := .root -}}
+{{- $v := .values -}}
+apiVersion: batch/v1
+kind: CronJob
+metadata:
+  name: {{ include "lakehouse.name" (dict "root" $root "component" .component) }}
+  labels:
+    {{- include "lakehouse.labels" (dict "root" $root "component" .component) | nindent 4 }}
+spec:
+  schedule: {{ $v.schedule | quote }}
+  concurrencyPolicy: Forbid
+  startingDeadlineSeconds: 600
+  successfulJobsHistoryLimit: 3
+  failedJobsHistoryLimit: 3
+  jobTemplate:
+    metadata:
+      labels:
+        {{- include "lakehouse.labels" (dict "root" $root "component" .component) | nindent 8 }}
+    spec:
+      backoffLimit: {{ $v.backoffLimit }}
+      activeDeadlineSeconds: {{ $v.activeDeadlineSeconds }}
+      ttlSecondsAfterFinished: 86400
+      template:
+        metadata:
+          labels:
+            {{- include "lakehouse.labels" (dict "root" $root "component" .component) | nindent 12 }}
+        spec:
+          {{- include "lakehouse.platform.podSpec" (dict "root" $root "component" .component) | nindent 10 }}
+          restartPolicy: Never
+          containers:
+            {{- include "lakehouse.platform.container" (dict "root" $root "name" .component "args" .args "resources" $v.resources) | nindent 12 }}
+          volumes:
+            {{- include "lakehouse.platform.volumes" $root | nindent 12 }}
+{{- end -}}
