@@ -210,5 +210,11 @@ def selects(selector: dict[str, Any], pod_labels: dict[str, str]) -> bool:
     return True
 
 
+def names_value(message: str, path: str) -> bool:
+    """Whether a failure message names the value ``a.b.c``: as such, or as the JSON pointer
+    ``/a/b/c`` of Helm's schema errors."""
+    return path in message or "/" + path.replace(".", "/") in message
+
+
 def manifest_text(objects: list[dict[str, Any]]) -> str:
     return yaml.safe_dump_all(objects, sort_keys=False)
