@@ -412,3 +412,36 @@ def test_gateway_route_labels_are_templates_never_raw_paths() -> None:
     assert route_of(app.router.routes, scope("GET", "/v1/devices/abc/keys")) == "/v1/devices/{device_id}/keys"
     for path in ("/x" * 100, "/v1/devices/abc/keys/..", "/%00", "/" + "é" * 40):
         assert route_of(app.router.routes, scope("POST", path)) == UNMATCHED
+
+
+@pytest.mark.unit
+def test_the_metrics_endpoint_serves_two_paths_and_says_why_it_cannot_start() -> None:
+    import socket
+
+    from lakehouse.errors import ServerError
+
+    server = serve_metrics(IngestStats(), 0, ready=lambda: None)
+    try:
+        assert health(server.port) == (200, "ok\n")
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics/../admin", timeout=10)
+        assert missing.value.code == 404
+        with pytest.raises(urllib.error.HTTPError) as posted:
+            urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", data=b"x", timeout=10)
+        assert posted.value.code == 405
+        # a scraper that asks for OpenMetrics gets it (prometheus_client negotiates)
+        asked = urllib.request.Request(
+            f"http://127.0.0.1:{server.port}/metrics",
+            headers={"Accept": "application/openmetrics-text; version=1.0.0"},
+        )
+        with urllib.request.urlopen(asked, timeout=10) as response:  # noqa: S310 (http://127.0.0.1 above)
+            assert response.headers["Content-Type"].startswith("application/openmetrics-text")
+            assert response.read().decode().endswith("# EOF\n")
+    finally:
+        server.shutdown()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ServerError, match=rf"cannot serve metrics on 127.0.0.1:{port}: .*another port"):
+            serve_metrics(IngestStats(), port)

@@ -29,6 +29,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from lakehouse.errors import ServerError
+
 logger = logging.getLogger(__name__)
 
 
@@ -322,6 +324,12 @@ def serve_metrics(
     gives ``0.0.0.0`` and a NetworkPolicy) in a daemon thread; port 0 picks a free one. A sink's
     ``IngestStats`` is served through ``sink_registry``."""
     registry = sink_registry(source) if isinstance(source, IngestStats) else source
-    server = MetricsServer(registry, host, port, ready)
+    try:
+        server = MetricsServer(registry, host, port, ready)
+    except OSError as exc:  # taken, or an address this host does not have
+        raise ServerError(
+            f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}; choose another port "
+            "(--metrics-port, LAKEHOUSE_SINK__METRICS_PORT or LAKEHOUSE_GATEWAY__METRICS_PORT) or host"
+        ) from exc
     logger.info("serving metrics at %s/metrics", server.url)
     return server
