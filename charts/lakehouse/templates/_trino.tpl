@@ -8,7 +8,7 @@ The pod of a Trino node: (dict "root" $ "component" "trino" "role" "coordinator"
 - /var/run/trino/tls (memory): what an init container in Trino's image makes from the release's
   TLS Secret: keystore.pem (key and certificate, for HTTPS and as OPA's client certificate) and
   truststore.p12 (the JDK's CAs and the release's, for Nessie's REST catalog and S3), and from
-  trino.opaClient's Secret opa-client.pem (Trino's client certificate for OPA, CN=trino).
+  opa.clientTls's Secret opa-client.pem (Trino's client certificate for OPA, CN=trino).
 - /usr/lib/trino/plugin/lakehouse-pii: the trino-pii plugin, copied from the platform image
   (trino.pii.pluginPath) by an init container.
 - Writable: /data/trino (node.data-dir) and /tmp, emptyDirs; the root file system is read-only.
@@ -163,7 +163,7 @@ spec:
         defaultMode: 0440
     - name: opa-client
       secret:
-        secretName: {{ $root.Values.trino.opaClient.existingSecret | default (printf "%s-opa-client" $trino) }}
+        secretName: {{ include "lakehouse.opa.clientSecret" $root }}
         defaultMode: 0440
     - name: tls
       emptyDir:
