@@ -139,6 +139,7 @@ through secretKeyRef. (dict "root" $)
 - name: LAKEHOUSE_STORAGE__SECRET_ACCESS_KEY
   valueFrom:
     secretKeyRef: {name: {{ $s3.name }}, key: {{ $s3.secretKey }}}
+{{- if $root.Values.trino.enabled }}
 - name: LAKEHOUSE_ENGINE__TYPE
   value: trino
 - name: LAKEHOUSE_ENGINE__TRINO_HOST
@@ -152,6 +153,7 @@ through secretKeyRef. (dict "root" $)
     secretKeyRef: {name: {{ include "lakehouse.trino.authSecret" $root }}, key: {{ printf "%s-password" $root.Values.platform.trinoUser }}}
 - name: LAKEHOUSE_ENGINE__TRINO_CA_FILE
   value: {{ include "lakehouse.platform.caFile" $root }}
+{{- end }}
 - name: LAKEHOUSE_DBT__WAP_BRANCH
   value: {{ $root.Values.trino.wapBranch | quote }}
 - name: LAKEHOUSE_BROKER__BOOTSTRAP
@@ -175,13 +177,16 @@ through secretKeyRef. (dict "root" $)
   value: {{ include "lakehouse.platform.caFile" $root }}
 - name: LAKEHOUSE_KEYS__KEYSTORE_FILE
   value: /var/lib/lakehouse/state/keys/keystore.json
-# the release's CA for every HTTPS client of the process (Nessie's REST catalog, S3, Trino)
-- name: SSL_CERT_FILE
-  value: {{ include "lakehouse.platform.caFile" $root }}
+# the release's CA for the HTTPS clients of the release's services (Nessie's REST catalog and
+# API, Trino; the release's MinIO): an external object store keeps the system's CAs
 - name: REQUESTS_CA_BUNDLE
+  value: {{ include "lakehouse.platform.caFile" $root }}
+{{- if $root.Values.objectStore.minio.enabled }}
+- name: SSL_CERT_FILE
   value: {{ include "lakehouse.platform.caFile" $root }}
 - name: AWS_CA_BUNDLE
   value: {{ include "lakehouse.platform.caFile" $root }}
+{{- end }}
 {{- end -}}
 
 {{/*
