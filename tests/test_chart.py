@@ -55,7 +55,8 @@ PRODUCTION_WORKLOADS = {
 }
 PRODUCTION_CRONJOBS = {"dbt": ("dbt",), "maintenance": ("maintenance",)}
 
-# each component switch and the components whose objects it must remove
+# each component switch and the components whose objects it must remove (and, for a service
+# others depend on, where the others then find it: SWITCHED_TO)
 SWITCHES = {
     "nessie.enabled": ("nessie",),
     "opa.enabled": ("opa",),
@@ -64,6 +65,11 @@ SWITCHES = {
     "platform.gateway.enabled": ("gateway",),
     "platform.dbt.enabled": ("dbt",),
     "platform.maintenance.enabled": ("maintenance",),
+}
+
+SWITCHED_TO = {
+    "nessie.enabled": {"trino.catalog.rest_uri": "https://nessie.catalog.example.net:19120/iceberg"},
+    "opa.enabled": {"trino.accessControl.opa_url": "https://opa.policy.example.net:8181"},
 }
 
 # an in-chart service swapped for an external one: its switch, the values that point at the
@@ -515,7 +521,8 @@ def test_every_pod_with_a_service_mounts_the_release_certificate(values_name: st
         secret_names = {c["spec"]["secretName"] for c in certificates}
         for certificate in certificates:
             assert certificate["spec"]["issuerRef"]["name"] == "lakehouse-ca", ident(certificate)
-            assert certificate["spec"].get("dnsNames"), f"{ident(certificate)} names no host"
+            spec = certificate["spec"]
+            assert spec.get("dnsNames") or spec.get("commonName"), f"{ident(certificate)} names no subject"
     else:
         assert not certificates
         secret_names = {"lakehouse-tls"}
@@ -564,7 +571,10 @@ def test_each_required_value_left_unset_fails_naming_it(path: str) -> None:
 def test_each_component_switch_removes_its_objects(switch: str, production: list[dict[str, Any]]) -> None:
     names = SWITCHES[switch]
     assert _named(production, names), f"{switch}: production renders no object of {names}"
-    off = render_set("production", **{switch.replace(".", "__"): False})
+    values = at(values_set("production"), switch, False)
+    for path, value in SWITCHED_TO.get(switch, {}).items():
+        values = at(values, path, value)
+    off = render(values)
     left = [ident(o) for o in _named(off, names)]
     assert not left, f"{switch}=false leaves {left}"
     assert off, "nothing rendered"

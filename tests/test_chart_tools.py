@@ -163,8 +163,10 @@ def _check_custom_resource(obj: dict[str, Any]) -> list[str]:
                     problems.append(f"rule {rule.get('alert')}: for {rule['for']!r} is not a duration")
     elif kind == "Certificate":
         issuer = (spec.get("issuerRef") or {}).get("name")
-        if not spec.get("secretName") or not issuer or not spec.get("dnsNames"):
-            problems.append("needs spec.secretName, spec.issuerRef.name and spec.dnsNames")
+        if not spec.get("secretName") or not issuer or not (spec.get("dnsNames") or spec.get("commonName")):
+            problems.append(
+                "needs spec.secretName, spec.issuerRef.name and spec.dnsNames (or a client's commonName)"
+            )
     elif kind == "Issuer" and not spec:
         problems.append("needs a spec (ca, selfSigned, acme, ...)")
     return [f"{ident(obj)}: {p}" for p in problems]
