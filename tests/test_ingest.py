@@ -22,7 +22,7 @@ from lakehouse.errors import LakehouseError, LoadError, SchemaMismatchError
 from lakehouse.ingest import IngestStats
 from lakehouse.ingest import _write as _ingest
 from lakehouse.ingest._write import as_stored, check_personal, ingest_sequence, received_schema
-from lakehouse.ingest.kafka._committer import Committer, _Record
+from lakehouse.ingest.kafka._committer import Committer, PackedRecords, _pack, _Record
 from lakehouse.privacy import DEAD_LETTER_SUBJECT, Keystore
 
 pytestmark = pytest.mark.unit
@@ -151,6 +151,31 @@ def _batch(messages: list[tuple[bytes | None, bytes | None]]) -> dict[tuple[str,
     for offset, (key, value) in enumerate(messages):
         pending.setdefault(("customers", offset % 2), []).append(_Record(offset, key, value))
     return pending
+
+
+@pytest.mark.parametrize(
+    ("split", "blank", "first"),
+    [("\n", "", 3), ("\n", " ", 11), ("\r", "\t", 4), ("\r\n", " \t ", 12), ("\n", "\r", 0), ("\r", "", 15)],
+)
+def test_a_message_of_two_lines_cannot_shift_rows_onto_a_blank_message(
+    lh: Lakehouse, split: str, blank: str, first: int
+) -> None:
+    """The committer process parses a clean batch from its newline-joined values: a message
+    holding two envelopes on two lines, and one the JSON reader would skip as blank, must not
+    pass as two messages (every later row would land under another message's offset)."""
+    lh.keystore.ensure({f"C{i:06d}" for i in range(20)})
+    messages: list[tuple[bytes | None, bytes | None]] = [(None, envelope(customer(i))) for i in range(16)]
+    two = envelope(customer(100)) + split.encode() + envelope(customer(101))
+    second = (first + 5) % len(messages)  # the blank one comes after or before the other
+    messages[first] = (None, two)
+    messages[second] = (None, blank.encode())
+    pending = {tp: PackedRecords(_pack(records)) for tp, records in _batch(messages).items()}
+    Committer(lh.catalog, None, IngestStats(), keystore=lh.keystore).commit_batch(pending)
+
+    dead = lh.table("bronze.dead_letters").scan().to_arrow().to_pylist()
+    assert sorted(d["source_offset"] for d in dead) == sorted([first, second])
+    landed = lh.table("bronze.customers").scan().to_arrow()
+    assert landed.num_rows == len(messages) - 2
 
 
 def test_the_sink_lands_customers_encrypted_and_seals_their_dead_letters(lh: Lakehouse) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ._conform import Format, conform
 from ._files import LoadResult, ProgressCallback, load_files, read_file
-from ._records import DEAD_LETTERS, DeadLetter, Message, fast_path, open_envelope, validate
+from ._records import DEAD_LETTERS, DeadLetter, Message, fast_path, fast_path_lines, open_envelope, validate
 from ._replay import DeadLetterInfo, ReplayReport, dead_letter_id, list_dead_letters, replay_dead_letters
 from ._stats import (
     CommitSeconds,
@@ -52,6 +52,7 @@ __all__ = [
     "dead_letter",
     "dead_letter_id",
     "fast_path",
+    "fast_path_lines",
     "list_dead_letters",
     "load_files",
     "open_envelope",

@@ -12,7 +12,8 @@ import logging
 import signal
 import time
 from collections import defaultdict
-from typing import Any, NamedTuple, TypeVar
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, NamedTuple, TypeVar, overload
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
@@ -36,6 +37,7 @@ from lakehouse.ingest import (
     Writer,
     as_stored,
     fast_path,
+    fast_path_lines,
     open_envelope,
     refused_rows,
     validate,
@@ -46,6 +48,27 @@ from ._offsets import TOPIC_IDS
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+def _flat(partitions: dict[int, Sequence[Any]]) -> list[tuple[int, Any]]:
+    return [(p, r) for p, rs in partitions.items() for r in rs]
+
+
+def _offsets(records: Sequence[Any]) -> Iterable[int]:
+    return records.offsets if isinstance(records, PackedRecords) else (r.offset for r in records)
+
+
+def _clean_batch(partitions: dict[int, Sequence[Any]], contract: Any, received: pa.Schema) -> pa.Table | None:
+    """Every partition's records parsed in one vectorized pass (``fast_path``), from the joined
+    values as they came through the pipe when they did; None for a batch that needs checking
+    message by message."""
+    lines = [rs.lines() if isinstance(rs, PackedRecords) else None for rs in partitions.values()]
+    if all(line is not None for line in lines):
+        count = sum(len(rs) for rs in partitions.values())
+        return fast_path_lines(
+            b"\n".join(line for line in lines if line is not None), count, contract, received
+        )
+    return fast_path([r.value for rs in partitions.values() for r in rs], contract, received)
 
 
 class _TaggingWriter(Writer):
@@ -93,12 +116,12 @@ class Committer:
         self.stats = stats
 
     def commit_batch(
-        self, pending: dict[tuple[str, int], list[Any]], topic_ids: dict[str, str] | None = None
+        self, pending: Mapping[tuple[str, int], Sequence[Any]], topic_ids: dict[str, str] | None = None
     ) -> dict[tuple[str, int], int]:
         """Commit records (anything with offset, key, value) per (topic, partition); returns the
         next offset per (topic, partition) for the group-offset hint. ``topic_ids``: the id of
         each topic's log, recorded with the marks."""
-        by_topic: dict[str, dict[int, list[Any]]] = defaultdict(dict)
+        by_topic: dict[str, dict[int, Sequence[Any]]] = defaultdict(dict)
         for (topic, partition), records in pending.items():
             by_topic[topic][partition] = records
         for topic, partitions in by_topic.items():
@@ -110,7 +133,7 @@ class Committer:
                 self.writer.tags = {}
         return {tp: records[-1].offset + 1 for tp, records in pending.items()}
 
-    def _commit_topic(self, topic: str, partitions: dict[int, list[Any]]) -> None:
+    def _commit_topic(self, topic: str, partitions: dict[int, Sequence[Any]]) -> None:
         identifier = f"bronze.{topic}"
         contract = load_contracts(self.project).get(identifier)
         ends = {f"{topic}/{p}": records[-1].offset + 1 for p, records in partitions.items()}
@@ -135,11 +158,11 @@ class Committer:
         # rows are validated as producers send them (personal data in plaintext, no platform
         # columns), then made into stored rows (encrypted, stamped) by as_stored
         received = contract.arrow_schema() if contract.transforms_rows else target
-        flat = [(p, r) for p, rs in partitions.items() for r in rs]
-        data = fast_path([r.value for _, r in flat], contract, received)
+        data = _clean_batch(partitions, contract, received)
         dead: list[DeadLetter] = []
-        rows_from = flat  # the message of each row of data
+        rows_from: list[tuple[int, Any]] | None = None  # the message of each row of data; None: all, in order
         if data is None:  # a dirty batch: check message by message, isolating the bad ones
+            flat = _flat(partitions)
             records, kept_rows = [], []
             for i, (p, r) in enumerate(flat):
                 why_not, body = open_envelope(r.value, contract)
@@ -158,17 +181,20 @@ class Committer:
             assert keystore is not None
             refused = refused_rows(data, contract, keystore)  # no subject, or a forgotten one
             if refused:
-                dead += [
-                    DeadLetter(message(*rows_from[i]), why, identifier) for i, why in sorted(refused.items())
-                ]
+                rows = rows_from if rows_from is not None else _flat(partitions)
+                dead += [DeadLetter(message(*rows[i]), why, identifier) for i, why in sorted(refused.items())]
                 keep = [i for i in range(data.num_rows) if i not in refused]
                 data = data.take(pa.array(keep, pa.int64()))
-                rows_from = [rows_from[i] for i in keep]
+                rows_from = [rows[i] for i in keep]
             data = as_stored(data, contract, keystore, target=target, source="message")
         elif contract.transforms_rows:
             data = as_stored(data, contract, None, target=target, source="message")
-        row_partitions = [p for p, _ in rows_from]
-        row_offsets = [r.offset for _, r in rows_from]
+        if rows_from is None:
+            row_partitions = [p for p, rs in partitions.items() for _ in range(len(rs))]
+            row_offsets = [o for rs in partitions.values() for o in _offsets(rs)]
+        else:
+            row_partitions = [p for p, _ in rows_from]
+            row_offsets = [r.offset for _, r in rows_from]
         self.commit_dead(dead)
         self._commit_rows(table, identifier, topic, data, row_partitions, row_offsets, ends)
 
@@ -211,13 +237,14 @@ class _Record(NamedTuple):
 _NULL = -1  # length of a null key or value
 
 
-def _blob(items: list[bytes | None]) -> tuple[bytes, bytes]:
-    """Many small byte strings as one blob and their lengths: cheap to pickle and pipe."""
+def _blob(items: list[bytes | None], sep: bytes = b"") -> tuple[bytes, bytes]:
+    """Many small byte strings as one blob (joined by ``sep``) and their lengths: cheap to
+    pickle and pipe."""
     lengths = array.array("q", (_NULL if b is None else len(b) for b in items))
-    return b"".join(b for b in items if b is not None), lengths.tobytes()
+    return sep.join(b for b in items if b is not None), lengths.tobytes()
 
 
-def _split(blob: bytes, lengths_raw: bytes) -> list[bytes | None]:
+def _split(blob: bytes, lengths_raw: bytes, sep: bytes = b"") -> list[bytes | None]:
     lengths = array.array("q")
     lengths.frombytes(lengths_raw)
     view, at = memoryview(blob), 0
@@ -227,20 +254,61 @@ def _split(blob: bytes, lengths_raw: bytes) -> list[bytes | None]:
             out.append(None)
         else:
             out.append(bytes(view[at : at + n]))
-            at += n
+            at += n + len(sep)
     return out
 
 
-def _pack(records: list[Any]) -> tuple[bytes, tuple[bytes, bytes], tuple[bytes, bytes]]:
+_Packed = tuple[bytes, tuple[bytes, bytes], tuple[bytes, bytes]]
+
+
+def _pack(records: list[Any]) -> _Packed:
     offsets = array.array("q", (r.offset for r in records)).tobytes()
-    return offsets, _blob([r.key for r in records]), _blob([r.value for r in records])
+    # values joined by newlines: a clean batch is parsed from this blob as it arrives
+    return offsets, _blob([r.key for r in records]), _blob([r.value for r in records], b"\n")
 
 
-def _unpack(packed: tuple[bytes, tuple[bytes, bytes], tuple[bytes, bytes]]) -> list[_Record]:
-    offsets_raw, keys, values = packed
-    offsets = array.array("q")
-    offsets.frombytes(offsets_raw)
-    return [_Record(o, k, v) for o, k, v in zip(offsets, _split(*keys), _split(*values), strict=True)]
+class PackedRecords(Sequence[_Record]):
+    """One partition's records as the committer process receives them: a clean batch is
+    parsed straight from the newline-joined values (``lines``); record objects are made only
+    when a batch must be checked message by message."""
+
+    def __init__(self, packed: _Packed) -> None:
+        offsets_raw, self._keys, (self._values, self._value_lengths) = packed
+        self.offsets = array.array("q")
+        self.offsets.frombytes(offsets_raw)
+        self._records: list[_Record] | None = None
+
+    def lines(self) -> bytes | None:
+        """The values joined by newlines, or None when one is null (a tombstone)."""
+        lengths = array.array("q")
+        lengths.frombytes(self._value_lengths)
+        return None if _NULL in lengths else self._values
+
+    def _materialized(self) -> list[_Record]:
+        if self._records is None:
+            keys, values = _split(*self._keys), _split(self._values, self._value_lengths, b"\n")
+            self._records = [_Record(o, k, v) for o, k, v in zip(self.offsets, keys, values, strict=True)]
+        return self._records
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    @overload
+    def __getitem__(self, i: int) -> _Record: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[_Record]: ...
+    def __getitem__(self, i: int | slice) -> _Record | Sequence[_Record]:
+        return self._materialized()[i]
+
+
+def _warm_up(project: Project) -> None:
+    """What the first commit would otherwise load while records wait: the writers' modules and
+    the project's contracts."""
+    import pyarrow.json
+    import pyarrow.parquet  # noqa: F401
+    import pyiceberg.io.pyarrow  # noqa: F401
+
+    load_contracts(project)
 
 
 def _committer_main(conn: Any, settings: Settings, project: Project) -> None:
@@ -251,7 +319,15 @@ def _committer_main(conn: Any, settings: Settings, project: Project) -> None:
     from lakehouse.privacy import open_keystore
 
     stats = IngestStats()
-    committer = Committer(load_catalog(settings), project, stats, keystore=lambda: open_keystore(settings))
+    try:
+        committer = Committer(
+            load_catalog(settings), project, stats, keystore=lambda: open_keystore(settings)
+        )
+        _warm_up(project)
+    except BaseException as exc:
+        conn.send(("error", type(exc).__name__, str(exc)))
+        return
+    conn.send(("ready",))
     while True:
         try:
             message = conn.recv()
@@ -261,7 +337,7 @@ def _committer_main(conn: Any, settings: Settings, project: Project) -> None:
             return
         try:
             batch, topic_ids = message
-            pending = {tp: _unpack(packed) for tp, packed in batch.items()}
+            pending = {tp: PackedRecords(packed) for tp, packed in batch.items()}
             hints = committer.commit_batch(pending, topic_ids)
             conn.send(
                 (
@@ -291,6 +367,30 @@ class CommitterProcess:
         )
         self._proc.start()
         child.close()
+        self._ready = False
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        """Block until the committer has its catalog and modules loaded (a process start, about
+        a second): the sink fetches nothing it could not commit promptly. A committer that
+        fails to start raises its error."""
+        if self._ready:
+            return
+        try:
+            if not self._conn.poll(timeout):
+                raise LakehouseError(f"the sink's committer process did not start within {timeout:.0f} s")
+            reply = self._conn.recv()
+        except (EOFError, OSError) as exc:
+            raise LakehouseError(
+                f"the sink's committer process exited while starting (code {self._proc.exitcode})"
+            ) from exc
+        if reply[0] == "error":
+            _, kind, message = reply
+            raise (ContractError if kind == "ContractError" else LakehouseError)(message)
+        self._ready = True
+
+    @property
+    def alive(self) -> bool:
+        return self._proc.is_alive()
 
     def commit(
         self,
@@ -298,6 +398,7 @@ class CommitterProcess:
         stats: IngestStats,
         topic_ids: dict[str, str] | None = None,
     ) -> dict[tuple[str, int], int]:
+        self.wait_ready()
         batch = {tp: _pack(records) for tp, records in pending.items()}
         try:
             self._conn.send((batch, topic_ids or {}))
