@@ -364,6 +364,8 @@ class Sink:
 
         try:
             require_broker(self.bootstrap)  # seconds, not kafka-python's half-minute of retries
+            if self._process is not None:
+                self._process.wait_ready()  # join the group only once batches can be committed
             with broker_errors(self.broker):
                 self._consumer = self._make_consumer()
         except BaseException:
