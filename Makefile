@@ -22,11 +22,15 @@ INSTALLED := $(VENV)/.installed-$(LOCK_HASH)
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
+# Bytecode is compiled at install: where PYTHONDONTWRITEBYTECODE is set (these machines) nothing
+# writes .pyc files later, and every process (the CLI, the sink's committer) compiled its imports
+# from source, 4.0 s against 2.0 s for the sink committer's.
 $(INSTALLED): requirements.lock pyproject.toml services/edge-agent/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==0.13.8
-	$(BIN)/uv pip sync --quiet --require-hashes --python $(BIN)/python requirements.lock
+	$(BIN)/uv pip sync --quiet --require-hashes --compile-bytecode --python $(BIN)/python requirements.lock
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e . -e services/edge-agent
+	$(BIN)/python -m compileall -q services
 	@rm -f $(VENV)/.installed-* && touch $@
 
 .PHONY: install
