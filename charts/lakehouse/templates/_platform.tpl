@@ -347,3 +347,14 @@ followed by the caller's own env entries ("env": list of maps) and mounts ("moun
 {{- include "lakehouse.netpol.egress" (dict "root" $root "component" (index . 0) "ports" (list (index . 1)) "external" (index . 2)) }}
 {{- end }}
 {{- end -}}
+
+{{/* Spread a component's replicas over nodes when the cluster can (a preference, never a block) */}}
+{{- define "lakehouse.spread" -}}
+topologySpreadConstraints:
+  - maxSkew: 1
+    topologyKey: kubernetes.io/hostname
+    whenUnsatisfiable: ScheduleAnyway
+    labelSelector:
+      matchLabels:
+        {{- include "lakehouse.selectorLabels" . | nindent 8 }}
+{{- end -}}

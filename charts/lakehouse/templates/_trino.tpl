@@ -32,6 +32,9 @@ spec:
   enableServiceLinks: false
   securityContext:
     {{- include "lakehouse.podSecurityContext" (dict "root" $root) | nindent 4 }}
+  {{- if eq .role "worker" }}
+  {{- include "lakehouse.spread" (dict "root" $root "component" .component) | nindent 2 }}
+  {{- end }}
   {{- with $root.Values.global.imagePullSecrets }}
   imagePullSecrets:
     {{- toYaml . | nindent 4 }}
