@@ -61,6 +61,7 @@ spec:
         - -ceu
         - |
           umask 077
+          JAVA_HOME="${JAVA_HOME:-$(dirname "$(dirname "$(readlink -f "$(command -v java)")")")}"
           cat /etc/lakehouse/tls/tls.key /etc/lakehouse/tls/tls.crt > /var/run/trino/tls/keystore.pem
           cat /etc/lakehouse/opa-client/tls.key /etc/lakehouse/opa-client/tls.crt > /var/run/trino/tls/opa-client.pem
           cp "${JAVA_HOME}/lib/security/cacerts" /var/run/trino/tls/truststore.p12
