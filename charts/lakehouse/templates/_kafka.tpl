@@ -61,7 +61,8 @@ pods when left empty (renderConfig still refuses any other empty value). YAML.
 
 {{/*
 Nessie's application.properties values: nessie.config with jdbc_url and s3_endpoint set to the
-release's PostgreSQL (or postgresql.external) and object store when left empty. YAML.
+release's PostgreSQL (or postgresql.external) and object store, and warehouse_location to
+s3://<objectStore.bucket>/, when left empty. YAML.
 */}}
 {{- define "lakehouse.nessie.configValues" -}}
 {{- $values := deepCopy .Values.nessie.config -}}
@@ -70,6 +71,9 @@ release's PostgreSQL (or postgresql.external) and object store when left empty. 
 {{- end -}}
 {{- if and (hasKey $values "s3_endpoint") (eq (toString (index $values "s3_endpoint" | default "")) "") -}}
 {{- $_ := set $values "s3_endpoint" (include "lakehouse.objectStore.endpoint" .) -}}
+{{- end -}}
+{{- if and (hasKey $values "warehouse_location") (eq (toString (index $values "warehouse_location" | default "")) "") -}}
+{{- $_ := set $values "warehouse_location" (printf "s3://%s/" .Values.objectStore.bucket) -}}
 {{- end -}}
 {{- toYaml $values -}}
 {{- end -}}
