@@ -119,9 +119,10 @@ through secretKeyRef. (dict "root" $)
   value: {{ $catalog.rest_uri | quote }}
 - name: LAKEHOUSE_CATALOG__WAREHOUSE
   value: {{ $catalog.warehouse | quote }}
-{{- if $root.Values.nessie.enabled }}
+{{- /* Nessie's API v2 (write-audit-publish branches): beside its Iceberg REST endpoint */}}
+{{- if hasSuffix "/iceberg" (toString $catalog.rest_uri) }}
 - name: LAKEHOUSE_CATALOG__NESSIE_API
-  value: {{ printf "%s/api/v2" (include "lakehouse.nessie.url" $root) | quote }}
+  value: {{ printf "%s/api/v2" (trimSuffix "/iceberg" (toString $catalog.rest_uri)) | quote }}
 {{- end }}
 - name: LAKEHOUSE_STORAGE__TYPE
   value: s3
@@ -250,7 +251,9 @@ imagePullSecrets:
 {{/*
 The peers of a platform service, as JSON (list component port external): the catalog, the
 object store, Kafka, PostgreSQL, Trino, OPA, each only when the service uses it. An external
-service (not in the release) is reached on its own port, wherever it is.
+service (not in the release: Nessie or OPA switched off and trino.catalog.rest_uri or
+trino.accessControl.opa_url pointing elsewhere, an external object store, PostgreSQL or Kafka)
+is reached on its own port, wherever it is.
 (dict "root" $ "uses" (list "nessie" "minio" "kafka"))
 */}}
 {{- define "lakehouse.platform.peers" -}}
@@ -258,8 +261,14 @@ service (not in the release) is reached on its own port, wherever it is.
 {{- $v := $root.Values -}}
 {{- $peers := list -}}
 {{- range .uses -}}
-{{- if eq . "nessie" }}{{ $peers = append $peers (list "nessie" 19120 false) }}{{ end -}}
-{{- if eq . "opa" }}{{ $peers = append $peers (list "opa" 8181 false) }}{{ end -}}
+{{- if eq . "nessie" -}}
+{{- if $v.nessie.enabled }}{{ $peers = append $peers (list "nessie" 19120 false) }}
+{{- else if $v.trino.catalog.rest_uri }}{{ $peers = append $peers (list "nessie" (include "lakehouse.urlPort" $v.trino.catalog.rest_uri | int) true) }}{{ end -}}
+{{- end -}}
+{{- if eq . "opa" -}}
+{{- if $v.opa.enabled }}{{ $peers = append $peers (list "opa" 8181 false) }}
+{{- else if $v.trino.accessControl.opa_url }}{{ $peers = append $peers (list "opa" (include "lakehouse.urlPort" $v.trino.accessControl.opa_url | int) true) }}{{ end -}}
+{{- end -}}
 {{- if eq . "trino" }}{{ $peers = append $peers (list "trino" 8443 false) }}{{ end -}}
 {{- if eq . "minio" -}}
 {{- if $v.objectStore.minio.enabled }}{{ $peers = append $peers (list "minio" 9000 false) }}
