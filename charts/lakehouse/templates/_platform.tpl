@@ -96,13 +96,15 @@ render fails naming it; a value removed (null) is not filled in either.
 {{- define "lakehouse.platform.caFile" -}}/etc/lakehouse/tls/ca.crt{{- end -}}
 
 {{/*
-The environment of every platform container (the cluster profile's settings, LAKEHOUSE_*):
-the catalog (Nessie), the object store, Trino, Kafka, the keystore, the project. Secrets only
-through secretKeyRef. (dict "root" $)
+The environment of a platform container (the cluster profile's settings, LAKEHOUSE_*): the
+catalog (Nessie), the object store, the keystore, the project, and what the service "uses"
+of Trino ("trino": dbt) and Kafka ("kafka": the sink). No secret is in it: the settings read
+each from a file of the secrets directory (lakehouse.platform.volumes).
+(dict "root" $ "uses" (list "kafka"))
 */}}
 {{- define "lakehouse.platform.env" -}}
 {{- $root := .root -}}
-{{- $s3 := include "lakehouse.objectStore.secret" $root | fromYaml -}}
+{{- $uses := .uses | default list -}}
 {{- $kafka := include "lakehouse.kafka.secret" $root | fromYaml -}}
 {{- $catalog := include "lakehouse.trino.catalogValues" $root | fromYaml -}}
 - name: LAKEHOUSE_PROFILE
@@ -134,13 +136,7 @@ through secretKeyRef. (dict "root" $)
   value: {{ $root.Values.objectStore.bucket | quote }}
 - name: LAKEHOUSE_STORAGE__SSE
   value: {{ get (dict "KMS" "aws:kms" "S3" "AES256" "NONE" "none") (toString $catalog.s3_sse_type) | default "aws:kms" | quote }}
-- name: LAKEHOUSE_STORAGE__ACCESS_KEY_ID
-  valueFrom:
-    secretKeyRef: {name: {{ $s3.name }}, key: {{ $s3.accessKey }}}
-- name: LAKEHOUSE_STORAGE__SECRET_ACCESS_KEY
-  valueFrom:
-    secretKeyRef: {name: {{ $s3.name }}, key: {{ $s3.secretKey }}}
-{{- if $root.Values.trino.enabled }}
+{{- if and (has "trino" $uses) $root.Values.trino.enabled }}
 - name: LAKEHOUSE_ENGINE__TYPE
   value: trino
 - name: LAKEHOUSE_ENGINE__TRINO_HOST
@@ -149,14 +145,12 @@ through secretKeyRef. (dict "root" $)
   value: "8443"
 - name: LAKEHOUSE_ENGINE__TRINO_USER
   value: {{ $root.Values.platform.trinoUser | quote }}
-- name: LAKEHOUSE_ENGINE__TRINO_PASSWORD
-  valueFrom:
-    secretKeyRef: {name: {{ include "lakehouse.trino.authSecret" $root }}, key: {{ printf "%s-password" $root.Values.platform.trinoUser }}}
 - name: LAKEHOUSE_ENGINE__TRINO_CA_FILE
   value: {{ include "lakehouse.platform.caFile" $root }}
-{{- end }}
 - name: LAKEHOUSE_DBT__WAP_BRANCH
   value: {{ $root.Values.trino.wapBranch | quote }}
+{{- end }}
+{{- if has "kafka" $uses }}
 - name: LAKEHOUSE_BROKER__BOOTSTRAP
   value: {{ include "lakehouse.kafka.bootstrap" $root | quote }}
 - name: LAKEHOUSE_BROKER__SECURITY_PROTOCOL
@@ -166,16 +160,10 @@ through secretKeyRef. (dict "root" $)
 {{- if $kafka.username }}
 - name: LAKEHOUSE_BROKER__USERNAME
   value: {{ $kafka.username | quote }}
-{{- else }}
-- name: LAKEHOUSE_BROKER__USERNAME
-  valueFrom:
-    secretKeyRef: {name: {{ $kafka.name }}, key: username}
 {{- end }}
-- name: LAKEHOUSE_BROKER__PASSWORD
-  valueFrom:
-    secretKeyRef: {name: {{ $kafka.name }}, key: {{ $kafka.key }}}
 - name: LAKEHOUSE_BROKER__CA_FILE
   value: {{ include "lakehouse.platform.caFile" $root }}
+{{- end }}
 - name: LAKEHOUSE_KEYS__KEYSTORE_FILE
   value: /var/lib/lakehouse/state/keys/keystore.json
 # the release's CA for the HTTPS clients of the release's services (Nessie's REST catalog and
@@ -191,22 +179,51 @@ through secretKeyRef. (dict "root" $)
 {{- end -}}
 
 {{/*
-The volumes of every platform pod: the shared state, the master key (a file in the secrets
-directory the settings read: lakehouse_keys__master_key), the release's CA, /tmp.
+The volumes of a platform pod: the shared state, the secrets directory the settings read
+(LAKEHOUSE_SECRETS_DIR: one file per secret setting, lakehouse_<section>__<field>, projected
+from the Secrets that hold them: the master key, the object store's keys, and only for the
+services that use them Trino's operator password and Kafka's password), the release's CA, /tmp.
+(dict "root" $ "uses" (list "kafka"))
 */}}
 {{- define "lakehouse.platform.volumes" -}}
+{{- $root := .root -}}
+{{- $uses := .uses | default list -}}
+{{- $s3 := include "lakehouse.objectStore.secret" $root | fromYaml -}}
+{{- $kafka := include "lakehouse.kafka.secret" $root | fromYaml -}}
 - name: state
   persistentVolumeClaim:
-    claimName: {{ include "lakehouse.platform.stateClaim" . }}
+    claimName: {{ include "lakehouse.platform.stateClaim" $root }}
 - name: secrets
-  secret:
-    secretName: {{ include "lakehouse.platform.keysSecret" . }}
+  projected:
     defaultMode: 0440
-    items:
-      - {key: master-key, path: lakehouse_keys__master_key}
+    sources:
+      - secret:
+          name: {{ include "lakehouse.platform.keysSecret" $root }}
+          items:
+            - {key: master-key, path: lakehouse_keys__master_key}
+      - secret:
+          name: {{ $s3.name }}
+          items:
+            - {key: {{ $s3.accessKey }}, path: lakehouse_storage__access_key_id}
+            - {key: {{ $s3.secretKey }}, path: lakehouse_storage__secret_access_key}
+      {{- if and (has "trino" $uses) $root.Values.trino.enabled }}
+      - secret:
+          name: {{ include "lakehouse.trino.authSecret" $root }}
+          items:
+            - {key: {{ printf "%s-password" $root.Values.platform.trinoUser }}, path: lakehouse_engine__trino_password}
+      {{- end }}
+      {{- if has "kafka" $uses }}
+      - secret:
+          name: {{ $kafka.name }}
+          items:
+            - {key: {{ $kafka.key }}, path: lakehouse_broker__password}
+            {{- if not $kafka.username }}
+            - {key: username, path: lakehouse_broker__username}
+            {{- end }}
+      {{- end }}
 - name: tls
   secret:
-    secretName: {{ include "lakehouse.tlsSecret" . }}
+    secretName: {{ include "lakehouse.tlsSecret" $root }}
     defaultMode: 0444
     items:
       - {key: ca.crt, path: ca.crt}
@@ -301,7 +318,7 @@ is reached on its own port, wherever it is.
 
 {{/*
 A platform container's common part: image, security context, the settings' environment and the
-volumes' mounts. (dict "root" $ "name" "sink" "resources" .Values.platform.sink.resources)
+volumes' mounts. (dict "root" $ "name" "sink" "uses" (list "kafka") "resources" .Values.platform.sink.resources)
 followed by the caller's own env entries ("env": list of maps) and mounts ("mounts").
 */}}
 {{- define "lakehouse.platform.container" -}}
@@ -313,7 +330,7 @@ followed by the caller's own env entries ("env": list of maps) and mounts ("moun
     {{- toYaml . | nindent 4 }}
   {{- end }}
   env:
-    {{- include "lakehouse.platform.env" (dict "root" .root) | nindent 4 }}
+    {{- include "lakehouse.platform.env" (dict "root" .root "uses" .uses) | nindent 4 }}
     {{- with .env }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
