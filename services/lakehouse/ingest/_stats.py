@@ -225,7 +225,7 @@ def sink_readiness(sink: Any) -> Readiness:
         failed = getattr(sink, "_worker_error", None)
         if failed is not None:  # the reason is in the sink's log; this line is read by probes
             return f"the last commit failed ({type(failed).__name__}); the sink's log says why"
-        process = getattr(getattr(sink, "_process", None), "_proc", None)
+        process = getattr(getattr(sink, "_process", None), "_proc", None)  # None: a thread commits
         if process is not None and not process.is_alive():
             return f"the committer process exited (code {process.exitcode})"
         worker = getattr(sink, "_worker", None)
