@@ -8,6 +8,7 @@ object, so it holds as templates are added."""
 from __future__ import annotations
 
 import copy
+import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -106,13 +107,21 @@ def parse(text: str) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(text) if doc]
 
 
-def render(values: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every object the chart renders with ``values`` (hooks included, NOTES.txt left out)."""
-    objects: list[dict[str, Any]] = []
-    for path, text in sorted(render_files(values).items()):
-        if path.endswith(".yaml") or path.endswith(".yml"):
-            objects.extend(parse(text))
-    return objects
+_RENDERED: dict[str, list[dict[str, Any]]] = {}
+
+
+def render(values: dict[str, Any], *, fresh: bool = False) -> list[dict[str, Any]]:
+    """Every object the chart renders with ``values`` (hooks included, NOTES.txt left out).
+    A render takes seconds (bcrypt, generated keys): the same values give a copy of the first
+    render in this process unless ``fresh`` (generated values then differ)."""
+    key = json.dumps(values, sort_keys=True, default=str)
+    if fresh or key not in _RENDERED:
+        objects: list[dict[str, Any]] = []
+        for path, text in sorted(render_files(values).items()):
+            if path.endswith(".yaml") or path.endswith(".yml"):
+                objects.extend(parse(text))
+        _RENDERED[key] = objects
+    return copy.deepcopy(_RENDERED[key])
 
 
 def render_set(name: str, **overrides: Any) -> list[dict[str, Any]]:

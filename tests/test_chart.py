@@ -463,7 +463,7 @@ def test_no_secret_value_reaches_a_configmap_or_a_literal_env(
 
 def test_generated_secrets_are_random_and_the_same_secret_each_render() -> None:
     """Generated secrets differ per render (no built-in default) while the objects stay the same."""
-    first, second = render_set("minimal"), render_set("minimal")
+    first, second = render(values_set("minimal"), fresh=True), render(values_set("minimal"), fresh=True)
     assert sorted(map(ident, first)) == sorted(map(ident, second))
     a, b = _secret_values(first), _secret_values(second)
     generated = [k for k in a if len(a[k]) >= 16 and a[k] != b.get(k)]
