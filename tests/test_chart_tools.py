@@ -30,7 +30,7 @@ from tests.chart import (
     render_set,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.chart]
 
 SETS = sorted(VALUES_SETS)
 # the oldest Kubernetes the chart supports and the newest kubernetes-validate bundles
