@@ -461,13 +461,24 @@ def test_no_secret_value_reaches_a_configmap_or_a_literal_env(
                 assert not any(value in text for text in literals), f"{where} is a literal in {ident(owner)}"
 
 
-def test_generated_secrets_are_random_and_the_same_secret_each_render() -> None:
-    """Generated secrets differ per render (no built-in default) while the objects stay the same."""
+def test_generated_values_are_random_and_kept_across_upgrades() -> None:
+    """Generated secrets differ per render (no built-in default: offline, `lookup` finds no
+    Secret), while the objects stay the same; every object holding a generated value is kept
+    by Helm (`helm.sh/resource-policy: keep`) so that neither an upgrade nor an uninstall
+    loses the keys data was encrypted with."""
     first, second = render(values_set("minimal"), fresh=True), render(values_set("minimal"), fresh=True)
     assert sorted(map(ident, first)) == sorted(map(ident, second))
     a, b = _secret_values(first), _secret_values(second)
     generated = [k for k in a if len(a[k]) >= 16 and a[k] != b.get(k)]
     assert generated, "no Secret value is generated per release"
+    later = {ident(o): o for o in second}
+    for obj in first:
+        payload = {k: obj.get(k) for k in ("data", "stringData", "binaryData")}
+        if payload != {k: later[ident(obj)].get(k) for k in payload}:
+            annotations = obj["metadata"].get("annotations") or {}
+            assert annotations.get("helm.sh/resource-policy") == "keep", (
+                f"{ident(obj)} is generated but not kept"
+            )
 
 
 # passwords a user might try to set although values hold none: each must be refused, naming it
