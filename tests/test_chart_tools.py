@@ -329,3 +329,39 @@ def test_helm_renders_what_the_in_process_tests_assert_on(
     by_helm = parse(manifests[values_name].read_text())
     assert by_helm
     assert _stable(by_helm) == _stable(render_set(values_name))
+
+
+# --- the README's certificate recipe ---------------------------------------------------------
+
+
+def test_the_readme_certificate_recipe_makes_what_the_chart_expects(tmp_path: Path) -> None:
+    """The openssl commands of charts/README.md ("Certificates"), run as written (up to the
+    kubectl that needs a cluster), make a PKCS#8 key and a certificate the CA verifies, valid for
+    exactly the names the chart's own cert-manager Certificate requests."""
+    readme = (CHART.parent / "README.md").read_text()
+    recipe = next(b for b in re.findall(r"```sh\n(.*?)```", readme, re.S) if "openssl req -x509" in b)
+    script, kubectl = recipe.split("kubectl -n $ns create secret", 1)
+    assert "--type kubernetes.io/tls" in kubectl and "--from-file=ca.crt" in kubectl
+    made = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert made.returncode == 0, made.stderr
+    assert (tmp_path / "tls.key").read_text().startswith("-----BEGIN PRIVATE KEY-----")  # PKCS#8
+    verified = subprocess.run(
+        ["openssl", "verify", "-CAfile", "ca.crt", "tls.crt"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    sans = subprocess.run(
+        ["openssl", "x509", "-in", "tls.crt", "-noout", "-ext", "subjectAltName"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    ).stdout
+    names = set(re.findall(r"DNS:([^,\s]+)", sans))
+    certificates = [
+        c
+        for c in render_set("production")
+        if c["kind"] == "Certificate" and c["spec"]["secretName"] == "lakehouse-tls"
+    ]
+    assert len(certificates) == 1, "the production values make no release certificate lakehouse-tls"
+    assert names == set(certificates[0]["spec"]["dnsNames"])
