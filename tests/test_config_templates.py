@@ -160,15 +160,23 @@ def test_trino_reaches_the_release_s_own_services_when_left_empty() -> None:
     the release's Nessie, MinIO and OPA, by the names their certificate holds."""
     from helm_python import Chart
 
-    chart_values = _chart_values(("trino", "catalog"), awkward_values("trino/catalog/iceberg.properties", "d"))
+    chart_values = _chart_values(
+        ("trino", "catalog"), awkward_values("trino/catalog/iceberg.properties", "d")
+    )
     chart_values["trino"]["catalog"].update({"rest_uri": "", "s3_endpoint": ""})
     chart_values["trino"]["accessControl"]["opa_url"] = ""
     rendered = Chart.load(str(CHART)).render(chart_values, name="lake", namespace="data", is_install=True)
     documents = [d for d in yaml.safe_load_all(rendered["lakehouse/templates/trino-config.yaml"]) if d]
     data = {key: value for d in documents for key, value in d["data"].items()}
-    assert "iceberg.rest-catalog.uri=https://lake-nessie.data.svc:19120/iceberg\n" in data["iceberg.properties"]
-    assert "iceberg.rest-catalog.uri=https://lake-nessie.data.svc:19120/iceberg/wap\n" in data["iceberg_wap.properties"]
+    assert (
+        "iceberg.rest-catalog.uri=https://lake-nessie.data.svc:19120/iceberg\n" in data["iceberg.properties"]
+    )
+    assert (
+        "iceberg.rest-catalog.uri=https://lake-nessie.data.svc:19120/iceberg/wap\n"
+        in data["iceberg_wap.properties"]
+    )
     assert "s3.endpoint=https://lake-minio.data.svc:9000\n" in data["iceberg.properties"]
-    assert "opa.policy.uri=https://lake-opa.data.svc:8181/v1/data/lakehouse/trino/allow\n" in data[
-        "access-control.properties"
-    ]
+    assert (
+        "opa.policy.uri=https://lake-opa.data.svc:8181/v1/data/lakehouse/trino/allow\n"
+        in data["access-control.properties"]
+    )
