@@ -58,6 +58,11 @@ def _offsets(records: Sequence[Any]) -> Iterable[int]:
     return records.offsets if isinstance(records, PackedRecords) else (r.offset for r in records)
 
 
+def _next_offset(records: Sequence[Any]) -> int:
+    """The offset after a partition's last record (without making record objects)."""
+    return int(records.offsets[-1] if isinstance(records, PackedRecords) else records[-1].offset) + 1
+
+
 def _clean_batch(partitions: dict[int, Sequence[Any]], contract: Any, received: pa.Schema) -> pa.Table | None:
     """Every partition's records parsed in one vectorized pass (``fast_path``), from the joined
     values as they came through the pipe when they did; None for a batch that needs checking
@@ -131,12 +136,12 @@ class Committer:
                 self._commit_topic(topic, partitions)
             finally:
                 self.writer.tags = {}
-        return {tp: records[-1].offset + 1 for tp, records in pending.items()}
+        return {tp: _next_offset(records) for tp, records in pending.items()}
 
     def _commit_topic(self, topic: str, partitions: dict[int, Sequence[Any]]) -> None:
         identifier = f"bronze.{topic}"
         contract = load_contracts(self.project).get(identifier)
-        ends = {f"{topic}/{p}": records[-1].offset + 1 for p, records in partitions.items()}
+        ends = {f"{topic}/{p}": _next_offset(records) for p, records in partitions.items()}
 
         def message(p: int, r: Any) -> Message:
             return Message(topic, p, r.offset, r.key, r.value)
