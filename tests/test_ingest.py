@@ -178,6 +178,30 @@ def test_a_message_of_two_lines_cannot_shift_rows_onto_a_blank_message(
     assert landed.num_rows == len(messages) - 2
 
 
+def test_a_commit_another_sink_raced_is_planned_again_and_counted_as_a_conflict(lh: Lakehouse) -> None:
+    ours, theirs = (Committer(lh.catalog, None, IngestStats(), keystore=lh.keystore) for _ in range(2))
+    land, raced = ours.writer.land, []
+
+    def land_after_a_race(table: Any, plan: Any) -> Any:
+        def plan_then_race(current: Any) -> Any:
+            planned = plan(current)
+            if not raced:  # the other sink commits its partition between our read and our commit
+                raced.append(
+                    theirs.commit_batch({("customers", 1): [_Record(7, None, envelope(customer(7)))]})
+                )
+            return planned
+
+        return land(table, plan_then_race)
+
+    ours.writer.land = land_after_a_race  # type: ignore[method-assign]
+    ours.commit_batch({("customers", 0): [_Record(3, None, envelope(customer(3)))]})
+
+    assert raced and ours.stats.commit_conflicts == 1 and theirs.stats.commit_conflicts == 0
+    assert ours.stats.commits == 1
+    ids = sorted(r["customer_id"] for r in lh.table("bronze.customers").scan().to_arrow().to_pylist())
+    assert ids == ["C000003", "C000007"]  # both partitions' rows, once each
+
+
 def test_the_sink_lands_customers_encrypted_and_seals_their_dead_letters(lh: Lakehouse) -> None:
     keystore = lh.keystore
     keystore.ensure({"C900001"})

@@ -222,20 +222,8 @@ def sink_readiness(sink: Any) -> Readiness:
     and the consumer holds partitions."""
 
     def check() -> str | None:
-        failed = getattr(sink, "_worker_error", None)
-        if failed is not None:  # the reason is in the sink's log; this line is read by probes
-            return f"the last commit failed ({type(failed).__name__}); the sink's log says why"
-        process = getattr(getattr(sink, "_process", None), "_proc", None)  # None: a thread commits
-        if process is not None and not process.is_alive():
-            return f"the committer process exited (code {process.exitcode})"
-        worker = getattr(sink, "_worker", None)
-        if worker is None:
-            return "the sink has not started consuming"
-        if not worker.is_alive():
-            return "the commit thread has stopped"
-        if not sink.stats.assigned:
-            return "no partitions assigned (joining the consumer group, or more sinks than partitions)"
-        return None
+        trouble: str | None = sink.trouble()
+        return trouble
 
     return check
 

@@ -223,6 +223,7 @@ class Committer:
             ends=ends,
         )
         if outcome is not None:
+            self.stats.commit_conflicts += outcome.attempts - 1
             self.stats.commit_seconds.append(time.perf_counter() - started)
             self.stats.commits += 1
             self.stats.rows[identifier] += outcome.rows.num_rows
@@ -348,10 +349,17 @@ def _committer_main(conn: Any, settings: Settings, project: Project) -> None:
                 (
                     "ok",
                     hints,
-                    (dict(stats.rows), dict(stats.dead_letters), stats.commit_seconds, stats.last_commit_at),
+                    (
+                        dict(stats.rows),
+                        dict(stats.dead_letters),
+                        list(stats.commit_seconds),
+                        stats.last_commit_at,
+                        stats.commit_conflicts,
+                    ),
                 )
             )
             stats.commit_seconds = []
+            stats.commit_conflicts = 0
         except BaseException as exc:
             conn.send(("error", type(exc).__name__, str(exc)))
 
@@ -397,6 +405,10 @@ class CommitterProcess:
     def alive(self) -> bool:
         return self._proc.is_alive()
 
+    @property
+    def exitcode(self) -> int | None:
+        return self._proc.exitcode
+
     def commit(
         self,
         pending: dict[tuple[str, int], list[Any]],
@@ -416,11 +428,12 @@ class CommitterProcess:
         if reply[0] == "error":
             _, kind, message = reply
             raise (ContractError if kind == "ContractError" else LakehouseError)(message)
-        _, hints, (rows, dead, seconds, last_commit_at) = reply
+        _, hints, (rows, dead, seconds, last_commit_at, conflicts) = reply
         stats.rows.update(rows)
         stats.dead_letters.update(dead)
         stats.commit_seconds.extend(seconds)
         stats.commits += len(seconds)
+        stats.commit_conflicts += conflicts
         stats.last_commit_at = last_commit_at or stats.last_commit_at
         return dict(hints)
 

@@ -51,6 +51,7 @@ HEARTBEAT_S = 1.0
 SETTLE_S = SESSION_TIMEOUT_S + 2 * HEARTBEAT_S
 # an empty poll means "caught up"; a short wait finds that out without idling on a full batch
 POLL_TIMEOUT_MS = 50
+LAG_REFRESH_SECONDS = 1.0  # how often lag is recomputed between commits
 PROBE_TIMEOUT_S = 10.0  # to learn where a log ends (``Sink._log_ends``)
 
 
@@ -123,6 +124,8 @@ class Sink:
             queue.Queue(maxsize=1)
         )
         self._committed_hints: dict[tuple[str, int], int] = {}
+        # the next offset the tables hold per partition: lag is the log's end minus this
+        self._durable: dict[tuple[str, int], int] = {}
         self._hints_lock = threading.Lock()
         self._worker_error: BaseException | None = None
         self._worker: threading.Thread | None = None
@@ -130,6 +133,21 @@ class Sink:
         self._committer = (
             Committer(catalog, project, self.stats, keystore=keystore) if self._process is None else None
         )
+
+    def trouble(self) -> str | None:
+        """Why the sink cannot do its work now (one line, for readiness probes), or None: the
+        last commit failed, the committer (process or thread) is gone, or it holds no partition."""
+        if self._worker_error is not None:  # the reason is in the sink's log
+            return f"the last commit failed ({type(self._worker_error).__name__}); the sink's log says why"
+        if self._process is not None and not self._process.alive:
+            return f"the committer process exited (code {self._process.exitcode})"
+        if self._worker is None:
+            return "the sink has not started consuming"
+        if not self._worker.is_alive():
+            return "the commit thread has stopped"
+        if not self.stats.assigned:
+            return "no partitions assigned (joining the consumer group, or more sinks than partitions)"
+        return None
 
     def stop(self, *_: object) -> None:
         self._stop.set()
@@ -236,6 +254,7 @@ class Sink:
                     offset = log.start if offset is None else offset
                     self._consumer.seek(tp, offset)
                     self._consumer.resume(tp)
+                    self._durable[(topic, tp.partition)] = offset
                     self.stats.lag[f"{topic}/{tp.partition}"] = max(0, log.end - offset)
                     logger.info(
                         "reading %s/%s from offset %s (log %s..%s)",
@@ -375,7 +394,7 @@ class Sink:
         self._worker = threading.Thread(target=self._commit_loop, daemon=True, name="sink-committer")
         self._worker.start()
         self._last_activity = time.monotonic()
-        batch_started = time.monotonic()
+        batch_started = lag_at = time.monotonic()
         try:
             while not self._stop.is_set():
                 self._raise_worker_error()
@@ -409,6 +428,9 @@ class Sink:
                 ):
                     self.flush()
                 self._publish_hints()
+                if time.monotonic() - lag_at >= LAG_REFRESH_SECONDS:
+                    self._refresh_lag()
+                    lag_at = time.monotonic()
                 if not self._pending_count:
                     batch_started = time.monotonic()
                 joined = bool(self.stats.assigned)
@@ -494,7 +516,16 @@ class Sink:
             self._consumer.commit_async(offsets)
         except Exception as exc:  # the table holds the truth; a lost hint costs a re-read, not data
             logger.warning("could not commit consumer-group offsets (a hint only): %s", exc)
-        for (topic, partition), offset in hints.items():
+        for tp, offset in hints.items():
+            self._durable[tp] = max(self._durable.get(tp, 0), offset)
+        self._refresh_lag()
+
+    def _refresh_lag(self) -> None:
+        """Lag per held partition from the high-water marks the last fetches reported (no extra
+        broker round trip): it grows while a commit hangs, so a stalled sink shows."""
+        from kafka import TopicPartition
+
+        for (topic, partition), durable in list(self._durable.items()):
             highwater = self._consumer.highwater(TopicPartition(topic, partition))
             if highwater is not None:
-                self.stats.lag[f"{topic}/{partition}"] = max(0, highwater - offset)
+                self.stats.lag[f"{topic}/{partition}"] = max(0, highwater - durable)
