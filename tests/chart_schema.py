@@ -178,6 +178,18 @@ BY_KEY: dict[str, dict[str, Any]] = {
     "resources": RESOURCES,
 }
 
+# by how a key ends (an alert threshold's unit, say), unless BY_KEY names the key itself
+BY_SUFFIX: dict[str, dict[str, Any]] = {
+    "Ratio": {"type": "number", "minimum": 0, "maximum": 1},
+    "Seconds": {"type": "number", "exclusiveMinimum": 0},
+    "Days": {"type": "integer", "minimum": 1},
+    "For": {"type": "string", "pattern": PROM_DURATION},
+    "15m": {"type": "integer", "minimum": 1},
+    "Records": {"type": "integer", "minimum": 1},
+    "Hours": {"type": "number", "exclusiveMinimum": 0},
+    "Snapshots": {"type": "integer", "minimum": 1},
+}
+
 # by full path: constraints the key alone does not give
 BY_PATH: dict[str, dict[str, Any]] = {
     "global.imageRegistry": {"type": "string", "pattern": r"^([a-z0-9]([a-z0-9._:/-]*[a-z0-9])?)?$"},
@@ -343,7 +355,8 @@ def schema_of(value: Any, path: str, notes: dict[str, tuple[str, bool]]) -> dict
             "properties": {k: schema_of(v, f"{path}.{k}" if path else k, notes) for k, v in value.items()},
         }
     else:
-        schema = {**_base(value), **BY_KEY.get(key, {})}
+        schema = {**_base(value), **BY_SUFFIX.get(next((x for x in BY_SUFFIX if key.endswith(x)), ""), {})}
+        schema.update(BY_KEY.get(key, {}))
         if parent in CONFIG_FILES:
             schema = {"type": "string", "pattern": r"^[0-9]{1,5}$" if key.endswith("_port") else ONE_LINE}
             schema["description"] = f"the placeholder {{{{ {key} }}}} of {CONFIG_FILES[parent]}"
