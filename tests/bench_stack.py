@@ -6,7 +6,8 @@
 - gold queries on Trino (as the operator, over HTTPS) against the embedded engine reading the
   same Nessie tables, p50/p95;
 - the Kafka sink on Apache Kafka (SASL_SSL, SCRAM): events/s to committed bronze rows against a
-  raw consume of the same topic by the same client library over the same TLS login.
+  raw consume of the same topic by the same client library over the same TLS login, on three
+  topics (the median pair is reported, with the range).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from lakehouse import Lakehouse, Settings
 from lakehouse.transform import run_dbt
 
 from .bench import percentile, raw_consume
+
+SINK_TOPICS = ("returns", "waste", "shipments")
 
 
 def _timed(queries: dict[str, str], lh: Lakehouse, runs: int) -> list[float]:
@@ -62,18 +65,24 @@ def bench_stack(
             trino = _timed(queries, on_trino, query_runs)
             broker = on_trino.settings.broker
             catalog = on_trino.catalog
-            produce(broker, "returns", count=events, seed=1)
-            raw_s = raw_consume(broker, "returns", events)
-            stats = Sink(catalog, broker, ["returns"], idle_exit=2, settings=on_trino.settings).run()
+            # three topics, each a raw consume and then the sink over the same records: the
+            # ratio of each pair, and their median (one pair swings with what else runs)
+            sink_runs = []
+            for seed, topic in enumerate(SINK_TOPICS, start=1):
+                produce(broker, topic, count=events, seed=seed)
+                raw_s = raw_consume(broker, topic, events)
+                stats = Sink(catalog, broker, [topic], idle_exit=2, settings=on_trino.settings).run()
+                assert sum(stats.rows.values()) == events, stats.rows
+                assert stats.first_message_at is not None and stats.last_commit_at is not None
+                sink_runs.append((topic, raw_s, stats.last_commit_at - stats.first_message_at))
         embedded_settings = stack.model_copy(deep=True)
         embedded_settings.engine.type = "duckdb"
         with Lakehouse(embedded_settings) as embedded:
             duckdb = _timed(queries, embedded, query_runs)
     finally:
         stop_stack(stack)
-    assert sum(stats.rows.values()) == events
-    assert stats.first_message_at is not None and stats.last_commit_at is not None
-    sink_s = stats.last_commit_at - stats.first_message_at
+    ratios = sorted(raw_s / sink_s for _, raw_s, sink_s in sink_runs)
+    median = sorted(sink_runs, key=lambda run: run[1] / run[2])[len(sink_runs) // 2]
     per_million = 1e6 / rows
     return {
         "start_s": started_s,
@@ -90,9 +99,11 @@ def bench_stack(
         "query_ratio_p95": percentile(trino, 0.95) / percentile(duckdb, 0.95),
         "query_mean_ms": 1000 * statistics.fmean(trino),
         "events": events,
-        "sink_events_per_s": events / sink_s,
-        "raw_consume_events_per_s": events / raw_s,
-        "sink_ratio": raw_s / sink_s,
+        "sink_events_per_s": events / median[2],
+        "raw_consume_events_per_s": events / median[1],
+        "sink_ratio": median[1] / median[2],
+        "sink_ratios": {topic: raw_s / sink_s for topic, raw_s, sink_s in sink_runs},
+        "sink_ratio_range": (ratios[0], ratios[-1]),
     }
 
 
@@ -120,9 +131,10 @@ def stack_rows(table: Any, result: dict[str, Any]) -> None:
         "-",
     )
     table.add_row(
-        f"sink on Apache Kafka (SASL_SSL), events/s ({result['events']:,})",
+        f"sink on Apache Kafka (SASL_SSL), events/s ({result['events']:,} per topic, median of "
+        f"{len(result['sink_ratios'])} topics)",
         f"{result['sink_events_per_s']:,.0f}",
         f"{result['raw_consume_events_per_s']:,.0f} (raw consume, same client and login)",
-        f"{result['sink_ratio']:.2f}x",
+        f"{result['sink_ratio']:.2f}x (range {result['sink_ratio_range'][0]:.2f}-{result['sink_ratio_range'][1]:.2f})",
         ">= 0.70x",
     )
