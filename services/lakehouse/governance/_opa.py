@@ -15,7 +15,7 @@ import json
 import os
 from pathlib import Path
 
-from ._compile import REGO_FILE, opa_data
+from ._compile import REGO_FILE, opa_data, pii_readers
 from ._policy import Policy
 
 POLICY_PACKAGE = ("lakehouse", "trino")
@@ -34,7 +34,9 @@ OPA_CLIENT_NAME = "trino"  # the common name of the one client certificate OPA a
 OPA_CLIENT_IDENTITY = f"CN={OPA_CLIENT_NAME}"  # how OPA names it (the subject's RDN sequence)
 
 
-OPA_BUNDLE_FILES = ("lakehouse.rego", "data.json", "authz.rego")  # what `write_opa_bundle` writes
+OPA_BUNDLE_FILES = ("lakehouse.rego", "data.json", "authz.rego")  # what OPA loads
+# Trino's pii_decrypt readers, written beside the bundle: the chart's Trino reads it from there
+PII_READERS_BESIDE_BUNDLE = "pii_readers.json"
 
 
 def decision_paths() -> dict[str, str]:
@@ -84,11 +86,14 @@ def write_opa_bundle(
     catalog: str = "iceberg",
     subject: str = OPA_CLIENT_IDENTITY,
 ) -> list[Path]:
-    """Write ``opa_bundle`` into ``out`` (created if missing), each file swapped in whole;
-    returns the paths written. Files of ``out`` not in the bundle are left alone."""
+    """Write ``opa_bundle`` into ``out`` (created if missing), and beside it
+    ``PII_READERS_BESIDE_BUNDLE`` (``pii_readers``: who Trino's pii_decrypt decrypts for), each
+    file swapped in whole; returns the paths written. Other files of ``out`` are left alone."""
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, text in opa_bundle(policy, schemas, catalog=catalog, subject=subject).items():
+    files = opa_bundle(policy, schemas, catalog=catalog, subject=subject)
+    files[PII_READERS_BESIDE_BUNDLE] = json.dumps(pii_readers(policy), indent=2) + "\n"
+    for name, text in files.items():
         path = out / name
         partial = path.with_name(f".{name}.{os.getpid()}.tmp")
         partial.write_text(text)
