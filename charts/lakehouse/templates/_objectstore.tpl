@@ -22,15 +22,21 @@ the release's MinIO (component minio) or objectStore.external.*. Call with the r
 {{- end -}}
 {{- end -}}
 
+{{/* The platform's own MinIO user (keys access-key, secret-key): the bucket, nothing else */}}
+{{- define "lakehouse.minio.dataSecret" -}}
+{{- printf "%s-data" (include "lakehouse.name" (dict "root" . "component" "minio")) -}}
+{{- end -}}
+
 {{/*
-The Secret with the S3 key pair and its keys, as YAML {name, accessKey, secretKey}: MinIO's
-root credentials, else objectStore.external.existingSecret (access-key, secret-key).
+The Secret with the S3 key pair and its keys, as YAML {name, accessKey, secretKey}: the
+release's MinIO user that may reach only objectStore.bucket (made by the setup Job; root's
+credentials stay with MinIO and that Job), else objectStore.external.existingSecret.
 */}}
 {{- define "lakehouse.objectStore.secret" -}}
 {{- if .Values.objectStore.minio.enabled -}}
-name: {{ include "lakehouse.minio.authSecret" . }}
-accessKey: root-user
-secretKey: root-password
+name: {{ include "lakehouse.minio.dataSecret" . }}
+accessKey: access-key
+secretKey: secret-key
 {{- else -}}
 name: {{ required "objectStore.external.existingSecret: MinIO is not in the release (objectStore.minio.enabled=false): name a Secret with access-key and secret-key of the external object store" .Values.objectStore.external.existingSecret }}
 accessKey: access-key
