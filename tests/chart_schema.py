@@ -31,7 +31,6 @@ GO_DURATION = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$"
 PROM_DURATION = r"^([0-9]+(ms|s|m|h|d|w|y))+$"
 CRON_FIELD = r"[0-9*/,?LW#A-Za-z-]+"
 CRON = rf"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|{CRON_FIELD}( {CRON_FIELD}){{4}})$"
-ONE_LINE = r"^[^\n\r\\]*$"  # a configuration placeholder's value: one line, no backslash
 
 # a Docker tag that is not "latest": Go's regexp (Helm's schema checker) has no lookahead, so
 # the pattern spells out "any tag of another length, or differing from latest at some position"
@@ -251,10 +250,6 @@ BY_PATH: dict[str, dict[str, Any]] = {
         "pattern": r"^([^\s,:]+:[0-9]{1,5}(,[^\s,:]+:[0-9]{1,5})*)?$",
         "description": "HOST:PORT,... of the external Kafka",
     },
-    "trino.catalog.s3_sse_type": {
-        "enum": ["S3", "KMS", "NONE"],
-        "description": "S3 server-side encryption of Trino's writes",
-    },
 }
 
 # the descriptions of maps that carry no comment in values.yaml (a comment wins)
@@ -358,7 +353,9 @@ def schema_of(value: Any, path: str, notes: dict[str, tuple[str, bool]]) -> dict
         schema = {**_base(value), **BY_SUFFIX.get(next((x for x in BY_SUFFIX if key.endswith(x)), ""), {})}
         schema.update(BY_KEY.get(key, {}))
         if parent in CONFIG_FILES:
-            schema = {"type": "string", "pattern": r"^[0-9]{1,5}$" if key.endswith("_port") else ONE_LINE}
+            # any string: lakehouse.renderConfig refuses an empty, multi-line or backslashed value
+            # itself, by the same rules as the stack's renderer (tests/test_config_templates.py)
+            schema = {"type": "string"}
             schema["description"] = f"the placeholder {{{{ {key} }}}} of {CONFIG_FILES[parent]}"
     schema.update(BY_PATH.get(path, {}))
     note = notes.get(path, ("", False))[0]

@@ -121,7 +121,12 @@ def test_the_defaults_and_the_values_sets_meet_the_schema(name: str) -> None:
         ("platform.sink.resources.limits", "2Gi", "platform.sink.resources.limits", "want object"),
         ("objectStore.minio.replicas", 2, "objectStore.minio.replicas", "minimum"),
         ("platform.dbt.schedule", "every night", "platform.dbt.schedule", "pattern"),
-        ("trino.catalog.s3_sse_type", "AES", "trino.catalog.s3_sse_type", "S3"),
+        (
+            "objectStore.external.existingSecret",
+            "Not_A_Name",
+            "objectStore.external.existingSecret",
+            "pattern",
+        ),
         ("nessie.imageTag", "1.0", "nessie", "imageTag"),
         ("global.tls.existingSecretName", "x", "global.tls", "existingSecretName"),
         ("kafka.image.tag", "latest", "kafka.image.tag", "latest"),
