@@ -525,7 +525,11 @@ class Sink:
         broker round trip): it grows while a commit hangs, so a stalled sink shows."""
         from kafka import TopicPartition
 
+        held = self._consumer.assignment()  # highwater() refuses a partition not held
         for (topic, partition), durable in list(self._durable.items()):
-            highwater = self._consumer.highwater(TopicPartition(topic, partition))
+            tp = TopicPartition(topic, partition)
+            if tp not in held:
+                continue
+            highwater = self._consumer.highwater(tp)
             if highwater is not None:
                 self.stats.lag[f"{topic}/{partition}"] = max(0, highwater - durable)
