@@ -14,6 +14,7 @@ metadata:
     {{- include "lakehouse.labels" (dict "root" $root "component" .component) | nindent 4 }}
   annotations:
     checkov.io/skip1: "CKV_K8S_15=images are pinned by version and, in production, by digest (lakehouse.image): IfNotPresent runs the same bytes and starts pods while the registry is unreachable"
+    {{- include "lakehouse.checkovDigestSkip" (dict "images" (list $root.Values.platform.image) "n" 9) | nindent 4 }}
 spec:
   schedule: {{ $v.schedule | quote }}
   concurrencyPolicy: Forbid
