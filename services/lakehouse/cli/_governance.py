@@ -60,19 +60,9 @@ def policy_compile(
     catalog: Annotated[str, typer.Option(help="Trino catalog of the lakehouse tables")] = "iceberg",
 ) -> None:
     """Compile the policy for Trino: OPA Rego + data, and file-based rules.json."""
-    from lakehouse.governance import load_policy, table_schemas, write_compiled
+    from lakehouse.governance import write_compiled
 
-    project = project_of(Settings.load())
-    schemas = table_schemas(project)
-    policy = load_policy(project.policies_dir, schemas)
-    try:
-        written = write_compiled(policy, schemas, out_dir, catalog=catalog)
-    except OSError as exc:
-        raise LakehouseError(
-            f"cannot write the compiled policy to {out_dir}: {exc.strerror or exc}; choose another --out"
-        ) from exc
-    for path in written:
-        out.print(str(path), highlight=False)
+    _write_policy(write_compiled, "the compiled policy", out_dir, catalog)
 
 
 @policy_app.command("bundle")
@@ -83,16 +73,23 @@ def policy_bundle(
     catalog: Annotated[str, typer.Option(help="Trino catalog of the lakehouse tables")] = "iceberg",
 ) -> None:
     """Write OPA's bundle: the Trino policy, its data and OPA's authz policy (Trino's client only)."""
-    from lakehouse.governance import load_policy, table_schemas, write_opa_bundle
+    from lakehouse.governance import write_opa_bundle
+
+    _write_policy(write_opa_bundle, "OPA's bundle", out_dir, catalog)
+
+
+def _write_policy(write: Callable[..., list[Path]], what: str, out_dir: Path, catalog: str) -> None:
+    """The project's policy compiled by ``write`` into ``out_dir``; prints each file written."""
+    from lakehouse.governance import load_policy, table_schemas
 
     project = project_of(Settings.load())
     schemas = table_schemas(project)
     policy = load_policy(project.policies_dir, schemas)
     try:
-        written = write_opa_bundle(policy, schemas, out_dir, catalog=catalog)
+        written = write(policy, schemas, out_dir, catalog=catalog)
     except OSError as exc:
         raise LakehouseError(
-            f"cannot write OPA's bundle to {out_dir}: {exc.strerror or exc}; choose another --out"
+            f"cannot write {what} to {out_dir}: {exc.strerror or exc}; choose another --out"
         ) from exc
     for path in written:
         out.print(str(path), highlight=False)

@@ -17,7 +17,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from socketserver import ThreadingMixIn
-from typing import Any, SupportsIndex
+from typing import Any, SupportsIndex, cast
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, ProcessCollector, make_wsgi_app
@@ -217,15 +217,10 @@ Readiness = Callable[[], "str | None"]
 
 
 def sink_readiness(sink: Any) -> Readiness:
-    """``sink``'s readiness (a ``lakehouse.ingest.kafka.Sink``; this layer may not import it):
-    ready only while the last commit did not fail, the committer (process and thread) is alive
-    and the consumer holds partitions."""
-
-    def check() -> str | None:
-        trouble: str | None = sink.trouble()
-        return trouble
-
-    return check
+    """``sink``'s readiness: its ``trouble()`` (a ``lakehouse.ingest.kafka.Sink``, which this
+    layer may not import): ready only while the last commit did not fail, the committer
+    (process and thread) is alive and the consumer holds partitions."""
+    return cast(Readiness, sink.trouble)
 
 
 # --- the endpoint ------------------------------------------------------------------------------
